@@ -1,0 +1,102 @@
+//! The `Actor` trait, actor identity and the reasons an actor stops.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::context::Context;
+
+/// A unit of state and behaviour with one typed mailbox.
+///
+/// Handlers are synchronous and run on the actor's home worker, one message at a time; long work
+/// belongs in a future spawned with [`Context::spawn_future`], whose output comes back as a
+/// message. A panic in any hook stops only this actor, with [`ExitReason::Panicked`].
+pub trait Actor: Send + Sized + 'static {
+    /// The one message type this actor's mailbox carries.
+    type Msg: Send + 'static;
+
+    /// Handles one message.
+    fn handle(&mut self, msg: Self::Msg, ctx: &mut Context<Self>);
+
+    /// Runs once on the home worker before the first message.
+    fn started(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// Runs when the actor has been asked to stop, before its children are stopped. Messages
+    /// keep arriving until the children are gone.
+    fn stopping(&mut self, _ctx: &mut Context<Self>) {}
+
+    /// Runs last, after the children have stopped and the mailbox is closed.
+    fn stopped(&mut self, _reason: &ExitReason) {}
+
+    /// A child or a watched actor terminated. Runs on the priority path: it is delivered even
+    /// when the mailbox is full.
+    fn terminated(&mut self, _event: Terminated, _ctx: &mut Context<Self>) {}
+}
+
+/// Identity of an actor, unique within the process for its lifetime.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(pub(crate) u64);
+
+impl ActorId {
+    /// The raw number, stable for the actor's life (useful as a tracing field).
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Why an actor stopped. Typed so supervisors can decide without parsing strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// It stopped itself or was asked to stop ([`Context::stop`], [`crate::Addr::stop`]).
+    Normal,
+    /// The system, or its parent, shut it down.
+    Shutdown,
+    /// Killed without draining ([`crate::Addr::kill`] or a shutdown that ran out of time).
+    Killed,
+    /// A hook or handler panicked; the payload is the panic message when it was a string.
+    Panicked(Arc<str>),
+    /// It stopped with an application-defined failure ([`Context::fail`]).
+    Failed(Arc<str>),
+}
+
+impl ExitReason {
+    /// `Normal` and `Shutdown` are clean exits; everything else is abnormal (a transient child is
+    /// restarted only after an abnormal exit).
+    pub fn is_normal(&self) -> bool {
+        matches!(self, ExitReason::Normal | ExitReason::Shutdown)
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitReason::Normal => f.write_str("normal"),
+            ExitReason::Shutdown => f.write_str("shutdown"),
+            ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
+            ExitReason::Failed(m) => write!(f, "failed: {m}"),
+        }
+    }
+}
+
+/// Notification that a child or a watched actor terminated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terminated {
+    /// The actor that terminated.
+    pub id: ActorId,
+    /// Why it terminated.
+    pub reason: ExitReason,
+    /// True when it was this actor's child (as opposed to an actor it watched).
+    pub child: bool,
+}

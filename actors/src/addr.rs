@@ -1,0 +1,382 @@
+//! Addresses: `Addr<A>` (typed by actor), `Recipient<M>` (typed by message only) and
+//! `ActorRef` (untyped, for supervision and watching).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use crate::actor::{Actor, ActorId, ExitReason};
+use crate::cell::{send_signal, ActorCell, AnyCell, Signal, StopMode};
+use crate::error::{ReplyError, SendError};
+use crate::mailbox::{Admission, Admit, Waiter};
+use crate::reply::{ReplyFuture, ReplyTo};
+use crate::timer::Sleep;
+
+/// The address of an actor of type `A`: cheap to clone, usable from any thread.
+pub struct Addr<A: Actor> {
+    pub(crate) cell: Arc<ActorCell<A>>,
+}
+
+impl<A: Actor> Clone for Addr<A> {
+    fn clone(&self) -> Self {
+        Addr { cell: self.cell.clone() }
+    }
+}
+
+impl<A: Actor> fmt::Debug for Addr<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Addr({})", self.cell.id)
+    }
+}
+
+impl<A: Actor> PartialEq for Addr<A> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.cell, &other.cell)
+    }
+}
+
+impl<A: Actor> Eq for Addr<A> {}
+
+/// What a send target must offer: admission and delivery after admission.
+pub(crate) trait Target<M>: Send + Sync {
+    fn admission(&self) -> &Admission;
+    fn deliver(&self, msg: M);
+}
+
+/// A send target that also knows the actor behind it (what a `Recipient` holds).
+pub(crate) trait RecipientTarget<M>: Target<M> {
+    fn any(&self) -> Arc<dyn AnyCell>;
+}
+
+impl<A: Actor> Target<A::Msg> for ActorCell<A> {
+    #[inline]
+    fn admission(&self) -> &Admission {
+        &self.mb
+    }
+
+    #[inline]
+    fn deliver(&self, msg: A::Msg) {
+        ActorCell::deliver(self, msg)
+    }
+}
+
+struct Mapped<A: Actor, F> {
+    cell: Arc<ActorCell<A>>,
+    map: F,
+}
+
+impl<A: Actor, M, F: Fn(M) -> A::Msg + Send + Sync> Target<M> for Mapped<A, F> {
+    fn admission(&self) -> &Admission {
+        &self.cell.mb
+    }
+
+    fn deliver(&self, msg: M) {
+        self.cell.deliver((self.map)(msg))
+    }
+}
+
+impl<A: Actor, M, F: Fn(M) -> A::Msg + Send + Sync> RecipientTarget<M> for Mapped<A, F> {
+    fn any(&self) -> Arc<dyn AnyCell> {
+        self.cell.clone()
+    }
+}
+
+struct Direct<A: Actor>(Arc<ActorCell<A>>);
+
+impl<A: Actor> Target<A::Msg> for Direct<A> {
+    fn admission(&self) -> &Admission {
+        &self.0.mb
+    }
+
+    fn deliver(&self, msg: A::Msg) {
+        self.0.deliver(msg)
+    }
+}
+
+impl<A: Actor> RecipientTarget<A::Msg> for Direct<A> {
+    fn any(&self) -> Arc<dyn AnyCell> {
+        self.0.clone()
+    }
+}
+
+#[inline]
+fn try_send_to<M>(t: &(impl Target<M> + ?Sized), msg: M) -> Result<(), SendError<M>> {
+    match t.admission().try_admit() {
+        Admit::Ok => {
+            t.deliver(msg);
+            Ok(())
+        }
+        Admit::Full => Err(SendError::Full(msg)),
+        Admit::Closed => Err(SendError::Closed(msg)),
+        Admit::Discard => Ok(()),
+    }
+}
+
+fn notify_when_room_on(adm: &Admission, f: Box<dyn FnOnce() + Send>) {
+    adm.park(Waiter::Callback(f));
+    if adm.has_room() {
+        adm.wake_all();
+    }
+}
+
+/// Future of an async `send`: resolves once the message is enqueued (waiting for room under
+/// back-pressure) or the actor has stopped.
+#[must_use = "futures do nothing unless awaited"]
+pub struct SendFuture<'a, M> {
+    target: &'a (dyn Target<M> + 'a),
+    msg: Option<M>,
+}
+
+// The message is moved out of the Option, never pinned in place.
+impl<M> Unpin for SendFuture<'_, M> {}
+
+impl<M> Future for SendFuture<'_, M> {
+    type Output = Result<(), SendError<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        loop {
+            let Some(msg) = self.msg.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match try_send_to(self.target, msg) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(SendError::Full(m)) => {
+                    self.msg = Some(m);
+                    let adm = self.target.admission();
+                    adm.park(Waiter::Task(cx.waker().clone()));
+                    if !adm.has_room() {
+                        return Poll::Pending;
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<A: Actor> Addr<A> {
+    /// The actor's identity.
+    pub fn id(&self) -> ActorId {
+        self.cell.id
+    }
+
+    /// Enqueues without waiting: `Full` hands the message back under back-pressure, `Closed`
+    /// when the actor stopped.
+    #[inline]
+    pub fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        try_send_to(&*self.cell, msg)
+    }
+
+    /// Enqueues, waiting for room while the mailbox is full.
+    pub fn send(&self, msg: A::Msg) -> SendFuture<'_, A::Msg> {
+        SendFuture { target: &*self.cell, msg: Some(msg) }
+    }
+
+    /// Sends a request built around a fresh reply address and waits for the answer.
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(ReplyTo<T>) -> A::Msg,
+    ) -> Result<T, ReplyError> {
+        let (reply, fut) = ReplyTo::channel();
+        match self.send(make(reply)).await {
+            Ok(()) => fut.await,
+            Err(_) => Err(ReplyError::Stopped),
+        }
+    }
+
+    /// Like [`Addr::ask`] with a deadline that travels with the request: the responder can see
+    /// it on the `ReplyTo`, and the caller gets [`ReplyError::Timeout`] when it passes. The
+    /// deadline runs on the target's worker clock (virtual in deterministic mode).
+    pub fn ask_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        make: impl FnOnce(ReplyTo<T>) -> A::Msg,
+    ) -> ReplyFuture<T> {
+        let (mut reply, fut) = ReplyTo::channel();
+        reply.set_deadline(std::time::Instant::now() + timeout);
+        match self.try_send(make(reply)) {
+            Ok(()) => fut.with_timeout(Sleep::on(&self.cell.home, timeout)),
+            Err(SendError::Full(_)) => ReplyFuture::failed(ReplyError::MailboxFull),
+            Err(SendError::Closed(_)) => ReplyFuture::failed(ReplyError::Stopped),
+        }
+    }
+
+    /// Asks the actor to stop after its current message (children first); queued messages are
+    /// dropped and their reply addresses answer with an error.
+    pub fn stop(&self) {
+        send_signal(&self.any(), Signal::Stop(ExitReason::Normal, StopMode::Immediate));
+    }
+
+    /// Stops the actor at once, without its `stopping` hook; children are killed too.
+    pub fn kill(&self) {
+        send_signal(&self.any(), Signal::Stop(ExitReason::Killed, StopMode::Immediate));
+    }
+
+    /// False once the actor has stopped.
+    pub fn is_alive(&self) -> bool {
+        AnyCell::is_alive(&*self.cell)
+    }
+
+    /// The exit reason, once stopped.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.cell.exit_reason()
+    }
+
+    /// Messages enqueued and not yet handled.
+    pub fn mailbox_len(&self) -> usize {
+        self.cell.mb.len()
+    }
+
+    /// The mailbox capacity.
+    pub fn capacity(&self) -> usize {
+        self.cell.mb.capacity()
+    }
+
+    /// Calls `f` once when the mailbox has room (at once if it has room now) or the actor
+    /// stopped. I/O actors use this to resume reading a paused connection.
+    pub fn notify_when_room(&self, f: impl FnOnce() + Send + 'static) {
+        notify_when_room_on(&self.cell.mb, Box::new(f));
+    }
+
+    /// A type-erased address for this actor's message type.
+    pub fn recipient(&self) -> Recipient<A::Msg> {
+        Recipient { inner: Arc::new(Direct(self.cell.clone())) }
+    }
+
+    /// A type-erased address accepting `M`, converted into this actor's message by `map`.
+    pub fn recipient_map<M: 'static>(
+        &self,
+        map: impl Fn(M) -> A::Msg + Send + Sync + 'static,
+    ) -> Recipient<M> {
+        Recipient { inner: Arc::new(Mapped { cell: self.cell.clone(), map }) }
+    }
+
+    /// An untyped handle (stop, kill, watch, liveness).
+    pub fn actor_ref(&self) -> ActorRef {
+        ActorRef(self.cell.clone())
+    }
+
+    fn any(&self) -> Arc<dyn AnyCell> {
+        self.cell.clone()
+    }
+}
+
+/// An address typed by message only: any actor that accepts `M` (directly or through a
+/// conversion) can stand behind it. Routers and groups hold these.
+pub struct Recipient<M> {
+    inner: Arc<dyn RecipientTarget<M>>,
+}
+
+impl<M> Clone for Recipient<M> {
+    fn clone(&self) -> Self {
+        Recipient { inner: self.inner.clone() }
+    }
+}
+
+impl<M> fmt::Debug for Recipient<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Recipient({})", self.inner.any().id())
+    }
+}
+
+impl<M: Send + 'static> Recipient<M> {
+    /// Enqueues without waiting (see [`Addr::try_send`]).
+    pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        try_send_to(&*self.inner, msg)
+    }
+
+    /// Enqueues, waiting for room while the mailbox is full.
+    pub fn send(&self, msg: M) -> SendFuture<'_, M> {
+        SendFuture { target: &*self.inner as &dyn Target<M>, msg: Some(msg) }
+    }
+
+    /// Sends a request and waits for the answer (see [`Addr::ask`]).
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(ReplyTo<T>) -> M,
+    ) -> Result<T, ReplyError> {
+        let (reply, fut) = ReplyTo::channel();
+        match self.send(make(reply)).await {
+            Ok(()) => fut.await,
+            Err(_) => Err(ReplyError::Stopped),
+        }
+    }
+
+    /// Calls `f` once when the mailbox has room or the actor stopped.
+    pub fn notify_when_room(&self, f: impl FnOnce() + Send + 'static) {
+        notify_when_room_on(self.inner.admission(), Box::new(f));
+    }
+
+    /// The identity of the actor behind it.
+    pub fn id(&self) -> ActorId {
+        self.inner.any().id()
+    }
+
+    /// False once the actor has stopped.
+    pub fn is_alive(&self) -> bool {
+        !self.inner.admission().is_closed()
+    }
+
+    /// An untyped handle to the actor behind it.
+    pub fn actor_ref(&self) -> ActorRef {
+        ActorRef(self.inner.any())
+    }
+}
+
+/// An untyped handle to an actor: identity, liveness, stop and kill, and watching.
+#[derive(Clone)]
+pub struct ActorRef(pub(crate) Arc<dyn AnyCell>);
+
+impl fmt::Debug for ActorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ActorRef({})", self.0.id())
+    }
+}
+
+impl PartialEq for ActorRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for ActorRef {}
+
+impl ActorRef {
+    /// The actor's identity.
+    pub fn id(&self) -> ActorId {
+        self.0.id()
+    }
+
+    /// False once the actor has stopped.
+    pub fn is_alive(&self) -> bool {
+        self.0.is_alive()
+    }
+
+    /// The exit reason, once stopped.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.0.exit_reason()
+    }
+
+    /// Messages waiting in its mailbox.
+    pub fn mailbox_len(&self) -> usize {
+        self.0.mailbox_len()
+    }
+
+    /// Asks it to stop (see [`Addr::stop`]).
+    pub fn stop(&self) {
+        send_signal(&self.0, Signal::Stop(ExitReason::Normal, StopMode::Immediate));
+    }
+
+    /// Asks it to shut down gracefully: children first, then what is queued is handled.
+    pub fn shutdown(&self) {
+        send_signal(&self.0, Signal::Stop(ExitReason::Shutdown, StopMode::Drain));
+    }
+
+    /// Kills it (see [`Addr::kill`]).
+    pub fn kill(&self) {
+        send_signal(&self.0, Signal::Stop(ExitReason::Killed, StopMode::Immediate));
+    }
+}

@@ -1,0 +1,501 @@
+//! The actor cell: what an `Addr` points at, and the turn-by-turn life of an actor.
+//!
+//! `ActorCell` is shared by every address of an actor. Its queue and signal list live in an
+//! `UnsafeCell` that only the actor's home worker touches: senders on that worker push directly,
+//! senders elsewhere hand the message to the home worker's inbound queue. Capacity is enforced
+//! by the cell's `Admission` counter, which is the only state senders on other threads touch.
+//!
+//! `ActorSlot` is owned by the home worker and holds the actor value and its `Context`. A turn
+//! handles system signals first (stop, child terminated, watch), then up to `batch` messages.
+
+use std::any::Any;
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use crate::actor::{Actor, ActorId, ExitReason, Terminated};
+use crate::context::{Context, Lifecycle};
+use crate::mailbox::{Admission, MailboxConfig, Overflow};
+use crate::sync::AtomicBool;
+use crate::worker::{with_current, Remote, RunResult, Runnable, WorkerLocal, WorkerShared};
+
+/// How a stop proceeds once the children are gone.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum StopMode {
+    /// Close the mailbox to new messages, handle what is queued, then stop (system shutdown).
+    Drain,
+    /// Stop now; queued messages are dropped (their reply addresses answer with an error).
+    Immediate,
+}
+
+/// Messages of the priority channel: never subject to mailbox capacity.
+pub(crate) enum Signal {
+    Stop(ExitReason, StopMode),
+    ChildTerminated(ActorId, ExitReason),
+    WatchedTerminated(ActorId, ExitReason),
+    Watch(crate::addr::ActorRef),
+    Unwatch(ActorId),
+}
+
+/// The type-erased face of a cell, for signals and supervision.
+pub(crate) trait AnyCell: Send + Sync + 'static {
+    fn id(&self) -> ActorId;
+    fn home(&self) -> &Arc<WorkerShared>;
+    fn push_signal_local(&self, w: &WorkerLocal, sig: Signal);
+    fn is_alive(&self) -> bool;
+    fn exit_reason(&self) -> Option<ExitReason>;
+    fn mailbox_len(&self) -> usize;
+    fn mark_named(&self);
+}
+
+/// Sends a signal to any actor from any thread.
+pub(crate) fn send_signal(target: &Arc<dyn AnyCell>, sig: Signal) {
+    let t = target.clone();
+    target.home().run_on(move |w| t.push_signal_local(w, sig));
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+pub(crate) struct Local<M> {
+    queue: VecDeque<M>,
+    signals: VecDeque<Signal>,
+    /// On the run queue (or running). Starts true: insertion schedules the first turn.
+    scheduled: bool,
+    dead: bool,
+    slot: u32,
+    scheduled_at: Option<Instant>,
+}
+
+pub(crate) struct ActorCell<A: Actor> {
+    pub(crate) id: ActorId,
+    pub(crate) home: Arc<WorkerShared>,
+    pub(crate) mb: Admission,
+    pub(crate) named: AtomicBool,
+    exit: OnceLock<ExitReason>,
+    local: UnsafeCell<Local<A::Msg>>,
+}
+
+// SAFETY: every field but `local` is Sync on its own. `local` is only accessed through
+// `with_local`, which requires the home worker's `WorkerLocal` (a thread-owned value) and asserts
+// that it is the home worker; so `local` is only ever touched from one thread.
+unsafe impl<A: Actor> Sync for ActorCell<A> {}
+
+impl<A: Actor> ActorCell<A> {
+    pub(crate) fn new(id: ActorId, home: Arc<WorkerShared>, cfg: MailboxConfig) -> Self {
+        ActorCell {
+            id,
+            home,
+            mb: Admission::new(cfg),
+            named: AtomicBool::new(false),
+            exit: OnceLock::new(),
+            local: UnsafeCell::new(Local {
+                queue: VecDeque::new(),
+                signals: VecDeque::new(),
+                scheduled: true,
+                dead: false,
+                slot: NO_SLOT,
+                scheduled_at: None,
+            }),
+        }
+    }
+
+    /// Runs `f` with the home-worker-only state. `f` must not call user code or re-enter.
+    #[inline]
+    pub(crate) fn with_local<R>(&self, w: &WorkerLocal, f: impl FnOnce(&mut Local<A::Msg>) -> R) -> R {
+        assert_eq!(w.shared.uid, self.home.uid, "actor state touched off its home worker");
+        // SAFETY: we are on the home worker thread (asserted above; a `WorkerLocal` never leaves
+        // its thread), and `f` is internal code that neither calls user code nor re-enters
+        // `with_local`, so this is the only live reference to `local`.
+        f(unsafe { &mut *self.local.get() })
+    }
+
+    /// Rebuilds an owning handle from a reference to a cell.
+    fn arc_from_ref(&self) -> Arc<Self> {
+        let p = self as *const Self;
+        // SAFETY: cells are only ever created inside `Arc::new` (see `spawn_actor`) and never
+        // moved out, so `self` points into a live Arc allocation whose strong count is at least
+        // one while `&self` exists; we add the count for the Arc we rebuild.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+
+    /// Enqueues an admitted message: directly on the home worker, else through its inbound.
+    #[inline]
+    pub(crate) fn deliver(&self, msg: A::Msg) {
+        let rest = with_current(|w| match w {
+            Some(w) if w.shared.uid == self.home.uid => {
+                self.push_local(w, msg);
+                None
+            }
+            _ => Some(msg),
+        });
+        if let Some(msg) = rest {
+            let cell = self.arc_from_ref();
+            self.home.push(Remote::Run(Box::new(move |w: &WorkerLocal| cell.push_local(w, msg))));
+        }
+    }
+
+    /// Admission ignoring capacity (replies, timers); drops the message if the actor stopped.
+    pub(crate) fn deliver_forced(&self, msg: A::Msg) {
+        if self.mb.admit_forced() {
+            self.deliver(msg);
+        }
+    }
+
+    fn push_local(&self, w: &WorkerLocal, msg: A::Msg) {
+        let cap = self.mb.capacity();
+        let drop_oldest = self.mb.overflow() == Overflow::DropOldest;
+        let timing = w.system.timing;
+        let (rejected, evicted, schedule) = self.with_local(w, |l| {
+            if l.dead {
+                return (Some(msg), None, None);
+            }
+            let evicted = if drop_oldest && l.queue.len() >= cap { l.queue.pop_front() } else { None };
+            l.queue.push_back(msg);
+            if l.scheduled {
+                (None, evicted, None)
+            } else {
+                l.scheduled = true;
+                if timing {
+                    l.scheduled_at = Some(Instant::now());
+                }
+                (None, evicted, Some(l.slot))
+            }
+        });
+        if let Some(key) = schedule {
+            w.schedule(key);
+        }
+        if rejected.is_some() {
+            self.mb.release(1);
+        }
+        if evicted.is_some() {
+            self.mb.count_dropped();
+            self.mb.release(1);
+        }
+        // Dropped here, after the borrow: dropping may answer a ReplyTo, which may enqueue.
+        drop(rejected);
+        drop(evicted);
+    }
+
+    pub(crate) fn set_slot(&self, w: &WorkerLocal, key: u32) {
+        self.with_local(w, |l| l.slot = key);
+    }
+
+    pub(crate) fn exit_reason(&self) -> Option<ExitReason> {
+        self.exit.get().cloned()
+    }
+}
+
+impl<A: Actor> AnyCell for ActorCell<A> {
+    fn id(&self) -> ActorId {
+        self.id
+    }
+
+    fn home(&self) -> &Arc<WorkerShared> {
+        &self.home
+    }
+
+    fn push_signal_local(&self, w: &WorkerLocal, sig: Signal) {
+        let (rejected, schedule) = self.with_local(w, |l| {
+            if l.dead {
+                return (Some(sig), None);
+            }
+            l.signals.push_back(sig);
+            if l.scheduled {
+                (None, None)
+            } else {
+                l.scheduled = true;
+                (None, Some(l.slot))
+            }
+        });
+        if let Some(key) = schedule {
+            w.schedule(key);
+        }
+        if let Some(Signal::Watch(watcher)) = rejected {
+            // Watching an actor that is already gone answers at once, like an OTP monitor.
+            let reason = self.exit_reason().unwrap_or(ExitReason::Normal);
+            send_signal(&watcher.0, Signal::WatchedTerminated(self.id, reason));
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        self.exit.get().is_none()
+    }
+
+    fn exit_reason(&self) -> Option<ExitReason> {
+        self.exit.get().cloned()
+    }
+
+    fn mailbox_len(&self) -> usize {
+        self.mb.len()
+    }
+
+    fn mark_named(&self) {
+        self.named.store(true, Ordering::Release);
+    }
+}
+
+/// The worker-owned half of an actor: its value and context.
+pub(crate) struct ActorSlot<A: Actor> {
+    pub(crate) actor: A,
+    pub(crate) ctx: Context<A>,
+}
+
+fn panic_message(p: &Box<dyn Any + Send>) -> Arc<str> {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        Arc::from(*s)
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        Arc::from(s.as_str())
+    } else {
+        Arc::from("non-string panic payload")
+    }
+}
+
+impl<A: Actor> ActorSlot<A> {
+    fn on_panic(&mut self, w: &WorkerLocal, p: Box<dyn Any + Send>) {
+        let msg = panic_message(&p);
+        tracing::error!(actor = %self.ctx.cell.id, panic = %msg, "actor panicked");
+        let reason = ExitReason::Panicked(msg);
+        match &mut self.ctx.state {
+            Lifecycle::Stopping { reason: r, mode } => {
+                *r = reason;
+                *mode = StopMode::Immediate;
+                if self.ctx.children.is_empty() {
+                    self.after_children(w);
+                }
+            }
+            Lifecycle::Draining { reason: r } => {
+                *r = reason;
+                self.finish_stop(w);
+            }
+            Lifecycle::Dead => {}
+            _ => self.begin_stop(w, reason, StopMode::Immediate),
+        }
+    }
+
+    fn begin_stop(&mut self, w: &WorkerLocal, reason: ExitReason, mode: StopMode) {
+        let killed = reason == ExitReason::Killed;
+        match &mut self.ctx.state {
+            Lifecycle::Created | Lifecycle::Running => {}
+            Lifecycle::Stopping { reason: r, mode: m } if killed => {
+                // A kill overtakes a graceful stop in progress.
+                *r = ExitReason::Killed;
+                *m = StopMode::Immediate;
+                for c in &self.ctx.children {
+                    send_signal(&c.0, Signal::Stop(ExitReason::Killed, StopMode::Immediate));
+                }
+                if self.ctx.children.is_empty() {
+                    self.after_children(w);
+                }
+                return;
+            }
+            Lifecycle::Draining { reason: r } if killed => {
+                *r = ExitReason::Killed;
+                self.finish_stop(w);
+                return;
+            }
+            _ => return,
+        }
+        tracing::debug!(actor = %self.ctx.cell.id, %reason, "actor stopping");
+        self.ctx.state = Lifecycle::Stopping { reason: reason.clone(), mode };
+        if !killed {
+            let r = catch_unwind(AssertUnwindSafe(|| self.actor.stopping(&mut self.ctx)));
+            if let Err(p) = r {
+                tracing::error!(actor = %self.ctx.cell.id, panic = %panic_message(&p), "stopping hook panicked");
+            }
+        }
+        let child_reason = if killed { ExitReason::Killed } else { ExitReason::Shutdown };
+        for c in &self.ctx.children {
+            send_signal(&c.0, Signal::Stop(child_reason.clone(), mode));
+        }
+        if self.ctx.children.is_empty() {
+            self.after_children(w);
+        }
+    }
+
+    fn after_children(&mut self, w: &WorkerLocal) {
+        let Lifecycle::Stopping { reason, mode } = &self.ctx.state else { return };
+        match mode {
+            StopMode::Drain => {
+                let reason = reason.clone();
+                self.ctx.cell.mb.close();
+                self.ctx.state = Lifecycle::Draining { reason };
+                let empty = self.ctx.cell.with_local(w, |l| l.queue.is_empty());
+                if empty {
+                    self.finish_stop(w);
+                }
+            }
+            StopMode::Immediate => self.finish_stop(w),
+        }
+    }
+
+    fn finish_stop(&mut self, w: &WorkerLocal) {
+        let reason = match std::mem::replace(&mut self.ctx.state, Lifecycle::Dead) {
+            Lifecycle::Stopping { reason, .. } | Lifecycle::Draining { reason } => reason,
+            Lifecycle::Dead => return,
+            Lifecycle::Created | Lifecycle::Running => ExitReason::Killed,
+        };
+        let cell = self.ctx.cell.clone();
+        cell.mb.close();
+        let (queue, signals) = cell.with_local(w, |l| {
+            l.dead = true;
+            (std::mem::take(&mut l.queue), std::mem::take(&mut l.signals))
+        });
+        cell.mb.release(queue.len());
+        let _ = cell.exit.set(reason.clone());
+        for (k, g) in self.ctx.tasks.drain(..) {
+            w.cancel_task(k, g);
+        }
+        for (k, g) in self.ctx.timers.drain(..) {
+            w.cancel_timer(k, g);
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| self.actor.stopped(&reason)));
+        if let Err(p) = r {
+            tracing::error!(actor = %cell.id, panic = %panic_message(&p), "stopped hook panicked");
+        }
+        // Queued requests are answered with errors as their reply addresses drop.
+        drop(queue);
+        for s in signals {
+            if let Signal::Watch(watcher) = s {
+                self.ctx.watchers.push(watcher);
+            }
+        }
+        for watcher in self.ctx.watchers.drain(..) {
+            send_signal(&watcher.0, Signal::WatchedTerminated(cell.id, reason.clone()));
+        }
+        match self.ctx.parent.take() {
+            Some(p) => send_signal(&p.0, Signal::ChildTerminated(cell.id, reason.clone())),
+            None => w.system.root_terminated(cell.id),
+        }
+        if cell.named.load(Ordering::Acquire) {
+            w.system.registry.remove_actor(cell.id);
+        }
+        tracing::debug!(actor = %cell.id, %reason, "actor stopped");
+        w.system.actor_stopped();
+    }
+
+    fn on_signal(&mut self, w: &WorkerLocal, sig: Signal) {
+        match sig {
+            Signal::Stop(reason, mode) => self.begin_stop(w, reason, mode),
+            Signal::ChildTerminated(id, reason) => {
+                self.ctx.children.retain(|c| c.0.id() != id);
+                match self.ctx.state {
+                    Lifecycle::Running => {
+                        let ev = Terminated { id, reason, child: true };
+                        let r = catch_unwind(AssertUnwindSafe(|| self.actor.terminated(ev, &mut self.ctx)));
+                        if let Err(p) = r {
+                            self.on_panic(w, p);
+                        }
+                    }
+                    Lifecycle::Stopping { .. } if self.ctx.children.is_empty() => self.after_children(w),
+                    _ => {}
+                }
+            }
+            Signal::WatchedTerminated(id, reason) => {
+                if matches!(self.ctx.state, Lifecycle::Running | Lifecycle::Stopping { .. }) {
+                    let ev = Terminated { id, reason, child: false };
+                    let r = catch_unwind(AssertUnwindSafe(|| self.actor.terminated(ev, &mut self.ctx)));
+                    if let Err(p) = r {
+                        self.on_panic(w, p);
+                    }
+                }
+            }
+            Signal::Watch(watcher) => self.ctx.watchers.push(watcher),
+            Signal::Unwatch(id) => self.ctx.watchers.retain(|x| x.0.id() != id),
+        }
+    }
+
+    fn is_dead(&self) -> bool {
+        matches!(self.ctx.state, Lifecycle::Dead)
+    }
+}
+
+impl<A: Actor> Runnable for ActorSlot<A> {
+    fn run(&mut self, w: &WorkerLocal) -> RunResult {
+        let t0 = if w.system.timing { Some(Instant::now()) } else { None };
+        if matches!(self.ctx.state, Lifecycle::Created) {
+            self.ctx.state = Lifecycle::Running;
+            let _span = tracing::trace_span!("actor", id = %self.ctx.cell.id).entered();
+            tracing::trace!("actor started");
+            let r = catch_unwind(AssertUnwindSafe(|| self.actor.started(&mut self.ctx)));
+            if let Err(p) = r {
+                self.on_panic(w, p);
+            }
+        }
+        loop {
+            if self.is_dead() {
+                return RunResult::Dead;
+            }
+            let sig = self.ctx.cell.with_local(w, |l| l.signals.pop_front());
+            match sig {
+                Some(s) => self.on_signal(w, s),
+                None => break,
+            }
+        }
+        let mut n: usize = 0;
+        if self.ctx.state.handles_messages() {
+            let budget = w.batch;
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                while n < budget {
+                    let Some(m) = self.ctx.cell.with_local(w, |l| l.queue.pop_front()) else {
+                        break;
+                    };
+                    n += 1;
+                    self.actor.handle(m, &mut self.ctx);
+                    if self.ctx.stop_request.is_some() {
+                        break;
+                    }
+                }
+            }));
+            self.ctx.cell.mb.release(n);
+            self.ctx.handled += n as u64;
+            if let Err(p) = r {
+                self.on_panic(w, p);
+            }
+        }
+        w.shared.stats.record_turn(n as u64);
+        if let Some((reason, mode)) = self.ctx.stop_request.take() {
+            self.begin_stop(w, reason, mode);
+        }
+        if matches!(self.ctx.state, Lifecycle::Draining { .. })
+            && self.ctx.cell.with_local(w, |l| l.queue.is_empty())
+        {
+            self.finish_stop(w);
+        }
+        if let Some(t0) = t0 {
+            let delay = self.ctx.cell.with_local(w, |l| l.scheduled_at.take());
+            let delay_ns = delay.map_or(0, |d| t0.saturating_duration_since(d).as_nanos() as u64);
+            w.shared.stats.record_timing(t0.elapsed().as_nanos() as u64, delay_ns);
+        }
+        if self.is_dead() {
+            return RunResult::Dead;
+        }
+        self.ctx.cell.with_local(w, |l| {
+            if l.queue.is_empty() && l.signals.is_empty() {
+                l.scheduled = false;
+                RunResult::Idle
+            } else {
+                RunResult::Again
+            }
+        })
+    }
+
+    fn id(&self) -> ActorId {
+        self.ctx.cell.id
+    }
+
+    fn kill_now(&mut self, w: &WorkerLocal) {
+        if self.is_dead() {
+            return;
+        }
+        self.ctx.state = Lifecycle::Stopping { reason: ExitReason::Killed, mode: StopMode::Immediate };
+        // Children on this and other workers are killed by their own workers.
+        self.ctx.children.clear();
+        self.finish_stop(w);
+    }
+}

@@ -1,0 +1,256 @@
+//! `Context<A>`: what a handler can do besides changing its own state.
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::actor::{Actor, ActorId, ExitReason};
+use crate::addr::{ActorRef, Addr};
+use crate::cell::{send_signal, ActorCell, Signal, StopMode};
+use crate::error::{ReplyError, SpawnError};
+use crate::metrics::ActorMetrics;
+use crate::reply::ReplyTo;
+use crate::system::{spawn_actor, SpawnOptions, SystemHandle};
+use crate::timer::{TimerHandle, TimerNext};
+use crate::worker::{with_current, WorkerLocal};
+
+/// Where an actor is in its life.
+pub(crate) enum Lifecycle {
+    Created,
+    Running,
+    /// Asked to stop; waiting for children, still handling messages.
+    Stopping { reason: ExitReason, mode: StopMode },
+    /// Children gone, mailbox closed, handling what is queued.
+    Draining { reason: ExitReason },
+    Dead,
+}
+
+impl Lifecycle {
+    pub(crate) fn handles_messages(&self) -> bool {
+        matches!(self, Lifecycle::Running | Lifecycle::Stopping { .. } | Lifecycle::Draining { .. })
+    }
+}
+
+/// The handler's view of its actor and the system: its own address, children, timers, watches,
+/// reply addresses and futures.
+pub struct Context<A: Actor> {
+    pub(crate) cell: Arc<ActorCell<A>>,
+    pub(crate) state: Lifecycle,
+    pub(crate) parent: Option<ActorRef>,
+    pub(crate) children: Vec<ActorRef>,
+    pub(crate) watchers: Vec<ActorRef>,
+    pub(crate) stop_request: Option<(ExitReason, StopMode)>,
+    pub(crate) tasks: Vec<(u32, u32)>,
+    pub(crate) timers: Vec<(u32, u32)>,
+    pub(crate) handled: u64,
+}
+
+fn local<R>(f: impl FnOnce(&WorkerLocal) -> R) -> R {
+    with_current(|w| f(w.expect("Context used outside its actor's worker")))
+}
+
+impl<A: Actor> Context<A> {
+    pub(crate) fn new(cell: Arc<ActorCell<A>>, parent: Option<ActorRef>) -> Self {
+        Context {
+            cell,
+            state: Lifecycle::Created,
+            parent,
+            children: Vec::new(),
+            watchers: Vec::new(),
+            stop_request: None,
+            tasks: Vec::new(),
+            timers: Vec::new(),
+            handled: 0,
+        }
+    }
+
+    /// This actor's address.
+    pub fn addr(&self) -> Addr<A> {
+        Addr { cell: self.cell.clone() }
+    }
+
+    /// This actor's identity.
+    pub fn id(&self) -> ActorId {
+        self.cell.id
+    }
+
+    /// A type-erased handle to this actor.
+    pub fn actor_ref(&self) -> ActorRef {
+        ActorRef(self.cell.clone())
+    }
+
+    /// The index of the worker this actor runs on.
+    pub fn worker_index(&self) -> usize {
+        self.cell.home.index
+    }
+
+    /// The system this actor belongs to.
+    pub fn system(&self) -> SystemHandle {
+        local(|w| SystemHandle { shared: w.system.clone() })
+    }
+
+    /// The current time: the real clock, or the virtual clock in deterministic mode.
+    pub fn now(&self) -> Instant {
+        local(|w| w.clock.now())
+    }
+
+    /// The parent, if this actor was spawned as a child.
+    pub fn parent(&self) -> Option<&ActorRef> {
+        self.parent.as_ref()
+    }
+
+    /// Live children.
+    pub fn children(&self) -> &[ActorRef] {
+        &self.children
+    }
+
+    /// Spawns a child on this actor's worker. Children stop before their parent.
+    pub fn spawn<B: Actor>(&mut self, actor: B) -> Result<Addr<B>, SpawnError> {
+        self.spawn_with(actor, SpawnOptions::default())
+    }
+
+    /// Spawns a child with explicit placement, mailbox and name.
+    pub fn spawn_with<B: Actor>(&mut self, actor: B, opts: SpawnOptions) -> Result<Addr<B>, SpawnError> {
+        let me = self.actor_ref();
+        let addr = local(|w| spawn_actor(&w.system, actor, opts, Some(me)))?;
+        self.children.push(addr.actor_ref());
+        Ok(addr)
+    }
+
+    /// Stops this actor after the current message: children stop first, queued messages are
+    /// dropped (their reply addresses answer with an error), watchers are told `Normal`.
+    pub fn stop(&mut self) {
+        self.stop_request.get_or_insert((ExitReason::Normal, StopMode::Immediate));
+    }
+
+    /// Stops this actor with an application failure (an abnormal exit supervisors restart).
+    pub fn fail(&mut self, why: impl Into<Arc<str>>) {
+        self.stop_request = Some((ExitReason::Failed(why.into()), StopMode::Immediate));
+    }
+
+    /// Sends `msg` to this actor after `delay`. The timer is cancelled if the actor stops.
+    pub fn send_after(&mut self, delay: Duration, msg: A::Msg) -> TimerHandle {
+        let cell = self.cell.clone();
+        let mut msg = Some(msg);
+        self.arm(delay, move |_| {
+            if let Some(m) = msg.take() {
+                cell.deliver_forced(m);
+            }
+            TimerNext::Done
+        })
+    }
+
+    /// Sends `make()` to this actor every `period` until cancelled or the actor stops.
+    pub fn send_interval(
+        &mut self,
+        period: Duration,
+        mut make: impl FnMut() -> A::Msg + Send + 'static,
+    ) -> TimerHandle {
+        let cell = self.cell.clone();
+        self.arm(period, move |_| {
+            if cell.mb.is_closed() {
+                return TimerNext::Done;
+            }
+            cell.deliver_forced(make());
+            TimerNext::Again(period)
+        })
+    }
+
+    fn arm(
+        &mut self,
+        after: Duration,
+        f: impl FnMut(&WorkerLocal) -> TimerNext + Send + 'static,
+    ) -> TimerHandle {
+        let flag = Arc::new(AtomicBool::new(false));
+        let h = local(|w| {
+            // Forget timers that already fired so the list stays as small as the live set.
+            if self.timers.len() >= 32 && self.timers.len().is_power_of_two() {
+                self.timers.retain(|(k, g)| w.timer_is_pending(*k, *g));
+            }
+            w.arm_timer(after, Box::new(f), flag)
+        });
+        self.timers.push((h.key, h.gen));
+        h
+    }
+
+    /// Watches another actor: when it terminates, [`Actor::terminated`] runs here with its
+    /// reason (at once if it is already gone).
+    pub fn watch(&mut self, target: &ActorRef) {
+        send_signal(&target.0, Signal::Watch(self.actor_ref()));
+    }
+
+    /// Stops watching `target`.
+    pub fn unwatch(&mut self, target: &ActorRef) {
+        send_signal(&target.0, Signal::Unwatch(self.cell.id));
+    }
+
+    /// A reply address whose answer arrives in this actor's mailbox as `map(result)`.
+    /// Replies bypass mailbox capacity: they answer requests this actor chose to make.
+    pub fn reply_to<T: Send + 'static>(
+        &self,
+        map: impl FnOnce(Result<T, ReplyError>) -> A::Msg + Send + 'static,
+    ) -> ReplyTo<T> {
+        let cell = self.cell.clone();
+        ReplyTo::from_fn(move |r| cell.deliver_forced(map(r)))
+    }
+
+    /// Like [`Context::reply_to`], with a deadline: if no answer came within `timeout`,
+    /// `map(Err(ReplyError::Timeout))` arrives instead, and a late answer is discarded.
+    pub fn reply_to_within<T: Send + 'static>(
+        &mut self,
+        timeout: Duration,
+        map: impl FnOnce(Result<T, ReplyError>) -> A::Msg + Send + 'static,
+    ) -> ReplyTo<T> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let map = Arc::new(std::sync::Mutex::new(Some(map)));
+        let (cell1, map1) = (self.cell.clone(), map.clone());
+        let deliver = Box::new(move |r: Result<T, ReplyError>| {
+            let f = map1.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(f) = f {
+                cell1.deliver_forced(f(r));
+            }
+        });
+        let (cell2, flag2) = (self.cell.clone(), flag.clone());
+        let deadline = self.now() + timeout;
+        self.arm(timeout, move |_| {
+            if !flag2.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                let f = map.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(f) = f {
+                    cell2.deliver_forced(f(Err(ReplyError::Timeout)));
+                }
+            }
+            TimerNext::Done
+        });
+        ReplyTo::guarded(deliver, flag, deadline)
+    }
+
+    /// Runs a future on this actor's worker (it need not be `Send`) and delivers
+    /// `map(output)` to this actor when it completes. Dropped if the actor stops first.
+    pub fn spawn_future<F>(&mut self, fut: F, map: impl FnOnce(F::Output) -> A::Msg + 'static)
+    where
+        F: Future + 'static,
+    {
+        let cell = self.cell.clone();
+        let task = Box::pin(async move {
+            let out = fut.await;
+            cell.deliver_forced(map(out));
+        });
+        let id = local(|w| {
+            if self.tasks.len() >= 32 && self.tasks.len().is_power_of_two() {
+                self.tasks.retain(|(k, g)| w.task_is_live(*k, *g));
+            }
+            w.spawn_task(task)
+        });
+        self.tasks.push(id);
+    }
+
+    /// This actor's counters.
+    pub fn metrics(&self) -> ActorMetrics {
+        ActorMetrics {
+            messages_handled: self.handled,
+            mailbox_depth: self.cell.mb.len(),
+            dropped: self.cell.mb.dropped(),
+        }
+    }
+}

@@ -1,0 +1,666 @@
+//! Workers: the threads actors run on.
+//!
+//! A worker has two halves. `WorkerShared` is what other threads see: an inbound queue (the one
+//! cross-core handoff on the hot path) and a flag telling whether the worker is parked, so a
+//! sender wakes it only when it must. `WorkerLocal` belongs to the worker thread: the run queue of
+//! actors with work, the actors' slots, the timer wheel and the local executor; none of it is
+//! shared, so none of it is synchronised.
+//!
+//! An idle worker spins for a bounded, configurable time before it parks in its driver: waking a
+//! halted vCPU costs tens of microseconds here, far more than a short spin.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+
+use crate::actor::ActorId;
+use crate::driver::{Driver, Unpark};
+use crate::metrics::WorkerStats;
+use crate::sync::AtomicBool;
+use crate::system::SystemShared;
+use crate::timer::{duration_ticks, TimerFn, TimerHandle, TimerNext, TimerWheel};
+
+static NEXT_WORKER_UID: AtomicU64 = AtomicU64::new(1);
+
+/// Work handed to a worker by another thread.
+pub(crate) enum Remote {
+    Run(Box<dyn FnOnce(&WorkerLocal) + Send>),
+    WakeTask(u32, u32),
+    Terminate,
+}
+
+/// The part of a worker other threads may touch.
+pub(crate) struct WorkerShared {
+    pub(crate) uid: u64,
+    pub(crate) index: usize,
+    inbound: SegQueue<Remote>,
+    sleeping: AtomicBool,
+    unparker: OnceLock<Arc<dyn Unpark>>,
+    pub(crate) stats: WorkerStats,
+}
+
+impl std::fmt::Debug for WorkerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("index", &self.index).finish()
+    }
+}
+
+impl WorkerShared {
+    pub(crate) fn new(index: usize) -> Arc<Self> {
+        Arc::new(WorkerShared {
+            uid: NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed),
+            index,
+            inbound: SegQueue::new(),
+            sleeping: AtomicBool::new(false),
+            unparker: OnceLock::new(),
+            stats: WorkerStats::default(),
+        })
+    }
+
+    pub(crate) fn set_unparker(&self, u: Arc<dyn Unpark>) {
+        let _ = self.unparker.set(u);
+    }
+
+    /// Hands work to this worker and wakes it if it is parked.
+    pub(crate) fn push(&self, r: Remote) {
+        self.inbound.push(r);
+        // Dekker pairing with `WorkerLocal::park`: the worker publishes `sleeping` and then
+        // re-checks the queue; we publish the item and then check `sleeping`. The fences make
+        // sure at least one side sees the other, so a wake is never lost.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
+            if let Some(u) = self.unparker.get() {
+                u.unpark();
+            }
+        }
+    }
+
+    /// Runs `f` on this worker: at once when called on it, else through the inbound queue.
+    pub(crate) fn run_on(self: &Arc<Self>, f: impl FnOnce(&WorkerLocal) + Send + 'static) {
+        let mut f = Some(f);
+        with_current(|w| {
+            if let Some(w) = w {
+                if w.shared.uid == self.uid {
+                    if let Some(f) = f.take() {
+                        f(w);
+                    }
+                }
+            }
+        });
+        if let Some(f) = f {
+            self.push(Remote::Run(Box::new(f)));
+        }
+    }
+
+    /// Arms a timer on this worker's wheel from any thread.
+    pub(crate) fn arm_timer(self: &Arc<Self>, after: Duration, action: TimerFn) -> TimerHandle {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut action = Some(action);
+        let mut handle = None;
+        with_current(|w| {
+            if let Some(w) = w {
+                if w.shared.uid == self.uid {
+                    if let Some(a) = action.take() {
+                        handle = Some(w.arm_timer(after, a, flag.clone()));
+                    }
+                }
+            }
+        });
+        if let Some(h) = handle {
+            return h;
+        }
+        if let Some(a) = action {
+            let f = flag.clone();
+            self.push(Remote::Run(Box::new(move |w: &WorkerLocal| {
+                w.arm_timer(after, a, f);
+            })));
+        }
+        TimerHandle { worker: self.clone(), key: u32::MAX, gen: 0, flag }
+    }
+
+    pub(crate) fn has_inbound(&self) -> bool {
+        !self.inbound.is_empty()
+    }
+}
+
+thread_local! {
+    static CURRENT: Cell<*const WorkerLocal> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Calls `f` with the worker running on this thread, if any.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
+    let p = CURRENT.with(|c| c.get());
+    if p.is_null() {
+        f(None)
+    } else {
+        // SAFETY: CURRENT is only non-null between `enter` and the drop of its guard, during
+        // which the `WorkerLocal` it points to is borrowed by the guard's creator and alive; the
+        // pointer never leaves this thread.
+        f(Some(unsafe { &*p }))
+    }
+}
+
+/// Marks `w` as the worker of this thread until the guard drops.
+pub(crate) struct EnterGuard {
+    prev: *const WorkerLocal,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.prev));
+    }
+}
+
+pub(crate) fn enter(w: &WorkerLocal) -> EnterGuard {
+    let prev = CURRENT.with(|c| c.replace(w as *const WorkerLocal));
+    EnterGuard { prev }
+}
+
+/// Result of one actor turn.
+pub(crate) enum RunResult {
+    /// Nothing left to do; the actor is no longer scheduled.
+    Idle,
+    /// More work: put it back on the run queue.
+    Again,
+    /// It stopped; free its slot.
+    Dead,
+}
+
+/// An actor slot as the worker sees it.
+pub(crate) trait Runnable {
+    fn run(&mut self, w: &WorkerLocal) -> RunResult;
+    fn id(&self) -> ActorId;
+    /// Stops at once without waiting for children (shutdown past its deadline).
+    fn kill_now(&mut self, w: &WorkerLocal);
+}
+
+/// The worker's clock: real, or virtual in deterministic mode.
+pub(crate) enum Clock {
+    Real { origin: Instant },
+    Virtual { origin: Instant, now_ms: Cell<u64> },
+}
+
+impl Clock {
+    pub(crate) fn now(&self) -> Instant {
+        match self {
+            Clock::Real { .. } => Instant::now(),
+            Clock::Virtual { origin, now_ms } => *origin + Duration::from_millis(now_ms.get()),
+        }
+    }
+
+    /// Whole ticks elapsed since the origin (rounded down).
+    pub(crate) fn tick(&self) -> u64 {
+        match self {
+            Clock::Real { origin } => origin.elapsed().as_millis() as u64,
+            Clock::Virtual { now_ms, .. } => now_ms.get(),
+        }
+    }
+}
+
+struct Task {
+    gen: u32,
+    fut: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    waker: Option<Waker>,
+}
+
+struct TaskWaker {
+    worker: Arc<WorkerShared>,
+    key: u32,
+    gen: u32,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let (key, gen) = (self.key, self.gen);
+        let local = with_current(|w| match w {
+            Some(w) if w.shared.uid == self.worker.uid => {
+                w.ready_tasks.borrow_mut().push_back((key, gen));
+                true
+            }
+            _ => false,
+        });
+        if !local {
+            self.worker.push(Remote::WakeTask(key, gen));
+        }
+    }
+}
+
+/// One event of a deterministic run: which actor ran, at which virtual millisecond.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TraceEvent {
+    /// Virtual time in milliseconds.
+    pub at_ms: u64,
+    /// The actor that took a turn.
+    pub actor: ActorId,
+}
+
+/// The thread-owned half of a worker.
+pub(crate) struct WorkerLocal {
+    pub(crate) shared: Arc<WorkerShared>,
+    pub(crate) system: Arc<SystemShared>,
+    runq: RefCell<VecDeque<u32>>,
+    slots: RefCell<Vec<Option<Box<dyn Runnable>>>>,
+    free_slots: RefCell<Vec<u32>>,
+    live: Cell<usize>,
+    timers: RefCell<TimerWheel>,
+    due: RefCell<Vec<u32>>,
+    tasks: RefCell<Vec<Task>>,
+    free_tasks: RefCell<Vec<u32>>,
+    ready_tasks: RefCell<VecDeque<(u32, u32)>>,
+    pub(crate) clock: Clock,
+    pub(crate) batch: usize,
+    chooser: Option<Cell<u64>>,
+    trace: RefCell<Vec<TraceEvent>>,
+    terminate: Cell<bool>,
+}
+
+impl WorkerLocal {
+    pub(crate) fn new(
+        shared: Arc<WorkerShared>,
+        system: Arc<SystemShared>,
+        clock: Clock,
+        batch: usize,
+        seed: Option<u64>,
+    ) -> Self {
+        WorkerLocal {
+            shared,
+            system,
+            runq: RefCell::new(VecDeque::new()),
+            slots: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            timers: RefCell::new(TimerWheel::new()),
+            due: RefCell::new(Vec::new()),
+            tasks: RefCell::new(Vec::new()),
+            free_tasks: RefCell::new(Vec::new()),
+            ready_tasks: RefCell::new(VecDeque::new()),
+            clock,
+            batch: batch.max(1),
+            chooser: seed.map(Cell::new),
+            trace: RefCell::new(Vec::new()),
+            terminate: Cell::new(false),
+        }
+    }
+
+    // ---- actors -------------------------------------------------------------------------
+
+    /// Stores an actor slot and returns its key.
+    pub(crate) fn insert_slot(&self, slot: Box<dyn Runnable>) -> u32 {
+        self.live.set(self.live.get() + 1);
+        let mut slots = self.slots.borrow_mut();
+        if let Some(k) = self.free_slots.borrow_mut().pop() {
+            slots[k as usize] = Some(slot);
+            k
+        } else {
+            slots.push(Some(slot));
+            (slots.len() - 1) as u32
+        }
+    }
+
+    /// Puts an actor with work on the run queue (the caller tracks "already scheduled").
+    #[inline]
+    pub(crate) fn schedule(&self, key: u32) {
+        self.runq.borrow_mut().push_back(key);
+    }
+
+    /// Actors alive on this worker.
+    pub(crate) fn live_actors(&self) -> usize {
+        self.live.get()
+    }
+
+    fn run_turn(&self, key: u32) {
+        let taken = self.slots.borrow_mut().get_mut(key as usize).and_then(Option::take);
+        let Some(mut slot) = taken else { return };
+        if self.chooser.is_some() {
+            self.trace
+                .borrow_mut()
+                .push(TraceEvent { at_ms: self.clock.tick(), actor: slot.id() });
+        }
+        match slot.run(self) {
+            RunResult::Idle => self.slots.borrow_mut()[key as usize] = Some(slot),
+            RunResult::Again => {
+                self.slots.borrow_mut()[key as usize] = Some(slot);
+                self.runq.borrow_mut().push_back(key);
+            }
+            RunResult::Dead => {
+                self.free_slots.borrow_mut().push(key);
+                self.live.set(self.live.get() - 1);
+                // Dropping the actor runs user code; no borrow is held here.
+                drop(slot);
+            }
+        }
+    }
+
+    /// Runs the actors that were ready when called, one turn each. Returns whether any ran.
+    fn run_ready(&self) -> bool {
+        let n = self.runq.borrow().len();
+        for _ in 0..n {
+            let key = self.runq.borrow_mut().pop_front();
+            match key {
+                Some(k) => self.run_turn(k),
+                None => break,
+            }
+        }
+        n > 0
+    }
+
+    /// Deterministic mode: one turn of one actor picked by the seeded chooser.
+    fn run_one_chosen(&self) -> bool {
+        let key = {
+            let mut q = self.runq.borrow_mut();
+            if q.is_empty() {
+                return false;
+            }
+            let i = self.pick(q.len());
+            q.swap_remove_back(i)
+        };
+        if let Some(k) = key {
+            self.run_turn(k);
+        }
+        true
+    }
+
+    fn pick(&self, n: usize) -> usize {
+        match &self.chooser {
+            Some(state) => {
+                // splitmix64: small, fast, and identical on every platform.
+                let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+                state.set(z);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                (z % n as u64) as usize
+            }
+            None => 0,
+        }
+    }
+
+    /// Stops every actor on this worker at once (shutdown past its deadline).
+    pub(crate) fn kill_all(&self) {
+        let n = self.slots.borrow().len();
+        for k in 0..n {
+            let taken = self.slots.borrow_mut()[k].take();
+            if let Some(mut slot) = taken {
+                slot.kill_now(self);
+                self.free_slots.borrow_mut().push(k as u32);
+                self.live.set(self.live.get() - 1);
+                drop(slot);
+            }
+        }
+        self.runq.borrow_mut().clear();
+        let tasks = std::mem::take(&mut *self.tasks.borrow_mut());
+        drop(tasks);
+    }
+
+    // ---- inbound ------------------------------------------------------------------------
+
+    fn drain_inbound(&self) -> bool {
+        let mut any = false;
+        // Bounded so a flood from other threads cannot starve local work.
+        for _ in 0..4096 {
+            match self.shared.inbound.pop() {
+                Some(Remote::Run(f)) => f(self),
+                Some(Remote::WakeTask(k, g)) => self.ready_tasks.borrow_mut().push_back((k, g)),
+                Some(Remote::Terminate) => self.terminate.set(true),
+                None => break,
+            }
+            any = true;
+        }
+        any
+    }
+
+    // ---- timers -------------------------------------------------------------------------
+
+    pub(crate) fn arm_timer(
+        &self,
+        after: Duration,
+        action: TimerFn,
+        flag: Arc<std::sync::atomic::AtomicBool>,
+    ) -> TimerHandle {
+        // Round the current time down and the delay up: a timer never fires early.
+        let when = self.clock.tick() + duration_ticks(after);
+        let (key, gen) = self.timers.borrow_mut().insert(when, action, Some(flag.clone()));
+        TimerHandle { worker: self.shared.clone(), key, gen, flag }
+    }
+
+    pub(crate) fn cancel_timer(&self, key: u32, gen: u32) {
+        if key != u32::MAX {
+            self.timers.borrow_mut().cancel(key, gen);
+        }
+    }
+
+    pub(crate) fn timer_is_pending(&self, key: u32, gen: u32) -> bool {
+        self.timers.borrow().gen_of(key) == Some(gen)
+    }
+
+    /// Timers armed on this worker and not yet fired or cancelled.
+    pub(crate) fn active_timers(&self) -> usize {
+        self.timers.borrow().active()
+    }
+
+    fn fire_timers(&self) -> bool {
+        self.fire_timers_until(self.clock.tick())
+    }
+
+    fn fire_timers_until(&self, tick: u64) -> bool {
+        let mut due = std::mem::take(&mut *self.due.borrow_mut());
+        self.timers.borrow_mut().advance(tick, &mut due);
+        let any = !due.is_empty();
+        for key in due.drain(..) {
+            let action = self.timers.borrow_mut().take_action(key);
+            match action {
+                Some(mut a) => {
+                    let next = a(self);
+                    self.timers.borrow_mut().finish(key, Some(a), next);
+                }
+                None => self.timers.borrow_mut().finish(key, None, TimerNext::Done),
+            }
+        }
+        *self.due.borrow_mut() = due;
+        any
+    }
+
+    fn next_timer_in(&self) -> Option<Duration> {
+        let next = self.timers.borrow().next_tick()?;
+        let now = self.clock.tick();
+        Some(Duration::from_millis(next.saturating_sub(now)))
+    }
+
+    pub(crate) fn next_timer_tick(&self) -> Option<u64> {
+        self.timers.borrow().next_tick()
+    }
+
+    // ---- executor -----------------------------------------------------------------------
+
+    /// Spawns a future on this worker; returns its key and generation for cancellation.
+    pub(crate) fn spawn_task(&self, fut: Pin<Box<dyn Future<Output = ()>>>) -> (u32, u32) {
+        let mut tasks = self.tasks.borrow_mut();
+        let key = match self.free_tasks.borrow_mut().pop() {
+            Some(k) => k,
+            None => {
+                tasks.push(Task { gen: 0, fut: None, waker: None });
+                (tasks.len() - 1) as u32
+            }
+        };
+        let t = &mut tasks[key as usize];
+        t.gen = t.gen.wrapping_add(1);
+        t.fut = Some(fut);
+        let waker = Waker::from(Arc::new(TaskWaker {
+            worker: self.shared.clone(),
+            key,
+            gen: t.gen,
+        }));
+        t.waker = Some(waker);
+        let gen = t.gen;
+        drop(tasks);
+        self.ready_tasks.borrow_mut().push_back((key, gen));
+        (key, gen)
+    }
+
+    /// Drops a task's future (it will not be polled again).
+    pub(crate) fn cancel_task(&self, key: u32, gen: u32) {
+        let fut = {
+            let mut tasks = self.tasks.borrow_mut();
+            match tasks.get_mut(key as usize) {
+                Some(t) if t.gen == gen && t.fut.is_some() => {
+                    t.waker = None;
+                    t.fut.take()
+                }
+                _ => None,
+            }
+        };
+        if fut.is_some() {
+            self.free_tasks.borrow_mut().push(key);
+        }
+        drop(fut);
+    }
+
+    pub(crate) fn task_is_live(&self, key: u32, gen: u32) -> bool {
+        self.tasks.borrow().get(key as usize).is_some_and(|t| t.gen == gen && t.waker.is_some())
+    }
+
+    /// Tasks spawned on this worker and not finished or cancelled.
+    pub(crate) fn live_tasks(&self) -> usize {
+        self.tasks.borrow().iter().filter(|t| t.fut.is_some()).count()
+    }
+
+    fn poll_tasks(&self) -> bool {
+        let ready = std::mem::take(&mut *self.ready_tasks.borrow_mut());
+        let any = !ready.is_empty();
+        for (key, gen) in ready {
+            let taken = {
+                let mut tasks = self.tasks.borrow_mut();
+                match tasks.get_mut(key as usize) {
+                    Some(t) if t.gen == gen => t.fut.take().zip(t.waker.clone()),
+                    _ => None,
+                }
+            };
+            let Some((mut fut, waker)) = taken else { continue };
+            let mut cx = TaskContext::from_waker(&waker);
+            match fut.as_mut().poll(&mut cx) {
+                Poll::Ready(()) => {
+                    let mut tasks = self.tasks.borrow_mut();
+                    tasks[key as usize].waker = None;
+                    self.free_tasks.borrow_mut().push(key);
+                }
+                Poll::Pending => {
+                    let mut tasks = self.tasks.borrow_mut();
+                    let t = &mut tasks[key as usize];
+                    if t.gen == gen && t.waker.is_some() {
+                        t.fut = Some(fut);
+                    } else {
+                        // Cancelled while being polled.
+                        drop(tasks);
+                        drop(fut);
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    // ---- loops --------------------------------------------------------------------------
+
+    /// One pass over everything ready. Returns whether anything happened.
+    fn turn(&self) -> bool {
+        let mut busy = self.drain_inbound();
+        busy |= self.fire_timers();
+        busy |= self.poll_tasks();
+        busy |= self.run_ready();
+        busy
+    }
+
+    /// The worker thread's loop; returns when told to terminate.
+    pub(crate) fn run_loop(&self, driver: &mut dyn Driver, spin: Duration) {
+        let _g = enter(self);
+        loop {
+            let mut busy = self.turn();
+            busy |= driver.poll();
+            if self.terminate.get() {
+                break;
+            }
+            if busy {
+                continue;
+            }
+            if self.spin_for_work(spin, driver) {
+                continue;
+            }
+            self.shared.sleeping.store(true, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            if self.shared.has_inbound() || !self.ready_tasks.borrow().is_empty() {
+                self.shared.sleeping.store(false, Ordering::Relaxed);
+                continue;
+            }
+            let timeout = self.next_timer_in();
+            self.shared.stats.bump_parks();
+            driver.park(timeout);
+            self.shared.sleeping.store(false, Ordering::Relaxed);
+        }
+        self.kill_all();
+    }
+
+    /// Spins for up to `budget` waiting for inbound work. True when work arrived.
+    fn spin_for_work(&self, budget: Duration, driver: &mut dyn Driver) -> bool {
+        if budget.is_zero() {
+            return false;
+        }
+        let start = Instant::now();
+        let mut i: u32 = 0;
+        loop {
+            if self.shared.has_inbound() {
+                return true;
+            }
+            std::hint::spin_loop();
+            i = i.wrapping_add(1);
+            if i % 128 == 0 {
+                if driver.poll() {
+                    return true;
+                }
+                if start.elapsed() >= budget {
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Deterministic mode: runs one step (inbound, due timers, tasks, then one chosen actor).
+    /// Returns whether anything happened.
+    pub(crate) fn step(&self) -> bool {
+        let _g = enter(self);
+        let mut busy = self.drain_inbound();
+        busy |= self.fire_timers();
+        busy |= self.poll_tasks();
+        busy |= self.run_one_chosen();
+        busy
+    }
+
+    /// Deterministic mode: moves the virtual clock to `ms` (never backwards).
+    pub(crate) fn set_virtual_ms(&self, ms: u64) {
+        if let Clock::Virtual { now_ms, .. } = &self.clock {
+            if ms > now_ms.get() {
+                now_ms.set(ms);
+            }
+        }
+    }
+
+    pub(crate) fn trace(&self) -> Vec<TraceEvent> {
+        self.trace.borrow().clone()
+    }
+
+    pub(crate) fn has_ready_work(&self) -> bool {
+        !self.runq.borrow().is_empty()
+            || !self.ready_tasks.borrow().is_empty()
+            || self.shared.has_inbound()
+    }
+}
