@@ -32,7 +32,8 @@ pub trait Actor: Send + Sized + 'static {
     fn terminated(&mut self, _event: Terminated, _ctx: &mut Context<Self>) {}
 }
 
-/// Identity of an actor, unique within the process for its lifetime.
+/// Identity of an actor, unique within its system (numbered in spawn order, so a
+/// deterministic run numbers its actors identically every time).
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ActorId(pub(crate) u64);
 

@@ -22,7 +22,9 @@ pub struct Addr<A: Actor> {
 
 impl<A: Actor> Clone for Addr<A> {
     fn clone(&self) -> Self {
-        Addr { cell: self.cell.clone() }
+        Addr {
+            cell: self.cell.clone(),
+        }
     }
 }
 
@@ -172,7 +174,10 @@ impl<A: Actor> Addr<A> {
 
     /// Enqueues, waiting for room while the mailbox is full.
     pub fn send(&self, msg: A::Msg) -> SendFuture<'_, A::Msg> {
-        SendFuture { target: &*self.cell, msg: Some(msg) }
+        SendFuture {
+            target: &*self.cell,
+            msg: Some(msg),
+        }
     }
 
     /// Sends a request built around a fresh reply address and waits for the answer.
@@ -207,12 +212,18 @@ impl<A: Actor> Addr<A> {
     /// Asks the actor to stop after its current message (children first); queued messages are
     /// dropped and their reply addresses answer with an error.
     pub fn stop(&self) {
-        send_signal(&self.any(), Signal::Stop(ExitReason::Normal, StopMode::Immediate));
+        send_signal(
+            &self.any(),
+            Signal::Stop(ExitReason::Normal, StopMode::Immediate),
+        );
     }
 
     /// Stops the actor at once, without its `stopping` hook; children are killed too.
     pub fn kill(&self) {
-        send_signal(&self.any(), Signal::Stop(ExitReason::Killed, StopMode::Immediate));
+        send_signal(
+            &self.any(),
+            Signal::Stop(ExitReason::Killed, StopMode::Immediate),
+        );
     }
 
     /// False once the actor has stopped.
@@ -243,7 +254,9 @@ impl<A: Actor> Addr<A> {
 
     /// A type-erased address for this actor's message type.
     pub fn recipient(&self) -> Recipient<A::Msg> {
-        Recipient { inner: Arc::new(Direct(self.cell.clone())) }
+        Recipient {
+            inner: Arc::new(Direct(self.cell.clone())),
+        }
     }
 
     /// A type-erased address accepting `M`, converted into this actor's message by `map`.
@@ -251,7 +264,12 @@ impl<A: Actor> Addr<A> {
         &self,
         map: impl Fn(M) -> A::Msg + Send + Sync + 'static,
     ) -> Recipient<M> {
-        Recipient { inner: Arc::new(Mapped { cell: self.cell.clone(), map }) }
+        Recipient {
+            inner: Arc::new(Mapped {
+                cell: self.cell.clone(),
+                map,
+            }),
+        }
     }
 
     /// An untyped handle (stop, kill, watch, liveness).
@@ -272,7 +290,9 @@ pub struct Recipient<M> {
 
 impl<M> Clone for Recipient<M> {
     fn clone(&self) -> Self {
-        Recipient { inner: self.inner.clone() }
+        Recipient {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -290,7 +310,10 @@ impl<M: Send + 'static> Recipient<M> {
 
     /// Enqueues, waiting for room while the mailbox is full.
     pub fn send(&self, msg: M) -> SendFuture<'_, M> {
-        SendFuture { target: &*self.inner as &dyn Target<M>, msg: Some(msg) }
+        SendFuture {
+            target: &*self.inner as &dyn Target<M>,
+            msg: Some(msg),
+        }
     }
 
     /// Sends a request and waits for the answer (see [`Addr::ask`]).
@@ -367,7 +390,10 @@ impl ActorRef {
 
     /// Asks it to stop (see [`Addr::stop`]).
     pub fn stop(&self) {
-        send_signal(&self.0, Signal::Stop(ExitReason::Normal, StopMode::Immediate));
+        send_signal(
+            &self.0,
+            Signal::Stop(ExitReason::Normal, StopMode::Immediate),
+        );
     }
 
     /// Asks it to shut down gracefully: children first, then what is queued is handled.
@@ -377,6 +403,9 @@ impl ActorRef {
 
     /// Kills it (see [`Addr::kill`]).
     pub fn kill(&self) {
-        send_signal(&self.0, Signal::Stop(ExitReason::Killed, StopMode::Immediate));
+        send_signal(
+            &self.0,
+            Signal::Stop(ExitReason::Killed, StopMode::Immediate),
+        );
     }
 }

@@ -104,11 +104,22 @@ impl<A: Actor> ActorCell<A> {
 
     /// Runs `f` with the home-worker-only state. `f` must not call user code or re-enter.
     #[inline]
-    pub(crate) fn with_local<R>(&self, w: &WorkerLocal, f: impl FnOnce(&mut Local<A::Msg>) -> R) -> R {
-        assert_eq!(w.shared.uid, self.home.uid, "actor state touched off its home worker");
-        // SAFETY: we are on the home worker thread (asserted above; a `WorkerLocal` never leaves
-        // its thread), and `f` is internal code that neither calls user code nor re-enters
-        // `with_local`, so this is the only live reference to `local`.
+    pub(crate) fn with_local<R>(
+        &self,
+        w: &WorkerLocal,
+        f: impl FnOnce(&mut Local<A::Msg>) -> R,
+    ) -> R {
+        debug_assert_eq!(
+            w.shared.uid, self.home.uid,
+            "actor state touched off its home worker"
+        );
+        // SAFETY: `w` is the home worker of this cell, so we are on its thread (a `WorkerLocal`
+        // never leaves its thread). By construction every caller runs on the home worker:
+        // `deliver` checks the worker before calling `push_local` and otherwise sends a closure
+        // through the home worker's inbound queue, which only the home worker drains; signals
+        // go through `run_on(home)`; turns run from the home worker's slab. `f` is internal code
+        // that neither calls user code nor re-enters `with_local`, so this is the only live
+        // reference to `local`.
         f(unsafe { &mut *self.local.get() })
     }
 
@@ -136,7 +147,9 @@ impl<A: Actor> ActorCell<A> {
         });
         if let Some(msg) = rest {
             let cell = self.arc_from_ref();
-            self.home.push(Remote::Run(Box::new(move |w: &WorkerLocal| cell.push_local(w, msg))));
+            self.home.push(Remote::Run(Box::new(move |w: &WorkerLocal| {
+                cell.push_local(w, msg)
+            })));
         }
     }
 
@@ -155,7 +168,11 @@ impl<A: Actor> ActorCell<A> {
             if l.dead {
                 return (Some(msg), None, None);
             }
-            let evicted = if drop_oldest && l.queue.len() >= cap { l.queue.pop_front() } else { None };
+            let evicted = if drop_oldest && l.queue.len() >= cap {
+                l.queue.pop_front()
+            } else {
+                None
+            };
             l.queue.push_back(msg);
             if l.scheduled {
                 (None, evicted, None)
@@ -265,7 +282,7 @@ impl<A: Actor> ActorSlot<A> {
             Lifecycle::Stopping { reason: r, mode } => {
                 *r = reason;
                 *mode = StopMode::Immediate;
-                if self.ctx.children.is_empty() {
+                if self.ctx.live_children == 0 {
                     self.after_children(w);
                 }
             }
@@ -289,7 +306,7 @@ impl<A: Actor> ActorSlot<A> {
                 for c in &self.ctx.children {
                     send_signal(&c.0, Signal::Stop(ExitReason::Killed, StopMode::Immediate));
                 }
-                if self.ctx.children.is_empty() {
+                if self.ctx.live_children == 0 {
                     self.after_children(w);
                 }
                 return;
@@ -302,24 +319,33 @@ impl<A: Actor> ActorSlot<A> {
             _ => return,
         }
         tracing::debug!(actor = %self.ctx.cell.id, %reason, "actor stopping");
-        self.ctx.state = Lifecycle::Stopping { reason: reason.clone(), mode };
+        self.ctx.state = Lifecycle::Stopping {
+            reason: reason.clone(),
+            mode,
+        };
         if !killed {
             let r = catch_unwind(AssertUnwindSafe(|| self.actor.stopping(&mut self.ctx)));
             if let Err(p) = r {
                 tracing::error!(actor = %self.ctx.cell.id, panic = %panic_message(&p), "stopping hook panicked");
             }
         }
-        let child_reason = if killed { ExitReason::Killed } else { ExitReason::Shutdown };
+        let child_reason = if killed {
+            ExitReason::Killed
+        } else {
+            ExitReason::Shutdown
+        };
         for c in &self.ctx.children {
             send_signal(&c.0, Signal::Stop(child_reason.clone(), mode));
         }
-        if self.ctx.children.is_empty() {
+        if self.ctx.live_children == 0 {
             self.after_children(w);
         }
     }
 
     fn after_children(&mut self, w: &WorkerLocal) {
-        let Lifecycle::Stopping { reason, mode } = &self.ctx.state else { return };
+        let Lifecycle::Stopping { reason, mode } = &self.ctx.state else {
+            return;
+        };
         match mode {
             StopMode::Drain => {
                 let reason = reason.clone();
@@ -366,7 +392,10 @@ impl<A: Actor> ActorSlot<A> {
             }
         }
         for watcher in self.ctx.watchers.drain(..) {
-            send_signal(&watcher.0, Signal::WatchedTerminated(cell.id, reason.clone()));
+            send_signal(
+                &watcher.0,
+                Signal::WatchedTerminated(cell.id, reason.clone()),
+            );
         }
         match self.ctx.parent.take() {
             Some(p) => send_signal(&p.0, Signal::ChildTerminated(cell.id, reason.clone())),
@@ -383,23 +412,40 @@ impl<A: Actor> ActorSlot<A> {
         match sig {
             Signal::Stop(reason, mode) => self.begin_stop(w, reason, mode),
             Signal::ChildTerminated(id, reason) => {
-                self.ctx.children.retain(|c| c.0.id() != id);
+                self.ctx.child_terminated();
                 match self.ctx.state {
                     Lifecycle::Running => {
-                        let ev = Terminated { id, reason, child: true };
-                        let r = catch_unwind(AssertUnwindSafe(|| self.actor.terminated(ev, &mut self.ctx)));
+                        let ev = Terminated {
+                            id,
+                            reason,
+                            child: true,
+                        };
+                        let r = catch_unwind(AssertUnwindSafe(|| {
+                            self.actor.terminated(ev, &mut self.ctx)
+                        }));
                         if let Err(p) = r {
                             self.on_panic(w, p);
                         }
                     }
-                    Lifecycle::Stopping { .. } if self.ctx.children.is_empty() => self.after_children(w),
+                    Lifecycle::Stopping { .. } if self.ctx.live_children == 0 => {
+                        self.after_children(w)
+                    }
                     _ => {}
                 }
             }
             Signal::WatchedTerminated(id, reason) => {
-                if matches!(self.ctx.state, Lifecycle::Running | Lifecycle::Stopping { .. }) {
-                    let ev = Terminated { id, reason, child: false };
-                    let r = catch_unwind(AssertUnwindSafe(|| self.actor.terminated(ev, &mut self.ctx)));
+                if matches!(
+                    self.ctx.state,
+                    Lifecycle::Running | Lifecycle::Stopping { .. }
+                ) {
+                    let ev = Terminated {
+                        id,
+                        reason,
+                        child: false,
+                    };
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        self.actor.terminated(ev, &mut self.ctx)
+                    }));
                     if let Err(p) = r {
                         self.on_panic(w, p);
                     }
@@ -417,7 +463,11 @@ impl<A: Actor> ActorSlot<A> {
 
 impl<A: Actor> Runnable for ActorSlot<A> {
     fn run(&mut self, w: &WorkerLocal) -> RunResult {
-        let t0 = if w.system.timing { Some(Instant::now()) } else { None };
+        let t0 = if w.system.timing {
+            Some(Instant::now())
+        } else {
+            None
+        };
         if matches!(self.ctx.state, Lifecycle::Created) {
             self.ctx.state = Lifecycle::Running;
             let _span = tracing::trace_span!("actor", id = %self.ctx.cell.id).entered();
@@ -470,7 +520,9 @@ impl<A: Actor> Runnable for ActorSlot<A> {
         if let Some(t0) = t0 {
             let delay = self.ctx.cell.with_local(w, |l| l.scheduled_at.take());
             let delay_ns = delay.map_or(0, |d| t0.saturating_duration_since(d).as_nanos() as u64);
-            w.shared.stats.record_timing(t0.elapsed().as_nanos() as u64, delay_ns);
+            w.shared
+                .stats
+                .record_timing(t0.elapsed().as_nanos() as u64, delay_ns);
         }
         if self.is_dead() {
             return RunResult::Dead;
@@ -493,9 +545,13 @@ impl<A: Actor> Runnable for ActorSlot<A> {
         if self.is_dead() {
             return;
         }
-        self.ctx.state = Lifecycle::Stopping { reason: ExitReason::Killed, mode: StopMode::Immediate };
+        self.ctx.state = Lifecycle::Stopping {
+            reason: ExitReason::Killed,
+            mode: StopMode::Immediate,
+        };
         // Children on this and other workers are killed by their own workers.
         self.ctx.children.clear();
+        self.ctx.live_children = 0;
         self.finish_stop(w);
     }
 }

@@ -32,7 +32,9 @@ pub struct DeterministicSystem {
 
 impl std::fmt::Debug for DeterministicSystem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeterministicSystem").field("seed", &self.seed).finish()
+        f.debug_struct("DeterministicSystem")
+            .field("seed", &self.seed)
+            .finish()
     }
 }
 
@@ -48,9 +50,16 @@ impl DeterministicSystem {
         let ws = WorkerShared::new(0);
         ws.set_unparker(Arc::new(crate::driver::NoopUnpark));
         let shared = SystemShared::new(vec![ws.clone()], MailboxConfig::default(), false);
-        let clock = Clock::Virtual { origin: Instant::now(), now_ms: std::cell::Cell::new(0) };
+        let clock = Clock::Virtual {
+            origin: Instant::now(),
+            now_ms: std::cell::Cell::new(0),
+        };
         let local = WorkerLocal::new(ws, shared.clone(), clock, batch, Some(seed));
-        DeterministicSystem { local, handle: SystemHandle { shared }, seed }
+        DeterministicSystem {
+            local,
+            handle: SystemHandle { shared },
+            seed,
+        }
     }
 
     /// The seed.
@@ -70,7 +79,11 @@ impl DeterministicSystem {
     }
 
     /// Spawns a top-level actor with options (placement is ignored: there is one worker).
-    pub fn spawn_with<A: Actor>(&self, actor: A, mut opts: SpawnOptions) -> Result<Addr<A>, SpawnError> {
+    pub fn spawn_with<A: Actor>(
+        &self,
+        actor: A,
+        mut opts: SpawnOptions,
+    ) -> Result<Addr<A>, SpawnError> {
         opts.placement = None;
         let _g = enter(&self.local);
         spawn_actor(&self.handle.shared, actor, opts, None)
@@ -99,7 +112,9 @@ impl DeterministicSystem {
     }
 
     fn due_now(&self) -> bool {
-        self.local.next_timer_tick().is_some_and(|t| t <= self.now_ms())
+        self.local
+            .next_timer_tick()
+            .is_some_and(|t| t <= self.now_ms())
     }
 
     /// Virtual milliseconds since the system was created.

@@ -52,7 +52,9 @@ impl Unpark for ThreadUnpark {
 impl ThreadParkDriver {
     /// A driver for the calling thread.
     pub fn new() -> Self {
-        ThreadParkDriver { unparker: Arc::new(ThreadUnpark(std::thread::current())) }
+        ThreadParkDriver {
+            unparker: Arc::new(ThreadUnpark(std::thread::current())),
+        }
     }
 }
 

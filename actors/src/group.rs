@@ -26,13 +26,17 @@ pub struct Group<M> {
 
 impl<M> Clone for Group<M> {
     fn clone(&self) -> Self {
-        Group { members: self.members.clone() }
+        Group {
+            members: self.members.clone(),
+        }
     }
 }
 
 impl<M> std::fmt::Debug for Group<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Group").field("members", &self.members.len()).finish()
+        f.debug_struct("Group")
+            .field("members", &self.members.len())
+            .finish()
     }
 }
 
@@ -59,7 +63,11 @@ impl<M: Send + 'static> Group<M> {
 
     /// A router over this group.
     pub fn router(self, strategy: Strategy) -> Router<M> {
-        Router { members: self.members, strategy, next: 0 }
+        Router {
+            members: self.members,
+            strategy,
+            next: 0,
+        }
     }
 }
 
@@ -134,6 +142,9 @@ impl<M: Send + 'static> Router<M> {
     where
         M: Clone,
     {
-        self.members.iter().filter(|r| r.try_send(msg.clone()).is_ok()).count()
+        self.members
+            .iter()
+            .filter(|r| r.try_send(msg.clone()).is_ok())
+            .count()
     }
 }

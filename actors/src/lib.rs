@@ -55,6 +55,7 @@ mod error;
 mod group;
 mod mailbox;
 mod metrics;
+mod park;
 mod registry;
 mod reply;
 mod sync;

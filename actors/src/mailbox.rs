@@ -8,6 +8,8 @@
 
 use std::task::Waker;
 
+#[cfg(loom)]
+use crate::sync::fence;
 use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
@@ -34,15 +36,30 @@ pub struct MailboxConfig {
 
 impl Default for MailboxConfig {
     fn default() -> Self {
-        MailboxConfig { capacity: 1024, overflow: Overflow::Backpressure }
+        MailboxConfig {
+            capacity: 1024,
+            overflow: Overflow::Backpressure,
+        }
     }
 }
 
 impl MailboxConfig {
     /// A mailbox of `capacity` with back-pressure.
     pub fn bounded(capacity: usize) -> Self {
-        MailboxConfig { capacity: capacity.max(1), overflow: Overflow::Backpressure }
+        MailboxConfig {
+            capacity: capacity.max(1),
+            overflow: Overflow::Backpressure,
+        }
     }
+}
+
+/// A SeqCst fence in the loom build only. In production the SeqCst accesses around it already
+/// give the Dekker guarantee (and a fence would cost an `mfence` per actor turn on x86); loom
+/// cannot model SeqCst accesses, so the model checks the equivalent fenced protocol.
+#[inline(always)]
+fn sc_fence() {
+    #[cfg(loom)]
+    fence(SeqCst);
 }
 
 /// Something waiting for room in a full mailbox.
@@ -164,8 +181,12 @@ impl Admission {
             return;
         }
         self.len.fetch_sub(n, SeqCst);
-        // Pairs with the SeqCst store in `park`: either we see the waiter, or the waiter's
-        // re-check after registering sees our decrement.
+        // Dekker pairing with `park` + `has_room`: we publish the decrement and then look for
+        // waiters; a waiter publishes itself and then re-checks the count. All four accesses
+        // are SeqCst, so they fall in one total order and at least one side sees the other: a
+        // parked sender is never left behind. (loom models SeqCst accesses as acquire/release
+        // only, so its build adds the equivalent fences; see `sc_fence`.)
+        sc_fence();
         if self.waiting.load(SeqCst) {
             self.wake_all();
         }
@@ -181,6 +202,7 @@ impl Admission {
 
     /// True when a message would be admitted now (used after `park` to avoid a lost wake-up).
     pub(crate) fn has_room(&self) -> bool {
+        sc_fence();
         self.is_closed() || self.len.load(SeqCst) < self.capacity
     }
 
@@ -201,7 +223,7 @@ impl Admission {
         self.wake_all();
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, loom))]
     pub(crate) fn waiters_len(&self) -> usize {
         lock(&self.waiters).len()
     }
@@ -226,7 +248,10 @@ mod tests {
 
     #[test]
     fn drop_newest_discards_and_counts() {
-        let a = Admission::new(MailboxConfig { capacity: 1, overflow: Overflow::DropNewest });
+        let a = Admission::new(MailboxConfig {
+            capacity: 1,
+            overflow: Overflow::DropNewest,
+        });
         assert_eq!(a.try_admit(), Admit::Ok);
         assert_eq!(a.try_admit(), Admit::Discard);
         assert_eq!(a.dropped(), 1);

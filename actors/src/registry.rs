@@ -30,7 +30,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Registry {
-    pub(crate) fn register<A: Actor>(&self, name: &str, addr: &Addr<A>) -> Result<(), RegistryError> {
+    pub(crate) fn register<A: Actor>(
+        &self,
+        name: &str,
+        addr: &Addr<A>,
+    ) -> Result<(), RegistryError> {
         let mut names = lock(&self.names);
         if let Some(e) = names.get(name) {
             if e.aref.is_alive() {
@@ -38,7 +42,13 @@ impl Registry {
             }
         }
         addr.actor_ref().0.mark_named();
-        names.insert(name.to_string(), Named { aref: addr.actor_ref(), addr: Box::new(addr.clone()) });
+        names.insert(
+            name.to_string(),
+            Named {
+                aref: addr.actor_ref(),
+                addr: Box::new(addr.clone()),
+            },
+        );
         Ok(())
     }
 
@@ -57,7 +67,10 @@ impl Registry {
 
     pub(crate) fn lookup_ref(&self, name: &str) -> Option<ActorRef> {
         let names = lock(&self.names);
-        names.get(name).filter(|e| e.aref.is_alive()).map(|e| e.aref.clone())
+        names
+            .get(name)
+            .filter(|e| e.aref.is_alive())
+            .map(|e| e.aref.clone())
     }
 
     pub(crate) fn join_group<M: Send + 'static>(&self, group: &str, member: Recipient<M>) {
@@ -67,7 +80,10 @@ impl Registry {
         let mut groups = lock(&self.groups);
         let members = groups.entry(group.to_string()).or_default();
         if !members.iter().any(|m| m.aref == aref) {
-            members.push(Member { aref, recipient: Box::new(member) });
+            members.push(Member {
+                aref,
+                recipient: Box::new(member),
+            });
         }
     }
 

@@ -52,7 +52,10 @@ impl<T: Send + 'static> ReplyTo<T> {
     pub fn channel() -> (ReplyTo<T>, ReplyFuture<T>) {
         let (tx, rx) = oneshot::channel();
         (
-            ReplyTo { sink: Some(Sink::Future(tx)), deadline: None },
+            ReplyTo {
+                sink: Some(Sink::Future(tx)),
+                deadline: None,
+            },
             ReplyFuture { rx, sleep: None },
         )
     }
@@ -60,15 +63,17 @@ impl<T: Send + 'static> ReplyTo<T> {
     /// A reply address that calls `deliver` exactly once, with the reply or the error.
     /// Actor contexts build on this ([`crate::Context::reply_to`]).
     pub fn from_fn(deliver: impl FnOnce(Result<T, ReplyError>) + Send + 'static) -> Self {
-        ReplyTo { sink: Some(Sink::Actor(Box::new(deliver), None)), deadline: None }
+        ReplyTo {
+            sink: Some(Sink::Actor(Box::new(deliver), None)),
+            deadline: None,
+        }
     }
 
-    pub(crate) fn guarded(
-        deliver: Deliver<T>,
-        flag: Arc<AtomicBool>,
-        deadline: Instant,
-    ) -> Self {
-        ReplyTo { sink: Some(Sink::Actor(deliver, Some(flag))), deadline: Some(deadline) }
+    pub(crate) fn guarded(deliver: Deliver<T>, flag: Arc<AtomicBool>, deadline: Instant) -> Self {
+        ReplyTo {
+            sink: Some(Sink::Actor(deliver, Some(flag))),
+            deadline: Some(deadline),
+        }
     }
 
     pub(crate) fn set_deadline(&mut self, deadline: Instant) {

@@ -18,8 +18,6 @@ use crate::metrics::SystemMetrics;
 use crate::registry::Registry;
 use crate::worker::{with_current, Clock, Remote, WorkerLocal, WorkerShared};
 
-static NEXT_ACTOR_ID: AtomicU64 = AtomicU64::new(1);
-
 /// Which worker a new actor lives on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -47,7 +45,10 @@ pub struct SpawnOptions {
 impl SpawnOptions {
     /// Options placing the actor on worker `index`.
     pub fn on_worker(index: usize) -> Self {
-        SpawnOptions { placement: Some(Placement::Worker(index)), ..Default::default() }
+        SpawnOptions {
+            placement: Some(Placement::Worker(index)),
+            ..Default::default()
+        }
     }
 
     /// Sets the placement.
@@ -72,6 +73,7 @@ impl SpawnOptions {
 pub(crate) struct SystemShared {
     pub(crate) workers: Vec<Arc<WorkerShared>>,
     rr: AtomicUsize,
+    next_id: AtomicU64,
     accepting: AtomicBool,
     live: AtomicUsize,
     idle_lock: Mutex<()>,
@@ -83,10 +85,15 @@ pub(crate) struct SystemShared {
 }
 
 impl SystemShared {
-    pub(crate) fn new(workers: Vec<Arc<WorkerShared>>, mailbox: MailboxConfig, timing: bool) -> Arc<Self> {
+    pub(crate) fn new(
+        workers: Vec<Arc<WorkerShared>>,
+        mailbox: MailboxConfig,
+        timing: bool,
+    ) -> Arc<Self> {
         Arc::new(SystemShared {
             workers,
             rr: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
             accepting: AtomicBool::new(true),
             live: AtomicUsize::new(0),
             idle_lock: Mutex::new(()),
@@ -122,7 +129,10 @@ impl SystemShared {
     }
 
     pub(crate) fn root_terminated(&self, id: ActorId) {
-        self.roots.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        self.roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 
     pub(crate) fn actor_stopped(&self) {
@@ -149,7 +159,11 @@ impl SystemShared {
                     if now >= d {
                         return false;
                     }
-                    g = self.idle.wait_timeout(g, d - now).unwrap_or_else(|e| e.into_inner()).0;
+                    g = self
+                        .idle
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
                 }
                 None => g = self.idle.wait(g).unwrap_or_else(|e| e.into_inner()),
             }
@@ -158,8 +172,13 @@ impl SystemShared {
 
     pub(crate) fn begin_shutdown(&self) {
         self.accepting.store(false, Ordering::Release);
-        let roots: Vec<ActorRef> =
-            self.roots.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let roots: Vec<ActorRef> = self
+            .roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for r in roots {
             send_signal(&r.0, Signal::Stop(ExitReason::Shutdown, StopMode::Drain));
         }
@@ -178,8 +197,12 @@ pub(crate) fn spawn_actor<A: Actor>(
     }
     let placement = opts.placement.unwrap_or(Placement::Local);
     let worker = system.pick_worker(placement)?;
-    let id = ActorId(NEXT_ACTOR_ID.fetch_add(1, Ordering::Relaxed));
-    let cell = Arc::new(ActorCell::<A>::new(id, worker, opts.mailbox.unwrap_or(system.default_mailbox)));
+    let id = ActorId(system.next_id.fetch_add(1, Ordering::Relaxed));
+    let cell = Arc::new(ActorCell::<A>::new(
+        id,
+        worker,
+        opts.mailbox.unwrap_or(system.default_mailbox),
+    ));
     let addr = Addr { cell: cell.clone() };
     if let Some(name) = opts.name {
         // Registered before the first message can be sent, so lookups never miss it.
@@ -189,10 +212,17 @@ pub(crate) fn spawn_actor<A: Actor>(
     }
     system.live.fetch_add(1, Ordering::AcqRel);
     if parent.is_none() {
-        system.roots.lock().unwrap_or_else(|e| e.into_inner()).insert(id, addr.actor_ref());
+        system
+            .roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, addr.actor_ref());
     }
     tracing::trace!(actor = %id, worker = cell.home.index, "actor spawned");
-    let slot = Box::new(ActorSlot { actor, ctx: Context::new(cell.clone(), parent) });
+    let slot = Box::new(ActorSlot {
+        actor,
+        ctx: Context::new(cell.clone(), parent),
+    });
     let home = cell.home.clone();
     home.run_on(move |w: &WorkerLocal| {
         let key = w.insert_slot(slot);
@@ -210,7 +240,9 @@ pub struct SystemHandle {
 
 impl std::fmt::Debug for SystemHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SystemHandle").field("workers", &self.shared.workers.len()).finish()
+        f.debug_struct("SystemHandle")
+            .field("workers", &self.shared.workers.len())
+            .finish()
     }
 }
 
@@ -221,7 +253,11 @@ impl SystemHandle {
     }
 
     /// Spawns a top-level actor with options.
-    pub fn spawn_with<A: Actor>(&self, actor: A, opts: SpawnOptions) -> Result<Addr<A>, SpawnError> {
+    pub fn spawn_with<A: Actor>(
+        &self,
+        actor: A,
+        opts: SpawnOptions,
+    ) -> Result<Addr<A>, SpawnError> {
         spawn_actor(&self.shared, actor, opts, None)
     }
 
@@ -274,7 +310,12 @@ impl SystemHandle {
     pub fn metrics(&self) -> SystemMetrics {
         SystemMetrics {
             live_actors: self.shared.live(),
-            workers: self.shared.workers.iter().map(|w| w.stats.snapshot(w.index)).collect(),
+            workers: self
+                .shared
+                .workers
+                .iter()
+                .map(|w| w.stats.snapshot(w.index))
+                .collect(),
         }
     }
 }
@@ -294,7 +335,9 @@ pub struct SystemBuilder {
 impl Default for SystemBuilder {
     fn default() -> Self {
         SystemBuilder {
-            workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             pin: None,
             batch: 64,
             spin: Duration::from_micros(50),
@@ -316,7 +359,9 @@ impl SystemBuilder {
     /// Pins worker `i` to core `i % cores`.
     pub fn pin_workers(mut self, on: bool) -> Self {
         self.pin = if on {
-            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
             Some((0..self.workers).map(|i| i % cores).collect())
         } else {
             None
@@ -384,7 +429,10 @@ impl SystemBuilder {
             }
             for (worker, core) in pin.iter().enumerate().take(self.workers) {
                 if !core_ids.iter().any(|c| c.id == *core) {
-                    return Err(SystemError::NoSuchCore { worker, core: *core });
+                    return Err(SystemError::NoSuchCore {
+                        worker,
+                        core: *core,
+                    });
                 }
             }
         }
@@ -400,21 +448,23 @@ impl SystemBuilder {
             let core = self.pin.as_ref().map(|p| p[i]);
             let (batch, spin) = (self.batch, self.spin);
             let ready = ready_tx.clone();
-            let t = std::thread::Builder::new().name(format!("{}-w{i}", self.name)).spawn(move || {
-                if let Some(core) = core {
-                    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
-                        tracing::warn!(worker = i, core, "could not pin worker");
+            let t = std::thread::Builder::new()
+                .name(format!("{}-w{i}", self.name))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                            tracing::warn!(worker = i, core, "could not pin worker");
+                        }
                     }
-                }
-                let mut driver: Box<dyn Driver> = match factory {
-                    Some(f) => f(i),
-                    None => Box::new(ThreadParkDriver::new()),
-                };
-                ws.set_unparker(driver.unparker());
-                let local = WorkerLocal::new(ws, sys, Clock::Real { origin }, batch, None);
-                let _ = ready.send(());
-                local.run_loop(&mut *driver, spin);
-            })?;
+                    let mut driver: Box<dyn Driver> = match factory {
+                        Some(f) => f(i),
+                        None => Box::new(ThreadParkDriver::new()),
+                    };
+                    ws.set_unparker(driver.unparker());
+                    let local = WorkerLocal::new(ws, sys, Clock::Real { origin }, batch, None);
+                    let _ = ready.send(());
+                    local.run_loop(&mut *driver, spin);
+                })?;
             threads.push(t);
         }
         drop(ready_tx);
@@ -425,7 +475,10 @@ impl SystemBuilder {
             }
         }
         tracing::debug!(workers = self.workers, "system started");
-        Ok(System { handle: SystemHandle { shared }, threads })
+        Ok(System {
+            handle: SystemHandle { shared },
+            threads,
+        })
     }
 }
 
@@ -448,7 +501,9 @@ pub struct System {
 
 impl std::fmt::Debug for System {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("System").field("workers", &self.threads.len()).finish()
+        f.debug_struct("System")
+            .field("workers", &self.threads.len())
+            .finish()
     }
 }
 
@@ -496,7 +551,10 @@ impl System {
         let clean = shared.wait_idle(Some(start + timeout));
         let killed = shared.live();
         if !clean {
-            tracing::warn!(remaining = killed, "shutdown timed out; killing remaining actors");
+            tracing::warn!(
+                remaining = killed,
+                "shutdown timed out; killing remaining actors"
+            );
         }
         for w in &shared.workers {
             w.push(Remote::Terminate);
@@ -507,7 +565,11 @@ impl System {
             }
         }
         tracing::debug!(clean, killed, "system stopped");
-        ShutdownReport { clean, killed, elapsed: start.elapsed() }
+        ShutdownReport {
+            clean,
+            killed,
+            elapsed: start.elapsed(),
+        }
     }
 }
 

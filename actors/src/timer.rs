@@ -69,6 +69,11 @@ impl TimerWheel {
         }
     }
 
+    /// Nothing armed and nothing due.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.active == 0
+    }
+
     /// Timers armed and not yet fired or cancelled.
     pub(crate) fn active(&self) -> usize {
         self.active
@@ -123,14 +128,19 @@ impl TimerWheel {
         let masked = (self.now ^ when) | (SLOTS as u64 - 1);
         let level = ((63 - masked.leading_zeros()) / SLOT_BITS) as usize;
         let slot = ((when >> (SLOT_BITS as usize * level)) & (SLOTS as u64 - 1)) as usize;
-        e.state = State::Pending { level: level as u8, slot: slot as u8 };
+        e.state = State::Pending {
+            level: level as u8,
+            slot: slot as u8,
+        };
         self.slots[level * SLOTS + slot].push(key);
         self.occupied[level] |= 1 << slot;
     }
 
     /// Cancels a pending timer. Returns false when it already fired or was cancelled.
     pub(crate) fn cancel(&mut self, key: u32, gen: u32) -> bool {
-        let Some(e) = self.entries.get_mut(key as usize) else { return false };
+        let Some(e) = self.entries.get_mut(key as usize) else {
+            return false;
+        };
         if e.gen != gen {
             return false;
         }
@@ -165,7 +175,9 @@ impl TimerWheel {
         let e = &mut self.entries[key as usize];
         e.action = None;
         e.cancel = None;
-        e.state = State::Vacant { next_free: self.free_head };
+        e.state = State::Vacant {
+            next_free: self.free_head,
+        };
         self.free_head = key;
         self.active -= 1;
     }
@@ -192,7 +204,11 @@ impl TimerWheel {
         let shift = SLOT_BITS as usize * level;
         let cur = ((self.now >> shift) & (SLOTS as u64 - 1)) as u32;
         let ahead = occ & (!0u64 << cur);
-        let slot = if ahead != 0 { ahead.trailing_zeros() } else { occ.trailing_zeros() } as u64;
+        let slot = if ahead != 0 {
+            ahead.trailing_zeros()
+        } else {
+            occ.trailing_zeros()
+        } as u64;
         let window = 1u64 << (shift + SLOT_BITS as usize);
         let base = self.now & !(window - 1);
         let mut start = base + (slot << shift);
@@ -251,7 +267,9 @@ impl TimerWheel {
 
     /// Finishes a fired timer: re-arms an interval or frees the entry.
     pub(crate) fn finish(&mut self, key: u32, action: Option<TimerFn>, next: TimerNext) {
-        let Some(e) = self.entries.get(key as usize) else { return };
+        let Some(e) = self.entries.get(key as usize) else {
+            return;
+        };
         if !matches!(e.state, State::Firing) {
             return;
         }
@@ -279,7 +297,11 @@ impl TimerWheel {
 /// Rounds a duration up to whole ticks so a timer never fires early.
 pub(crate) fn duration_ticks(d: Duration) -> u64 {
     let ms = d.as_millis();
-    let whole = if Duration::from_millis(ms as u64) < d { ms + 1 } else { ms };
+    let whole = if Duration::from_millis(ms as u64) < d {
+        ms + 1
+    } else {
+        ms
+    };
     whole.min(MAX_TICKS as u128) as u64
 }
 
@@ -321,7 +343,10 @@ pub(crate) struct Sleep {
 impl Sleep {
     /// Arms a sleep on `worker`'s wheel (its clock: real or virtual).
     pub(crate) fn on(worker: &Arc<WorkerShared>, after: Duration) -> Sleep {
-        let state = Arc::new(SleepState { fired: AtomicBool::new(false), waker: Mutex::new(None) });
+        let state = Arc::new(SleepState {
+            fired: AtomicBool::new(false),
+            waker: Mutex::new(None),
+        });
         let s = state.clone();
         let handle = worker.arm_timer(
             after,
@@ -334,7 +359,10 @@ impl Sleep {
                 TimerNext::Done
             }),
         );
-        Sleep { state, handle: Some(handle) }
+        Sleep {
+            state,
+            handle: Some(handle),
+        }
     }
 }
 

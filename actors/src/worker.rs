@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crossbeam_queue::SegQueue;
 use crate::actor::ActorId;
 use crate::driver::{Driver, Unpark};
 use crate::metrics::WorkerStats;
-use crate::sync::AtomicBool;
+use crate::park::Sleeper;
 use crate::system::SystemShared;
 use crate::timer::{duration_ticks, TimerFn, TimerHandle, TimerNext, TimerWheel};
 
@@ -41,14 +41,16 @@ pub(crate) struct WorkerShared {
     pub(crate) uid: u64,
     pub(crate) index: usize,
     inbound: SegQueue<Remote>,
-    sleeping: AtomicBool,
+    sleeper: Sleeper,
     unparker: OnceLock<Arc<dyn Unpark>>,
     pub(crate) stats: WorkerStats,
 }
 
 impl std::fmt::Debug for WorkerShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("index", &self.index).finish()
+        f.debug_struct("Worker")
+            .field("index", &self.index)
+            .finish()
     }
 }
 
@@ -58,7 +60,7 @@ impl WorkerShared {
             uid: NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed),
             index,
             inbound: SegQueue::new(),
-            sleeping: AtomicBool::new(false),
+            sleeper: Sleeper::new(),
             unparker: OnceLock::new(),
             stats: WorkerStats::default(),
         })
@@ -71,11 +73,7 @@ impl WorkerShared {
     /// Hands work to this worker and wakes it if it is parked.
     pub(crate) fn push(&self, r: Remote) {
         self.inbound.push(r);
-        // Dekker pairing with `WorkerLocal::park`: the worker publishes `sleeping` and then
-        // re-checks the queue; we publish the item and then check `sleeping`. The fences make
-        // sure at least one side sees the other, so a wake is never lost.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) {
+        if self.sleeper.must_wake() {
             if let Some(u) = self.unparker.get() {
                 u.unpark();
             }
@@ -122,7 +120,12 @@ impl WorkerShared {
                 w.arm_timer(after, a, f);
             })));
         }
-        TimerHandle { worker: self.clone(), key: u32::MAX, gen: 0, flag }
+        TimerHandle {
+            worker: self.clone(),
+            key: u32::MAX,
+            gen: 0,
+            flag,
+        }
     }
 
     pub(crate) fn has_inbound(&self) -> bool {
@@ -320,12 +323,17 @@ impl WorkerLocal {
     }
 
     fn run_turn(&self, key: u32) {
-        let taken = self.slots.borrow_mut().get_mut(key as usize).and_then(Option::take);
+        let taken = self
+            .slots
+            .borrow_mut()
+            .get_mut(key as usize)
+            .and_then(Option::take);
         let Some(mut slot) = taken else { return };
         if self.chooser.is_some() {
-            self.trace
-                .borrow_mut()
-                .push(TraceEvent { at_ms: self.clock.tick(), actor: slot.id() });
+            self.trace.borrow_mut().push(TraceEvent {
+                at_ms: self.clock.tick(),
+                actor: slot.id(),
+            });
         }
         match slot.run(self) {
             RunResult::Idle => self.slots.borrow_mut()[key as usize] = Some(slot),
@@ -342,17 +350,20 @@ impl WorkerLocal {
         }
     }
 
-    /// Runs the actors that were ready when called, one turn each. Returns whether any ran.
+    /// Runs up to `MAX_TURNS` actor turns, including actors scheduled meanwhile, before the
+    /// loop looks at inbound work, timers and futures again. Returns whether any ran.
     fn run_ready(&self) -> bool {
-        let n = self.runq.borrow().len();
-        for _ in 0..n {
+        const MAX_TURNS: usize = 128;
+        let mut ran = 0;
+        while ran < MAX_TURNS {
             let key = self.runq.borrow_mut().pop_front();
             match key {
                 Some(k) => self.run_turn(k),
                 None => break,
             }
+            ran += 1;
         }
-        n > 0
+        ran > 0
     }
 
     /// Deterministic mode: one turn of one actor picked by the seeded chooser.
@@ -430,8 +441,16 @@ impl WorkerLocal {
     ) -> TimerHandle {
         // Round the current time down and the delay up: a timer never fires early.
         let when = self.clock.tick() + duration_ticks(after);
-        let (key, gen) = self.timers.borrow_mut().insert(when, action, Some(flag.clone()));
-        TimerHandle { worker: self.shared.clone(), key, gen, flag }
+        let (key, gen) = self
+            .timers
+            .borrow_mut()
+            .insert(when, action, Some(flag.clone()));
+        TimerHandle {
+            worker: self.shared.clone(),
+            key,
+            gen,
+            flag,
+        }
     }
 
     pub(crate) fn cancel_timer(&self, key: u32, gen: u32) {
@@ -450,6 +469,10 @@ impl WorkerLocal {
     }
 
     fn fire_timers(&self) -> bool {
+        // No clock read while nothing is armed: the common case on a busy worker.
+        if self.timers.borrow().is_empty() {
+            return false;
+        }
         self.fire_timers_until(self.clock.tick())
     }
 
@@ -489,7 +512,11 @@ impl WorkerLocal {
         let key = match self.free_tasks.borrow_mut().pop() {
             Some(k) => k,
             None => {
-                tasks.push(Task { gen: 0, fut: None, waker: None });
+                tasks.push(Task {
+                    gen: 0,
+                    fut: None,
+                    waker: None,
+                });
                 (tasks.len() - 1) as u32
             }
         };
@@ -527,15 +554,25 @@ impl WorkerLocal {
     }
 
     pub(crate) fn task_is_live(&self, key: u32, gen: u32) -> bool {
-        self.tasks.borrow().get(key as usize).is_some_and(|t| t.gen == gen && t.waker.is_some())
+        self.tasks
+            .borrow()
+            .get(key as usize)
+            .is_some_and(|t| t.gen == gen && t.waker.is_some())
     }
 
     /// Tasks spawned on this worker and not finished or cancelled.
     pub(crate) fn live_tasks(&self) -> usize {
-        self.tasks.borrow().iter().filter(|t| t.fut.is_some()).count()
+        self.tasks
+            .borrow()
+            .iter()
+            .filter(|t| t.fut.is_some())
+            .count()
     }
 
     fn poll_tasks(&self) -> bool {
+        if self.ready_tasks.borrow().is_empty() {
+            return false;
+        }
         let ready = std::mem::take(&mut *self.ready_tasks.borrow_mut());
         let any = !ready.is_empty();
         for (key, gen) in ready {
@@ -546,7 +583,9 @@ impl WorkerLocal {
                     _ => None,
                 }
             };
-            let Some((mut fut, waker)) = taken else { continue };
+            let Some((mut fut, waker)) = taken else {
+                continue;
+            };
             let mut cx = TaskContext::from_waker(&waker);
             match fut.as_mut().poll(&mut cx) {
                 Poll::Ready(()) => {
@@ -596,16 +635,15 @@ impl WorkerLocal {
             if self.spin_for_work(spin, driver) {
                 continue;
             }
-            self.shared.sleeping.store(true, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            self.shared.sleeper.prepare_park();
             if self.shared.has_inbound() || !self.ready_tasks.borrow().is_empty() {
-                self.shared.sleeping.store(false, Ordering::Relaxed);
+                self.shared.sleeper.awake();
                 continue;
             }
             let timeout = self.next_timer_in();
             self.shared.stats.bump_parks();
             driver.park(timeout);
-            self.shared.sleeping.store(false, Ordering::Relaxed);
+            self.shared.sleeper.awake();
         }
         self.kill_all();
     }
