@@ -20,7 +20,7 @@ use crate::actor::{Actor, ActorId, ExitReason, Terminated};
 use crate::context::{Context, Lifecycle};
 use crate::mailbox::{Admission, MailboxConfig, Overflow};
 use crate::sync::AtomicBool;
-use crate::worker::{with_current, Remote, RunResult, Runnable, WorkerLocal, WorkerShared};
+use crate::worker::{with_current, RunResult, Runnable, WorkerLocal, WorkerShared};
 
 /// How a stop proceeds once the children are gone.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -147,9 +147,8 @@ impl<A: Actor> ActorCell<A> {
         });
         if let Some(msg) = rest {
             let cell = self.arc_from_ref();
-            self.home.push(Remote::Run(Box::new(move |w: &WorkerLocal| {
-                cell.push_local(w, msg)
-            })));
+            self.home
+                .push(move |w: &WorkerLocal| cell.push_local(w, msg));
         }
     }
 

@@ -53,6 +53,7 @@ mod deterministic;
 mod driver;
 mod error;
 mod group;
+mod inbound;
 mod mailbox;
 mod metrics;
 mod park;

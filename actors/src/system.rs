@@ -16,7 +16,7 @@ use crate::group::Group;
 use crate::mailbox::MailboxConfig;
 use crate::metrics::SystemMetrics;
 use crate::registry::Registry;
-use crate::worker::{with_current, Clock, Remote, WorkerLocal, WorkerShared};
+use crate::worker::{with_current, Clock, WorkerLocal, WorkerShared};
 
 /// Which worker a new actor lives on.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -557,7 +557,7 @@ impl System {
             );
         }
         for w in &shared.workers {
-            w.push(Remote::Terminate);
+            w.terminate();
         }
         for t in self.threads.drain(..) {
             if t.join().is_err() {

@@ -18,10 +18,9 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use crossbeam_queue::SegQueue;
-
 use crate::actor::ActorId;
 use crate::driver::{Driver, Unpark};
+use crate::inbound::{Inbound, Pop};
 use crate::metrics::WorkerStats;
 use crate::park::Sleeper;
 use crate::system::SystemShared;
@@ -29,18 +28,11 @@ use crate::timer::{duration_ticks, TimerFn, TimerHandle, TimerNext, TimerWheel};
 
 static NEXT_WORKER_UID: AtomicU64 = AtomicU64::new(1);
 
-/// Work handed to a worker by another thread.
-pub(crate) enum Remote {
-    Run(Box<dyn FnOnce(&WorkerLocal) + Send>),
-    WakeTask(u32, u32),
-    Terminate,
-}
-
 /// The part of a worker other threads may touch.
 pub(crate) struct WorkerShared {
     pub(crate) uid: u64,
     pub(crate) index: usize,
-    inbound: SegQueue<Remote>,
+    inbound: Inbound,
     sleeper: Sleeper,
     unparker: OnceLock<Arc<dyn Unpark>>,
     pub(crate) stats: WorkerStats,
@@ -59,7 +51,7 @@ impl WorkerShared {
         Arc::new(WorkerShared {
             uid: NEXT_WORKER_UID.fetch_add(1, Ordering::Relaxed),
             index,
-            inbound: SegQueue::new(),
+            inbound: Inbound::new(),
             sleeper: Sleeper::new(),
             unparker: OnceLock::new(),
             stats: WorkerStats::default(),
@@ -70,9 +62,9 @@ impl WorkerShared {
         let _ = self.unparker.set(u);
     }
 
-    /// Hands work to this worker and wakes it if it is parked.
-    pub(crate) fn push(&self, r: Remote) {
-        self.inbound.push(r);
+    /// Hands a job to this worker and wakes it if it is parked.
+    pub(crate) fn push(&self, job: impl FnOnce(&WorkerLocal) + Send + 'static) {
+        self.inbound.push(job);
         if self.sleeper.must_wake() {
             if let Some(u) = self.unparker.get() {
                 u.unpark();
@@ -93,7 +85,7 @@ impl WorkerShared {
             }
         });
         if let Some(f) = f {
-            self.push(Remote::Run(Box::new(f)));
+            self.push(f);
         }
     }
 
@@ -116,9 +108,9 @@ impl WorkerShared {
         }
         if let Some(a) = action {
             let f = flag.clone();
-            self.push(Remote::Run(Box::new(move |w: &WorkerLocal| {
+            self.push(move |w: &WorkerLocal| {
                 w.arm_timer(after, a, f);
-            })));
+            });
         }
         TimerHandle {
             worker: self.clone(),
@@ -128,8 +120,15 @@ impl WorkerShared {
         }
     }
 
+    /// Work is queued for this worker. Only the worker's own thread may ask (it reads the
+    /// consumer side of the queue).
     pub(crate) fn has_inbound(&self) -> bool {
-        !self.inbound.is_empty()
+        self.inbound.has_work()
+    }
+
+    /// Tells the worker to leave its loop after what is queued before.
+    pub(crate) fn terminate(&self) {
+        self.push(|w: &WorkerLocal| w.terminate.set(true));
     }
 }
 
@@ -234,7 +233,8 @@ impl Wake for TaskWaker {
             _ => false,
         });
         if !local {
-            self.worker.push(Remote::WakeTask(key, gen));
+            self.worker
+                .push(move |w: &WorkerLocal| w.ready_tasks.borrow_mut().push_back((key, gen)));
         }
     }
 }
@@ -419,14 +419,25 @@ impl WorkerLocal {
     fn drain_inbound(&self) -> bool {
         let mut any = false;
         // Bounded so a flood from other threads cannot starve local work.
-        for _ in 0..4096 {
-            match self.shared.inbound.pop() {
-                Some(Remote::Run(f)) => f(self),
-                Some(Remote::WakeTask(k, g)) => self.ready_tasks.borrow_mut().push_back((k, g)),
-                Some(Remote::Terminate) => self.terminate.set(true),
-                None => break,
+        let mut busy_spins = 0;
+        let mut n = 0;
+        while n < 4096 {
+            // SAFETY: a worker's inbound queue is consumed only by the thread that owns its
+            // `WorkerLocal` (one per `WorkerShared`), which is the thread running this.
+            match unsafe { self.shared.inbound.pop() } {
+                Pop::Job(job) => {
+                    job.run(self);
+                    any = true;
+                    n += 1;
+                }
+                Pop::Busy if busy_spins < 64 => {
+                    busy_spins += 1;
+                    std::hint::spin_loop();
+                }
+                // A producer is mid-push: come back on the next loop turn.
+                Pop::Busy => return true,
+                Pop::Empty => break,
             }
-            any = true;
         }
         any
     }

@@ -1,0 +1,136 @@
+//! `sinew-bench`: comparative benchmarks of Sinew against its peers.
+//!
+//! Each suite is a subcommand (`actors` today; `transports`, `http`, `redis` later) that
+//! produces [`report::Row`]s, printed as a human table or, with `--json`, as ONE JSON
+//! array on stdout (diagnostics go to stderr).
+//!
+//! ```text
+//! sinew-bench actors [--json] [--quick] [--repeats N] [--system S]... [--case C]...
+//! ```
+
+mod actors;
+mod alloc;
+mod report;
+
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Counts live heap bytes (used by the memory cases).
+#[global_allocator]
+static GLOBAL: alloc::CountingAlloc = alloc::CountingAlloc;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(name = "sinew-bench", about = "Sinew comparative benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Options every suite accepts.
+#[derive(Debug, Clone, Args)]
+struct CommonArgs {
+    /// Print one JSON array of rows on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Small iteration counts and 3 repeats: a smoke test that finishes in seconds.
+    #[arg(long)]
+    quick: bool,
+    /// Repeats per measurement (the median is reported); default 5, or 3 with --quick.
+    #[arg(long)]
+    repeats: Option<usize>,
+}
+
+impl CommonArgs {
+    /// Repeats after applying the `--quick` default.
+    fn repeats(&self) -> usize {
+        self.repeats
+            .unwrap_or(if self.quick { 3 } else { 5 })
+            .max(1)
+    }
+}
+
+/// Subcommands, one per suite (plus hidden helpers).
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Actor runtimes: ping-pong, fan-in, spawn and idle memory vs actix, ractor, kameo,
+    /// tokio mpsc and a raw crossbeam pair.
+    Actors(ActorsArgs),
+    /// Internal: run ONE actors measurement in this process and print it.
+    #[command(name = "__actors-one", hide = true)]
+    ActorsOne {
+        /// System to measure.
+        #[arg(long, value_enum)]
+        system: actors::System,
+        /// Case to measure.
+        #[arg(long, value_enum)]
+        case: actors::Case,
+        /// `actors::Params` as JSON.
+        #[arg(long)]
+        params: String,
+    },
+}
+
+/// Options of `actors`.
+#[derive(Debug, Args)]
+struct ActorsArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only these systems (repeatable; default all).
+    #[arg(long = "system", value_enum)]
+    systems: Vec<actors::System>,
+    /// Only these cases (repeatable; default all).
+    #[arg(long = "case", value_enum)]
+    cases: Vec<actors::Case>,
+    /// Kill a single measurement that runs longer than this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_secs: u64,
+}
+
+fn main() {
+    actors::init_cores();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Actors(args) => {
+            let params = if args.common.quick {
+                actors::Params::quick()
+            } else {
+                actors::Params::full()
+            };
+            let opts = actors::Options {
+                params,
+                repeats: args.common.repeats(),
+                systems: args.systems,
+                cases: args.cases,
+                timeout: Duration::from_secs(args.timeout_secs),
+            };
+            let t = Instant::now();
+            let rows = actors::run(&opts);
+            eprintln!(
+                "[actors] done in {:.1}s ({} repeats)",
+                t.elapsed().as_secs_f64(),
+                opts.repeats
+            );
+            emit(&rows, &args.common, &actors::TABLE);
+        }
+        Cmd::ActorsOne {
+            system,
+            case,
+            params,
+        } => {
+            let p: actors::Params = serde_json::from_str(&params).expect("--params is JSON Params");
+            let v = actors::measure(system, case, &p);
+            println!("{}", actors::format_child_output(v));
+        }
+    }
+}
+
+/// Prints rows as JSON or as a table, per the common options.
+fn emit(rows: &[report::Row], common: &CommonArgs, spec: &report::TableSpec<'_>) {
+    if common.json {
+        report::print_json(rows);
+    } else {
+        report::print_table(rows, spec);
+    }
+}

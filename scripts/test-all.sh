@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotently) and runs the whole test suite:
+# formatting, lints, tests, loom models, docs, and a smoke run of the benchmark binary.
+# .ci/run calls exactly this script; so can you, on a fresh Debian machine with rustup.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "apt packages (.ci/apt-packages.txt)"
+mapfile -t pkgs < <(grep -Ev '^\s*(#|$)' .ci/apt-packages.txt)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+else
+  echo "all present"
+fi
+
+step "rust components"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (workspace, all targets, -D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (workspace)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  cargo test --workspace --doc
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+step "loom models of the lock-free protocols"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p sinew-actors --lib --release loom
+
+step "cargo doc (no warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "examples run to completion"
+cargo run --release --example quickstart -- 20000
+
+step "sinew-bench smoke run (numbers are not checked: this machine is noisy)"
+cargo run --release -p sinew-bench -- actors --quick --json > target/bench-smoke.json
+python3 -c 'import json,sys; rows=json.load(open("target/bench-smoke.json")); assert rows, "no rows"; print(len(rows), "rows")'
+
+step "all green"
