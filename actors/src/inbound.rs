@@ -136,9 +136,11 @@ impl Inbound {
     /// # Safety
     /// Single consumer: only one thread (the owning worker, or `drop`) may ever call `pop`.
     pub(crate) unsafe fn pop(&self) -> Pop {
+        // Every dereference below is of `head`, a node reached from it, or the stub. Nodes
+        // between `head` and `tail` stay alive until popped, only this single consumer pops
+        // (the caller's contract), and the stub lives as long as the queue.
         let mut head = self.head.load(Relaxed);
-        // SAFETY (all derefs below): nodes between `head` and `tail` are alive until popped, and
-        // only this (single) consumer pops; the stub lives as long as the queue.
+        // SAFETY: `head` is alive (see above).
         let mut next = unsafe { (*head).next.load(Acquire) };
         if head == self.stub {
             if next.is_null() {
@@ -146,6 +148,7 @@ impl Inbound {
             }
             self.head.store(next, Relaxed);
             head = next;
+            // SAFETY: `next` was linked after `head` and is not yet popped.
             next = unsafe { (*next).next.load(Acquire) };
         }
         if !next.is_null() {
@@ -156,8 +159,11 @@ impl Inbound {
             return Pop::Busy;
         }
         // `head` is the last node: put the stub behind it so it can be handed out.
+        // SAFETY: the stub is alive and not in the queue now (head is past it), so no producer
+        // writes its `next`.
         unsafe { (*self.stub).next.store(ptr::null_mut(), Relaxed) };
         self.link(self.stub);
+        // SAFETY: `head` is still unpopped and alive.
         next = unsafe { (*head).next.load(Acquire) };
         if !next.is_null() {
             self.head.store(next, Relaxed);
