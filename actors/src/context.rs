@@ -46,15 +46,22 @@ pub struct Context<A: Actor> {
     pub(crate) cell: Arc<ActorCell<A>>,
     pub(crate) state: Lifecycle,
     pub(crate) parent: Option<ActorRef>,
+    /// State most actors never use, allocated on first use so an idle actor stays small.
+    pub(crate) extras: Option<Box<Extras>>,
+    pub(crate) live_children: u32,
+    pub(crate) stop_request: Option<Box<(ExitReason, StopMode)>>,
+    pub(crate) handled: u64,
+}
+
+/// The rarely used part of a context.
+#[derive(Default)]
+pub(crate) struct Extras {
     /// Children, compacted lazily: entries of stopped children linger until the list is
     /// twice the live count, so a child's exit costs O(1) even with 100,000 siblings.
     pub(crate) children: Vec<ActorRef>,
-    pub(crate) live_children: usize,
     pub(crate) watchers: Vec<ActorRef>,
-    pub(crate) stop_request: Option<(ExitReason, StopMode)>,
     pub(crate) tasks: Vec<(u32, u32)>,
     pub(crate) timers: Vec<(u32, u32)>,
-    pub(crate) handled: u64,
 }
 
 fn local<R>(f: impl FnOnce(&WorkerLocal) -> R) -> R {
@@ -67,12 +74,9 @@ impl<A: Actor> Context<A> {
             cell,
             state: Lifecycle::Created,
             parent,
-            children: Vec::new(),
+            extras: None,
             live_children: 0,
-            watchers: Vec::new(),
             stop_request: None,
-            tasks: Vec::new(),
-            timers: Vec::new(),
             handled: 0,
         }
     }
@@ -116,20 +120,32 @@ impl<A: Actor> Context<A> {
         self.parent.as_ref()
     }
 
+    pub(crate) fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// Children as recorded (may include ones that stopped but were not yet reported).
+    pub(crate) fn children_slice(&self) -> &[ActorRef] {
+        self.extras.as_ref().map_or(&[], |x| &x.children)
+    }
+
     /// Live children.
     pub fn children(&self) -> impl Iterator<Item = &ActorRef> + '_ {
-        self.children.iter().filter(|c| c.is_alive())
+        self.children_slice().iter().filter(|c| c.is_alive())
     }
 
     /// Number of children not yet reported terminated.
     pub fn child_count(&self) -> usize {
-        self.live_children
+        self.live_children as usize
     }
 
     pub(crate) fn child_terminated(&mut self) {
         self.live_children = self.live_children.saturating_sub(1);
-        if self.children.len() > 8 && self.children.len() > 2 * self.live_children {
-            self.children.retain(|c| c.is_alive());
+        let live = self.live_children as usize;
+        if let Some(x) = self.extras.as_mut() {
+            if x.children.len() > 8 && x.children.len() > 2 * live {
+                x.children.retain(|c| c.is_alive());
+            }
         }
     }
 
@@ -146,7 +162,7 @@ impl<A: Actor> Context<A> {
     ) -> Result<Addr<B>, SpawnError> {
         let me = self.actor_ref();
         let addr = local(|w| spawn_actor(&w.system, actor, opts, Some(me)))?;
-        self.children.push(addr.actor_ref());
+        self.extras_mut().children.push(addr.actor_ref());
         self.live_children += 1;
         Ok(addr)
     }
@@ -155,12 +171,15 @@ impl<A: Actor> Context<A> {
     /// dropped (their reply addresses answer with an error), watchers are told `Normal`.
     pub fn stop(&mut self) {
         self.stop_request
-            .get_or_insert((ExitReason::Normal, StopMode::Immediate));
+            .get_or_insert_with(|| Box::new((ExitReason::Normal, StopMode::Immediate)));
     }
 
     /// Stops this actor with an application failure (an abnormal exit supervisors restart).
     pub fn fail(&mut self, why: impl Into<Arc<str>>) {
-        self.stop_request = Some((ExitReason::Failed(why.into()), StopMode::Immediate));
+        self.stop_request = Some(Box::new((
+            ExitReason::Failed(why.into()),
+            StopMode::Immediate,
+        )));
     }
 
     /// Sends `msg` to this actor after `delay`. The timer is cancelled if the actor stops.
@@ -197,14 +216,15 @@ impl<A: Actor> Context<A> {
         f: impl FnMut(&WorkerLocal) -> TimerNext + Send + 'static,
     ) -> TimerHandle {
         let flag = Arc::new(AtomicBool::new(false));
+        let timers = &mut self.extras.get_or_insert_with(Default::default).timers;
         let h = local(|w| {
             // Forget timers that already fired so the list stays as small as the live set.
-            if self.timers.len() >= 32 && self.timers.len().is_power_of_two() {
-                self.timers.retain(|(k, g)| w.timer_is_pending(*k, *g));
+            if timers.len() >= 32 && timers.len().is_power_of_two() {
+                timers.retain(|(k, g)| w.timer_is_pending(*k, *g));
             }
             w.arm_timer(after, Box::new(f), flag)
         });
-        self.timers.push((h.key, h.gen));
+        timers.push((h.key, h.gen));
         h
     }
 
@@ -270,13 +290,14 @@ impl<A: Actor> Context<A> {
             let out = fut.await;
             cell.deliver_forced(map(out));
         });
+        let tasks = &mut self.extras.get_or_insert_with(Default::default).tasks;
         let id = local(|w| {
-            if self.tasks.len() >= 32 && self.tasks.len().is_power_of_two() {
-                self.tasks.retain(|(k, g)| w.task_is_live(*k, *g));
+            if tasks.len() >= 32 && tasks.len().is_power_of_two() {
+                tasks.retain(|(k, g)| w.task_is_live(*k, *g));
             }
             w.spawn_task(task)
         });
-        self.tasks.push(id);
+        tasks.push(id);
     }
 
     /// This actor's counters.

@@ -197,6 +197,14 @@ impl Clock {
         }
     }
 
+    /// Nanoseconds since the origin (for timing counters).
+    pub(crate) fn mono_ns(&self) -> u64 {
+        match self {
+            Clock::Real { origin } => origin.elapsed().as_nanos() as u64,
+            Clock::Virtual { now_ms, .. } => now_ms.get() * 1_000_000,
+        }
+    }
+
     /// Whole ticks elapsed since the origin (rounded down).
     pub(crate) fn tick(&self) -> u64 {
         match self {
@@ -266,6 +274,7 @@ pub(crate) struct WorkerLocal {
     chooser: Option<Cell<u64>>,
     trace: RefCell<Vec<TraceEvent>>,
     terminate: Cell<bool>,
+    turn_messages: Cell<usize>,
 }
 
 impl WorkerLocal {
@@ -293,6 +302,7 @@ impl WorkerLocal {
             chooser: seed.map(Cell::new),
             trace: RefCell::new(Vec::new()),
             terminate: Cell::new(false),
+            turn_messages: Cell::new(0),
         }
     }
 
@@ -322,19 +332,21 @@ impl WorkerLocal {
         self.live.get()
     }
 
-    fn run_turn(&self, key: u32) {
+    /// Runs one turn of the actor in slot `key`; returns the messages it handled.
+    fn run_turn(&self, key: u32) -> usize {
         let taken = self
             .slots
             .borrow_mut()
             .get_mut(key as usize)
             .and_then(Option::take);
-        let Some(mut slot) = taken else { return };
+        let Some(mut slot) = taken else { return 0 };
         if self.chooser.is_some() {
             self.trace.borrow_mut().push(TraceEvent {
                 at_ms: self.clock.tick(),
                 actor: slot.id(),
             });
         }
+        self.turn_messages.set(0);
         match slot.run(self) {
             RunResult::Idle => self.slots.borrow_mut()[key as usize] = Some(slot),
             RunResult::Again => {
@@ -348,22 +360,33 @@ impl WorkerLocal {
                 drop(slot);
             }
         }
+        self.turn_messages.get()
     }
 
-    /// Runs up to `MAX_TURNS` actor turns, including actors scheduled meanwhile, before the
-    /// loop looks at inbound work, timers and futures again. Returns whether any ran.
+    /// Called by an actor turn with the number of messages it handled.
+    #[inline]
+    pub(crate) fn note_turn(&self, messages: usize) {
+        self.turn_messages.set(messages);
+        self.shared.stats.record_turn(messages as u64);
+    }
+
+    /// Runs actor turns, including actors scheduled meanwhile, until the run queue is empty or
+    /// a budget of turns or messages is spent; then the loop looks at inbound work, timers and
+    /// futures again, so a busy actor cannot hold off signals and wake-ups from other threads.
+    /// Returns whether any ran.
     fn run_ready(&self) -> bool {
         const MAX_TURNS: usize = 128;
-        let mut ran = 0;
-        while ran < MAX_TURNS {
+        let max_messages = 2 * self.batch;
+        let (mut turns, mut messages) = (0, 0);
+        while turns < MAX_TURNS && messages < max_messages {
             let key = self.runq.borrow_mut().pop_front();
             match key {
-                Some(k) => self.run_turn(k),
+                Some(k) => messages += self.run_turn(k),
                 None => break,
             }
-            ran += 1;
+            turns += 1;
         }
-        ran > 0
+        turns > 0
     }
 
     /// Deterministic mode: one turn of one actor picked by the seeded chooser.
@@ -509,6 +532,10 @@ impl WorkerLocal {
         let next = self.timers.borrow().next_tick()?;
         let now = self.clock.tick();
         Some(Duration::from_millis(next.saturating_sub(now)))
+    }
+
+    pub(crate) fn mono_ns(&self) -> u64 {
+        self.clock.mono_ns()
     }
 
     pub(crate) fn next_timer_tick(&self) -> Option<u64> {
