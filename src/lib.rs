@@ -50,3 +50,8 @@ pub mod prelude {
         Recipient, ReplyError, ReplyTo, SendError, SpawnOptions, System, SystemHandle, Terminated,
     };
 }
+
+/// The README's examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -53,15 +53,15 @@ pub(crate) trait RecipientTarget<M>: Target<M> {
     fn any(&self) -> Arc<dyn AnyCell>;
 }
 
-impl<A: Actor> Target<A::Msg> for ActorCell<A> {
+impl<A: Actor> Target<A::Msg> for Addr<A> {
     #[inline]
     fn admission(&self) -> &Admission {
-        &self.mb
+        &self.cell.mb
     }
 
     #[inline]
     fn deliver(&self, msg: A::Msg) {
-        ActorCell::deliver(self, msg)
+        self.cell.deliver(msg)
     }
 }
 
@@ -169,13 +169,13 @@ impl<A: Actor> Addr<A> {
     /// when the actor stopped.
     #[inline]
     pub fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        try_send_to(&*self.cell, msg)
+        try_send_to(self, msg)
     }
 
     /// Enqueues, waiting for room while the mailbox is full.
     pub fn send(&self, msg: A::Msg) -> SendFuture<'_, A::Msg> {
         SendFuture {
-            target: &*self.cell,
+            target: self,
             msg: Some(msg),
         }
     }

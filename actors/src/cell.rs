@@ -147,21 +147,9 @@ impl<A: Actor> ActorCell<A> {
         f(unsafe { &mut *self.local.get() })
     }
 
-    /// Rebuilds an owning handle from a reference to a cell.
-    fn arc_from_ref(&self) -> Arc<Self> {
-        let p = self as *const Self;
-        // SAFETY: cells are only ever created inside `Arc::new` (see `spawn_actor`) and never
-        // moved out, so `self` points into a live Arc allocation whose strong count is at least
-        // one while `&self` exists; we add the count for the Arc we rebuild.
-        unsafe {
-            Arc::increment_strong_count(p);
-            Arc::from_raw(p)
-        }
-    }
-
     /// Enqueues an admitted message: directly on the home worker, else through its inbound.
     #[inline]
-    pub(crate) fn deliver(&self, msg: A::Msg) {
+    pub(crate) fn deliver(self: &Arc<Self>, msg: A::Msg) {
         let rest = with_current(|w| match w {
             Some(w) if w.shared.uid == self.home.uid => {
                 self.push_local(w, msg);
@@ -170,14 +158,14 @@ impl<A: Actor> ActorCell<A> {
             _ => Some(msg),
         });
         if let Some(msg) = rest {
-            let cell = self.arc_from_ref();
+            let cell = self.clone();
             self.home
                 .push(move |w: &WorkerLocal| cell.push_local(w, msg));
         }
     }
 
     /// Admission ignoring capacity (replies, timers); drops the message if the actor stopped.
-    pub(crate) fn deliver_forced(&self, msg: A::Msg) {
+    pub(crate) fn deliver_forced(self: &Arc<Self>, msg: A::Msg) {
         if self.mb.admit_forced() {
             self.deliver(msg);
         }
@@ -528,6 +516,7 @@ impl<A: Actor> Runnable for ActorSlot<A> {
                         break;
                     };
                     n += 1;
+                    self.ctx.handled += 1;
                     self.actor.handle(m, &mut self.ctx);
                     if self.ctx.stop_request.is_some() {
                         break;
@@ -535,7 +524,6 @@ impl<A: Actor> Runnable for ActorSlot<A> {
                 }
             }));
             self.ctx.cell.mb.release(n);
-            self.ctx.handled += n as u64;
             if let Err(p) = r {
                 self.on_panic(w, p);
             }

@@ -279,3 +279,60 @@ mod tests {
         assert_eq!(a.try_admit(), Admit::Closed);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Admit,
+        Forced,
+        Release(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => Just(Op::Admit),
+            1 => Just(Op::Forced),
+            3 => (1usize..4).prop_map(Op::Release),
+        ]
+    }
+
+    proptest! {
+        /// Single-threaded model: the counter always equals the messages held, back-pressure
+        /// admits exactly up to capacity, and forced admissions (replies) are never refused.
+        #[test]
+        fn admission_matches_a_model(cap in 1usize..8, ops in proptest::collection::vec(op(), 1..200)) {
+            let a = Admission::new(MailboxConfig::bounded(cap));
+            let mut held = 0usize;
+            for op in ops {
+                match op {
+                    Op::Admit => match a.try_admit() {
+                        Admit::Ok => {
+                            prop_assert!(held < cap);
+                            held += 1;
+                        }
+                        Admit::Full => prop_assert!(held >= cap),
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    },
+                    Op::Forced => {
+                        prop_assert!(a.admit_forced());
+                        held += 1;
+                    }
+                    Op::Release(n) => {
+                        let n = n.min(held);
+                        a.release(n);
+                        held -= n;
+                    }
+                }
+                prop_assert_eq!(a.len(), held);
+                prop_assert_eq!(a.has_room(), held < cap);
+            }
+            a.close();
+            prop_assert_eq!(a.try_admit(), Admit::Closed);
+            prop_assert!(!a.admit_forced());
+        }
+    }
+}

@@ -70,7 +70,7 @@ pub struct WorkerMetrics {
 /// A snapshot of one actor's counters ([`crate::Context::metrics`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActorMetrics {
-    /// Messages this actor handled.
+    /// Messages this actor handled, counting the one being handled.
     pub messages_handled: u64,
     /// Messages currently in its mailbox.
     pub mailbox_depth: usize,

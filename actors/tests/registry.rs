@@ -251,3 +251,38 @@ fn parked_workers_are_woken_by_cross_thread_sends() {
     let m = sys.metrics();
     assert!(m.workers[1].parks > 0, "worker 1 never parked: {m:?}");
 }
+
+struct Count;
+
+impl Actor for Count {
+    type Msg = u32;
+    fn handle(&mut self, m: u32, ctx: &mut Context<Self>) {
+        if m == 0 {
+            // Report this actor's own counter through its exit reason.
+            let handled = ctx.metrics().messages_handled;
+            ctx.fail(format!("handled {handled}"));
+        }
+    }
+}
+
+#[test]
+fn counters_track_messages_turns_and_timing() {
+    let sys = common::builder(1).timing(true).build().unwrap();
+    let a = sys.spawn(Count).unwrap();
+    for i in (0..100).rev() {
+        futures::executor::block_on(a.send(i)).unwrap();
+    }
+    while a.is_alive() {
+        std::thread::yield_now();
+    }
+    // The zero is the 100th message; the count includes the one being handled.
+    assert_eq!(
+        a.exit_reason(),
+        Some(sinew_actors::ExitReason::Failed("handled 100".into()))
+    );
+    let m = sys.metrics();
+    assert_eq!(m.workers.len(), 1);
+    assert!(m.workers[0].messages_handled >= 100, "{m:?}");
+    assert!(m.workers[0].turns >= 1);
+    assert!(m.workers[0].handler_ns > 0, "timing was enabled: {m:?}");
+}
