@@ -305,6 +305,9 @@ fn parse_child_output(out: &str) -> Outcome {
     }
     match line.strip_prefix("value ").map(str::parse::<f64>) {
         Some(Ok(v)) if v.is_finite() => Outcome::Value(v),
+        Some(Ok(v)) => Outcome::Failed(format!(
+            "non-finite value {v} (a memory figure taken with allocation counting off?)"
+        )),
         _ => Outcome::Failed(format!("unexpected child output {out:?}")),
     }
 }
@@ -471,10 +474,12 @@ pub fn per_sec(elapsed: Duration, ops: u64) -> f64 {
     ops as f64 / elapsed.as_secs_f64()
 }
 
-/// Bytes per actor from two readings of [`crate::alloc::live_bytes`].
+/// Bytes per actor from two readings of [`crate::alloc::live_bytes`]; NaN when
+/// allocation counting is off (any case but `idle-actor-memory`), so a memory figure
+/// taken without counting can never pass for a real one (the driver rejects NaN).
 pub fn bytes_per(before: usize, after: usize, count: u64) -> f64 {
     if !crate::alloc::counting_enabled() {
-        eprintln!("[actors] warning: allocation counting is off; memory figures are meaningless");
+        return f64::NAN;
     }
     crate::alloc::bytes_between(before, after) as f64 / count.max(1) as f64
 }
