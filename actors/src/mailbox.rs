@@ -90,14 +90,16 @@ pub(crate) enum Admit {
     Closed,
 }
 
+// repr(C): the fields every send touches come first (see `ActorCell`'s layout).
+#[repr(C)]
 pub(crate) struct Admission {
     len: AtomicUsize,
     capacity: usize,
-    overflow: Overflow,
     closed: AtomicBool,
     waiting: AtomicBool,
-    waiters: Mutex<Vec<Waiter>>,
+    overflow: Overflow,
     dropped: AtomicUsize,
+    waiters: Mutex<Vec<Waiter>>,
 }
 
 impl Admission {
