@@ -45,7 +45,8 @@ impl Actor for Coordinator {
         let workers = ctx.system().workers();
         for i in 0..workers * 2 {
             let opts = SpawnOptions::default().placement(Placement::Worker(i % workers));
-            self.parts.push(ctx.spawn_with(Sum(0), opts).expect("running"));
+            self.parts
+                .push(ctx.spawn_with(Sum(0), opts).expect("running"));
         }
     }
 
@@ -80,7 +81,12 @@ impl Actor for Coordinator {
 fn fan_out_fan_in_across_workers_through_the_facade() {
     let system = System::builder().workers(2).build().unwrap();
     let c = system
-        .spawn(Coordinator { parts: Vec::new(), pending: 0, total: 0, done: None })
+        .spawn(Coordinator {
+            parts: Vec::new(),
+            pending: 0,
+            total: 0,
+            done: None,
+        })
         .unwrap();
     let total = futures::executor::block_on(c.ask(|r| CoordMsg::Run(500, r))).unwrap();
     assert_eq!(total, 500 * 501 / 2);
