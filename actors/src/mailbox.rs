@@ -225,7 +225,7 @@ impl Admission {
         self.wake_all();
     }
 
-    #[cfg(any(test, loom))]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiters_len(&self) -> usize {
         lock(&self.waiters).len()
     }
