@@ -27,9 +27,18 @@ pub trait Actor: Send + Sized + 'static {
     /// Runs last, after the children have stopped and the mailbox is closed.
     fn stopped(&mut self, _reason: &ExitReason) {}
 
-    /// A child or a watched actor terminated. Runs on the priority path: it is delivered even
-    /// when the mailbox is full.
+    /// A child, a watched actor, or (when trapping exits) a linked actor terminated. Runs on the
+    /// priority path: it is delivered even when the mailbox is full, and for children also while
+    /// this actor is stopping.
     fn terminated(&mut self, _event: Terminated, _ctx: &mut Context<Self>) {}
+
+    /// When true, the runtime does not stop this actor's children when it is asked to stop; the
+    /// actor stops them itself (a supervisor stops them one by one, right to left, each with its
+    /// own timeout, starting in its `stopping` hook), and its own stop completes once the last
+    /// child has terminated. A kill still kills every child at once.
+    fn stops_own_children(&self) -> bool {
+        false
+    }
 }
 
 /// Identity of an actor, unique within its system (numbered in spawn order, so a
@@ -69,6 +78,11 @@ pub enum ExitReason {
     Panicked(Arc<str>),
     /// It stopped with an application-defined failure ([`Context::fail`]).
     Failed(Arc<str>),
+    /// A supervisor gave up: its children failed more often than its restart intensity allows,
+    /// so it stopped them and escalates to its own parent.
+    RestartIntensity,
+    /// A linked actor exited abnormally and this actor does not trap exits.
+    Linked(ActorId),
 }
 
 impl ExitReason {
@@ -87,6 +101,8 @@ impl fmt::Display for ExitReason {
             ExitReason::Killed => f.write_str("killed"),
             ExitReason::Panicked(m) => write!(f, "panicked: {m}"),
             ExitReason::Failed(m) => write!(f, "failed: {m}"),
+            ExitReason::RestartIntensity => f.write_str("restart intensity exceeded"),
+            ExitReason::Linked(id) => write!(f, "linked actor {id} exited"),
         }
     }
 }
@@ -100,4 +116,6 @@ pub struct Terminated {
     pub reason: ExitReason,
     /// True when it was this actor's child (as opposed to an actor it watched).
     pub child: bool,
+    /// True when it arrived through a link this actor traps exits for.
+    pub linked: bool,
 }

@@ -38,6 +38,8 @@ pub(crate) enum Signal {
     WatchedTerminated(ActorId, ExitReason),
     Watch(crate::addr::ActorRef),
     Unwatch(ActorId),
+    Link(crate::addr::ActorRef),
+    LinkExit(ActorId, ExitReason),
 }
 
 /// The type-erased face of a cell, for signals and supervision.
@@ -249,10 +251,18 @@ impl<A: Actor> AnyCell for ActorCell<A> {
         if let Some(key) = schedule {
             w.schedule(key);
         }
-        if let Some(Signal::Watch(watcher)) = rejected {
-            // Watching an actor that is already gone answers at once, like an OTP monitor.
-            let reason = self.exit_reason().unwrap_or(ExitReason::Normal);
-            send_signal(&watcher.0, Signal::WatchedTerminated(self.id, reason));
+        match rejected {
+            Some(Signal::Watch(watcher)) => {
+                // Watching an actor that is already gone answers at once, like an OTP monitor.
+                let reason = self.exit_reason().unwrap_or(ExitReason::Normal);
+                send_signal(&watcher.0, Signal::WatchedTerminated(self.id, reason));
+            }
+            Some(Signal::Link(peer)) => {
+                // Linking to a dead actor delivers its exit at once, like OTP's noproc.
+                let reason = self.exit_reason().unwrap_or(ExitReason::Normal);
+                send_signal(&peer.0, Signal::LinkExit(self.id, reason));
+            }
+            _ => {}
         }
     }
 
@@ -350,8 +360,10 @@ impl<A: Actor> ActorSlot<A> {
         } else {
             ExitReason::Shutdown
         };
-        for c in self.ctx.children_slice() {
-            send_signal(&c.0, Signal::Stop(child_reason.clone(), mode));
+        if killed || !self.actor.stops_own_children() {
+            for c in self.ctx.children_slice() {
+                send_signal(&c.0, Signal::Stop(child_reason.clone(), mode));
+            }
         }
         if self.ctx.live_children == 0 {
             self.after_children(w);
@@ -392,7 +404,9 @@ impl<A: Actor> ActorSlot<A> {
         let _ = cell.exit.set(reason.clone());
         let extras = self.ctx.extras.take();
         let mut watchers = Vec::new();
+        let mut links = Vec::new();
         if let Some(mut x) = extras {
+            links = std::mem::take(&mut x.links);
             for (k, g) in x.tasks.drain(..) {
                 w.cancel_task(k, g);
             }
@@ -408,9 +422,14 @@ impl<A: Actor> ActorSlot<A> {
         // Queued requests are answered with errors as their reply addresses drop.
         drop(queue);
         for s in signals {
-            if let Signal::Watch(watcher) = s {
-                watchers.push(watcher);
+            match s {
+                Signal::Watch(watcher) => watchers.push(watcher),
+                Signal::Link(peer) => links.push(peer),
+                _ => {}
             }
+        }
+        for peer in links {
+            send_signal(&peer.0, Signal::LinkExit(cell.id, reason.clone()));
         }
         for watcher in watchers {
             send_signal(
@@ -434,12 +453,49 @@ impl<A: Actor> ActorSlot<A> {
             Signal::Stop(reason, mode) => self.begin_stop(w, reason, mode),
             Signal::ChildTerminated(id, reason) => {
                 self.ctx.child_terminated();
-                match self.ctx.state {
-                    Lifecycle::Running => {
+                if matches!(
+                    self.ctx.state,
+                    Lifecycle::Running | Lifecycle::Stopping { .. }
+                ) {
+                    let ev = Terminated {
+                        id,
+                        reason,
+                        child: true,
+                        linked: false,
+                    };
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        self.actor.terminated(ev, &mut self.ctx)
+                    }));
+                    if let Err(p) = r {
+                        self.on_panic(w, p);
+                    }
+                }
+                if matches!(self.ctx.state, Lifecycle::Stopping { .. })
+                    && self.ctx.live_children == 0
+                {
+                    self.after_children(w);
+                }
+            }
+            Signal::Link(peer) => self.ctx.extras_mut().links.push(peer),
+            Signal::LinkExit(id, reason) => {
+                let was_linked = self.ctx.extras.as_mut().is_some_and(|x| {
+                    let before = x.links.len();
+                    x.links.retain(|l| l.0.id() != id);
+                    x.links.len() != before
+                });
+                if !was_linked {
+                    return;
+                }
+                if self.ctx.trap_exits {
+                    if matches!(
+                        self.ctx.state,
+                        Lifecycle::Running | Lifecycle::Stopping { .. }
+                    ) {
                         let ev = Terminated {
                             id,
                             reason,
-                            child: true,
+                            child: false,
+                            linked: true,
                         };
                         let r = catch_unwind(AssertUnwindSafe(|| {
                             self.actor.terminated(ev, &mut self.ctx)
@@ -448,10 +504,8 @@ impl<A: Actor> ActorSlot<A> {
                             self.on_panic(w, p);
                         }
                     }
-                    Lifecycle::Stopping { .. } if self.ctx.live_children == 0 => {
-                        self.after_children(w)
-                    }
-                    _ => {}
+                } else if !reason.is_normal() {
+                    self.begin_stop(w, ExitReason::Linked(id), StopMode::Immediate);
                 }
             }
             Signal::WatchedTerminated(id, reason) => {
@@ -463,6 +517,7 @@ impl<A: Actor> ActorSlot<A> {
                         id,
                         reason,
                         child: false,
+                        linked: false,
                     };
                     let r = catch_unwind(AssertUnwindSafe(|| {
                         self.actor.terminated(ev, &mut self.ctx)

@@ -51,6 +51,7 @@ pub struct Context<A: Actor> {
     pub(crate) live_children: u32,
     pub(crate) stop_request: Option<Box<(ExitReason, StopMode)>>,
     pub(crate) handled: u64,
+    pub(crate) trap_exits: bool,
 }
 
 /// The rarely used part of a context.
@@ -62,6 +63,7 @@ pub(crate) struct Extras {
     pub(crate) watchers: Vec<ActorRef>,
     pub(crate) tasks: Vec<(u32, u32)>,
     pub(crate) timers: Vec<(u32, u32)>,
+    pub(crate) links: Vec<ActorRef>,
 }
 
 fn local<R>(f: impl FnOnce(&WorkerLocal) -> R) -> R {
@@ -78,6 +80,7 @@ impl<A: Actor> Context<A> {
             live_children: 0,
             stop_request: None,
             handled: 0,
+            trap_exits: false,
         }
     }
 
@@ -232,6 +235,21 @@ impl<A: Actor> Context<A> {
     /// reason (at once if it is already gone).
     pub fn watch(&mut self, target: &ActorRef) {
         send_signal(&target.0, Signal::Watch(self.actor_ref()));
+    }
+
+    /// Links this actor and `target` both ways, as in Erlang: when either exits abnormally, the
+    /// other stops with [`ExitReason::Linked`], unless it traps exits (then the exit arrives in
+    /// [`Actor::terminated`] with `linked: true`). Normal exits do not propagate. Linking to an
+    /// actor that is already gone delivers its exit at once.
+    pub fn link(&mut self, target: &ActorRef) {
+        self.extras_mut().links.push(target.clone());
+        send_signal(&target.0, Signal::Link(self.actor_ref()));
+    }
+
+    /// Whether exits of linked actors arrive as [`Actor::terminated`] events instead of
+    /// stopping this actor.
+    pub fn trap_exits(&mut self, on: bool) {
+        self.trap_exits = on;
     }
 
     /// Stops watching `target`.

@@ -79,6 +79,7 @@ pub(crate) struct SystemShared {
     idle_lock: Mutex<()>,
     idle: Condvar,
     roots: Mutex<HashMap<ActorId, ActorRef>>,
+    exit: Mutex<Option<ExitReason>>,
     pub(crate) registry: Registry,
     pub(crate) default_mailbox: MailboxConfig,
     pub(crate) timing: bool,
@@ -99,6 +100,7 @@ impl SystemShared {
             idle_lock: Mutex::new(()),
             idle: Condvar::new(),
             roots: Mutex::new(HashMap::new()),
+            exit: Mutex::new(None),
             registry: Registry::default(),
             default_mailbox: mailbox,
             timing,
@@ -304,6 +306,29 @@ impl SystemHandle {
     /// The live members of a named group that accept `M`.
     pub fn group<M: Send + 'static>(&self, group: &str) -> Group<M> {
         self.shared.registry.group(group)
+    }
+
+    /// Stops the system with a reason: refuses new actors and shuts the top-level actors down
+    /// gracefully (children first). The first reason given is kept; [`System::join`] returns it.
+    /// A root supervisor that gives up calls this, so the process can exit with a clear cause.
+    pub fn shutdown_with(&self, reason: ExitReason) {
+        {
+            let mut exit = self.shared.exit.lock().unwrap_or_else(|e| e.into_inner());
+            if exit.is_none() {
+                tracing::warn!(%reason, "system shutting down");
+                *exit = Some(reason);
+            }
+        }
+        self.shared.begin_shutdown();
+    }
+
+    /// The reason given to [`SystemHandle::shutdown_with`], if any.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.shared
+            .exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counters for every worker.
@@ -533,10 +558,13 @@ impl System {
         self.shutdown_inner(timeout)
     }
 
-    /// Waits until every actor has stopped on its own, then stops the workers.
-    pub fn join(mut self) {
+    /// Waits until every actor has stopped (on its own, or after
+    /// [`SystemHandle::shutdown_with`]), then stops the workers. Returns the reason given to
+    /// `shutdown_with`, if any.
+    pub fn join(mut self) -> Option<ExitReason> {
         self.handle.shared.wait_idle(None);
         self.shutdown_inner(Duration::ZERO);
+        self.handle.exit_reason()
     }
 
     /// Waits up to `timeout` for every actor to stop on its own; true when they did.

@@ -257,3 +257,87 @@ fn spawning_after_shutdown_began_is_refused() {
         sinew_actors::SpawnError::ShuttingDown
     );
 }
+
+/// Links itself to `peer` on start; optionally traps exits and reports them.
+struct Linker {
+    peer: ActorRef,
+    trap: bool,
+    out: mpsc::Sender<Terminated>,
+}
+
+impl Actor for Linker {
+    type Msg = ();
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.trap_exits(self.trap);
+        ctx.link(&self.peer);
+    }
+    fn handle(&mut self, _: (), _ctx: &mut Context<Self>) {}
+    fn terminated(&mut self, ev: Terminated, _ctx: &mut Context<Self>) {
+        self.out.send(ev).unwrap();
+    }
+}
+
+#[test]
+fn links_propagate_abnormal_exits_both_ways_unless_trapped() {
+    let sim = sinew_actors::DeterministicSystem::new(9);
+    let (tx, rx) = mpsc::channel();
+    // Abnormal exit of the peer stops a non-trapping linker with a typed reason.
+    let peer = sim.spawn(Fragile).unwrap();
+    let linker = sim
+        .spawn(Linker {
+            peer: peer.actor_ref(),
+            trap: false,
+            out: tx.clone(),
+        })
+        .unwrap();
+    sim.run_until_idle();
+    peer.try_send(true).unwrap();
+    sim.run_until_idle();
+    assert_eq!(linker.exit_reason(), Some(ExitReason::Linked(peer.id())));
+
+    // The other direction: the linker crashes, the peer goes down with it.
+    let peer2 = sim.spawn(Fragile).unwrap();
+    let linker2 = sim
+        .spawn(Linker {
+            peer: peer2.actor_ref(),
+            trap: false,
+            out: tx.clone(),
+        })
+        .unwrap();
+    sim.run_until_idle();
+    linker2.kill();
+    sim.run_until_idle();
+    assert_eq!(peer2.exit_reason(), Some(ExitReason::Linked(linker2.id())));
+
+    // A normal exit does not propagate.
+    let peer3 = sim.spawn(Fragile).unwrap();
+    let linker3 = sim
+        .spawn(Linker {
+            peer: peer3.actor_ref(),
+            trap: false,
+            out: tx.clone(),
+        })
+        .unwrap();
+    sim.run_until_idle();
+    peer3.stop();
+    sim.run_until_idle();
+    assert!(linker3.is_alive());
+
+    // Trapping turns the exit into an event.
+    let peer4 = sim.spawn(Fragile).unwrap();
+    let linker4 = sim
+        .spawn(Linker {
+            peer: peer4.actor_ref(),
+            trap: true,
+            out: tx,
+        })
+        .unwrap();
+    sim.run_until_idle();
+    peer4.try_send(true).unwrap();
+    sim.run_until_idle();
+    assert!(linker4.is_alive());
+    let ev = rx.try_iter().last().expect("trapped exit delivered");
+    assert!(ev.linked && !ev.child);
+    assert_eq!(ev.id, peer4.id());
+    assert!(matches!(ev.reason, ExitReason::Panicked(_)));
+}
