@@ -322,6 +322,12 @@ impl<A: Actor> ActorSlot<A> {
     }
 
     fn begin_stop(&mut self, w: &WorkerLocal, reason: ExitReason, mode: StopMode) {
+        // The actor's own pending decision (`ctx.stop_with`, `ctx.fail`) wins over a stop that
+        // arrives from outside in the same turn; only a kill overrides it.
+        let (reason, mode) = match self.ctx.stop_request.take() {
+            Some(req) if reason != ExitReason::Killed => *req,
+            _ => (reason, mode),
+        };
         let killed = reason == ExitReason::Killed;
         match &mut self.ctx.state {
             Lifecycle::Created | Lifecycle::Running => {}

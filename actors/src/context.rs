@@ -177,6 +177,11 @@ impl<A: Actor> Context<A> {
             .get_or_insert_with(|| Box::new((ExitReason::Normal, StopMode::Immediate)));
     }
 
+    /// Stops this actor after the current message with a given reason.
+    pub fn stop_with(&mut self, reason: ExitReason) {
+        self.stop_request = Some(Box::new((reason, StopMode::Immediate)));
+    }
+
     /// Stops this actor with an application failure (an abnormal exit supervisors restart).
     pub fn fail(&mut self, why: impl Into<Arc<str>>) {
         self.stop_request = Some(Box::new((
