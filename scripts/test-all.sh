@@ -59,6 +59,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 step "examples run to completion"
 cargo run --release --example quickstart -- 20000
+cargo run --release --example supervision_tree
 
 step "sinew-bench smoke run (numbers are not checked: this machine is noisy)"
 cargo run --release -p sinew-bench -- actors --quick --json > target/bench-smoke.json
