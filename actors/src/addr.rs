@@ -401,6 +401,12 @@ impl ActorRef {
         send_signal(&self.0, Signal::Stop(ExitReason::Shutdown, StopMode::Drain));
     }
 
+    /// Stops it with `reason`, as if it had stopped itself (Erlang's `exit(Pid, Reason)`);
+    /// used by supervisors and fault injection.
+    pub fn exit(&self, reason: ExitReason) {
+        send_signal(&self.0, Signal::Stop(reason, StopMode::Immediate));
+    }
+
     /// Kills it (see [`Addr::kill`]).
     pub fn kill(&self) {
         send_signal(

@@ -178,7 +178,65 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
-    fn push_local(&self, w: &WorkerLocal, msg: A::Msg) {
+    fn push_local(self: &Arc<Self>, w: &WorkerLocal, msg: A::Msg) {
+        if w.has_faults() {
+            self.push_with_faults(w, msg);
+        } else {
+            self.enqueue(w, msg);
+        }
+    }
+
+    /// Deterministic mode with a fault plan: ask the hook what this delivery becomes.
+    #[cold]
+    fn push_with_faults(self: &Arc<Self>, w: &WorkerLocal, msg: A::Msg) {
+        use crate::fault::Delivery;
+        match w.fault_decision(self.id) {
+            Delivery::Deliver => self.enqueue(w, msg),
+            Delivery::Drop => {
+                self.mb.release(1);
+                drop(msg);
+            }
+            Delivery::Delay(d) => {
+                let cell = self.clone();
+                let mut msg = Some(msg);
+                let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                w.arm_timer(
+                    d,
+                    Box::new(move |w: &WorkerLocal| {
+                        if let Some(m) = msg.take() {
+                            cell.enqueue(w, m);
+                        }
+                        crate::timer::TimerNext::Done
+                    }),
+                    flag,
+                );
+            }
+            Delivery::Duplicate => {
+                let copy = w
+                    .fault_clone(self.id, &msg as &dyn std::any::Any)
+                    .and_then(|b| b.downcast::<A::Msg>().ok());
+                self.enqueue(w, msg);
+                if let Some(copy) = copy {
+                    if self.mb.admit_forced() {
+                        self.enqueue(w, *copy);
+                    }
+                }
+            }
+            Delivery::Crash => {
+                self.mb.release(1);
+                drop(msg);
+                self.push_signal_local(
+                    w,
+                    Signal::Stop(
+                        ExitReason::Panicked(Arc::from("injected fault")),
+                        StopMode::Immediate,
+                    ),
+                );
+            }
+        }
+    }
+
+    fn enqueue(&self, w: &WorkerLocal, msg: A::Msg) {
         let cap = self.mb.capacity();
         let drop_oldest = self.mb.overflow() == Overflow::DropOldest;
         let timing = w.system.timing;

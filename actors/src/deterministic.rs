@@ -55,6 +55,7 @@ impl DeterministicSystem {
             now_ms: std::cell::Cell::new(0),
         };
         let local = WorkerLocal::new(ws, shared.clone(), clock, batch, Some(seed));
+        crate::reply::tracking::start();
         DeterministicSystem {
             local,
             handle: SystemHandle { shared },
@@ -169,6 +170,23 @@ impl DeterministicSystem {
         }
     }
 
+    /// Installs a fault hook consulted on every delivery (see [`crate::FaultHook`]); `None`
+    /// removes it.
+    pub fn set_fault_hook(&self, hook: Option<Box<dyn crate::fault::FaultHook>>) {
+        self.local.set_fault_hook(hook);
+    }
+
+    /// Enables [`crate::buggify`] fault points in this simulation.
+    pub fn set_buggify(&self, on: bool) {
+        self.local.set_buggify(on);
+    }
+
+    /// Reply addresses created on this thread since the system was created and not answered
+    /// yet (the no-hang invariant: zero once the system is idle with no request outstanding).
+    pub fn outstanding_replies(&self) -> i64 {
+        crate::reply::tracking::outstanding()
+    }
+
     /// Every actor turn so far: (virtual ms, actor). Equal seeds give equal traces.
     pub fn trace(&self) -> Vec<TraceEvent> {
         self.local.trace()
@@ -198,7 +216,10 @@ impl DeterministicSystem {
 
 impl Drop for DeterministicSystem {
     fn drop(&mut self) {
-        let _g = enter(&self.local);
-        self.local.kill_all();
+        {
+            let _g = enter(&self.local);
+            self.local.kill_all();
+        }
+        crate::reply::tracking::stop();
     }
 }

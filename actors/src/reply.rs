@@ -36,6 +36,44 @@ enum Sink<T> {
 pub struct ReplyTo<T: Send + 'static> {
     sink: Option<Sink<T>>,
     deadline: Option<Instant>,
+    /// Counted by the deterministic system's no-hang invariant.
+    tracked: bool,
+}
+
+/// Per-thread count of reply addresses created while a deterministic system is active on the
+/// thread and not answered yet. Real systems never enable it.
+pub(crate) mod tracking {
+    use std::cell::Cell;
+
+    thread_local! {
+        static ACTIVE: Cell<bool> = const { Cell::new(false) };
+        static OUTSTANDING: Cell<i64> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn start() {
+        ACTIVE.with(|a| a.set(true));
+        OUTSTANDING.with(|o| o.set(0));
+    }
+
+    pub(crate) fn stop() {
+        ACTIVE.with(|a| a.set(false));
+    }
+
+    pub(crate) fn created() -> bool {
+        let on = ACTIVE.with(|a| a.get());
+        if on {
+            OUTSTANDING.with(|o| o.set(o.get() + 1));
+        }
+        on
+    }
+
+    pub(crate) fn answered() {
+        OUTSTANDING.with(|o| o.set(o.get() - 1));
+    }
+
+    pub(crate) fn outstanding() -> i64 {
+        OUTSTANDING.with(|o| o.get())
+    }
 }
 
 impl<T: Send + 'static> fmt::Debug for ReplyTo<T> {
@@ -55,6 +93,7 @@ impl<T: Send + 'static> ReplyTo<T> {
             ReplyTo {
                 sink: Some(Sink::Future(tx)),
                 deadline: None,
+                tracked: tracking::created(),
             },
             ReplyFuture { rx, sleep: None },
         )
@@ -66,6 +105,7 @@ impl<T: Send + 'static> ReplyTo<T> {
         ReplyTo {
             sink: Some(Sink::Actor(Box::new(deliver), None)),
             deadline: None,
+            tracked: tracking::created(),
         }
     }
 
@@ -73,6 +113,7 @@ impl<T: Send + 'static> ReplyTo<T> {
         ReplyTo {
             sink: Some(Sink::Actor(deliver, Some(flag))),
             deadline: Some(deadline),
+            tracked: tracking::created(),
         }
     }
 
@@ -93,6 +134,7 @@ impl<T: Send + 'static> ReplyTo<T> {
     /// Answers the request. Returns false when nobody can receive it any more (the requester
     /// stopped, or its deadline already fired).
     pub fn send(mut self, value: T) -> bool {
+        self.untrack();
         match self.sink.take() {
             Some(sink) => complete(sink, Ok(value)),
             None => false,
@@ -101,9 +143,16 @@ impl<T: Send + 'static> ReplyTo<T> {
 
     /// Answers the request with an error instead of a value.
     pub fn fail(mut self, err: ReplyError) -> bool {
+        self.untrack();
         match self.sink.take() {
             Some(sink) => complete(sink, Err(err)),
             None => false,
+        }
+    }
+
+    fn untrack(&mut self) {
+        if std::mem::take(&mut self.tracked) {
+            tracking::answered();
         }
     }
 
@@ -137,6 +186,7 @@ fn complete<T>(sink: Sink<T>, value: Result<T, ReplyError>) -> bool {
 
 impl<T: Send + 'static> Drop for ReplyTo<T> {
     fn drop(&mut self) {
+        self.untrack();
         if let Some(sink) = self.sink.take() {
             complete(sink, Err(ReplyError::Dropped));
         }

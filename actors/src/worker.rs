@@ -275,6 +275,9 @@ pub(crate) struct WorkerLocal {
     trace: RefCell<Vec<TraceEvent>>,
     terminate: Cell<bool>,
     turn_messages: Cell<usize>,
+    faults: RefCell<Option<Box<dyn crate::fault::FaultHook>>>,
+    has_faults: Cell<bool>,
+    buggify_on: Cell<bool>,
 }
 
 impl WorkerLocal {
@@ -303,6 +306,9 @@ impl WorkerLocal {
             trace: RefCell::new(Vec::new()),
             terminate: Cell::new(false),
             turn_messages: Cell::new(0),
+            faults: RefCell::new(None),
+            has_faults: Cell::new(false),
+            buggify_on: Cell::new(false),
         }
     }
 
@@ -403,6 +409,49 @@ impl WorkerLocal {
             self.run_turn(k);
         }
         true
+    }
+
+    /// Deterministic mode: installs (or removes) the fault hook.
+    pub(crate) fn set_fault_hook(&self, hook: Option<Box<dyn crate::fault::FaultHook>>) {
+        self.has_faults.set(hook.is_some());
+        *self.faults.borrow_mut() = hook;
+    }
+
+    pub(crate) fn set_buggify(&self, on: bool) {
+        self.buggify_on.set(on);
+    }
+
+    #[inline]
+    pub(crate) fn has_faults(&self) -> bool {
+        self.has_faults.get()
+    }
+
+    pub(crate) fn fault_decision(&self, to: ActorId) -> crate::fault::Delivery {
+        let now = self.clock.tick();
+        match self.faults.borrow_mut().as_mut() {
+            Some(h) => h.on_deliver(to, now),
+            None => crate::fault::Delivery::Deliver,
+        }
+    }
+
+    pub(crate) fn fault_clone(
+        &self,
+        to: ActorId,
+        msg: &dyn std::any::Any,
+    ) -> Option<Box<dyn std::any::Any>> {
+        self.faults
+            .borrow()
+            .as_ref()
+            .and_then(|h| h.clone_message(to, msg))
+    }
+
+    /// Seeded coin for `buggify`: only in deterministic mode with buggify enabled.
+    pub(crate) fn buggify(&self, p: f64) -> bool {
+        if !self.buggify_on.get() || self.chooser.is_none() {
+            return false;
+        }
+        let draw = self.pick(1 << 24) as f64 / (1u64 << 24) as f64;
+        draw < p
     }
 
     fn pick(&self, n: usize) -> usize {
