@@ -14,6 +14,7 @@
 //! | `transports` | `sinew-transports` | `transports` |
 //! | `protocols` | `sinew-protocols` | `protocols` |
 //! | `io_actors` | `sinew-io-actors` | `io-actors` |
+//! | [`testkit`] | deterministic simulation and fault injection | always |
 //!
 //! ```
 //! use sinew::prelude::*;
@@ -42,6 +43,8 @@ pub use sinew_protocols as protocols;
 pub use sinew_supervision as supervision;
 #[cfg(feature = "transports")]
 pub use sinew_transports as transports;
+
+pub mod testkit;
 
 /// The names most programs need.
 pub mod prelude {
