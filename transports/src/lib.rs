@@ -1,16 +1,78 @@
 //! # sinew-transports
 //!
-//! The completion-based transport abstraction with owned buffers and its backends (io_uring, mio/epoll, an in-memory simulated network; later AF_XDP, DPDK, RDMA). Each backend implements the actor core's `Driver` trait so a worker can park in it.
+//! Completion-based network I/O with owned buffers, over io_uring or epoll (mio), for Sinew's
+//! I/O workers.
 //!
-//! This crate is part of the Sinew workspace layout (see `docs/ARCHITECTURE.md`). Its
-//! contents arrive with the issue named below; until then it only names its layer so the
-//! dependency graph of the workspace is in place and checked by CI.
+//! A [`Reactor`] is one worker's I/O engine. Operations (accept, connect, recv, send, vectored
+//! send, shutdown, close) are submitted with a [`Token`] and an owned buffer; [`Reactor::poll`]
+//! hands back [`Completion`]s carrying the token, the result and the buffer. This is
+//! io_uring's model; the mio backend adapts epoll readiness to it, so code written against
+//! the reactor runs unchanged on either. Errors are typed ([`Error`]) and classified
+//! transient vs fatal; `EAGAIN`/`EINTR` are handled inside, and an accept out of descriptors
+//! backs off on a timer instead of spinning.
 //!
-//! Filled in by the issue "Transports: io_uring and epoll drivers behind one abstraction".
+//! [`IoDriver`] plugs a reactor into the actor core as the worker's
+//! [`Driver`](sinew_actors::Driver): the worker parks in io_uring / epoll, and cross-thread
+//! wakes go through an eventfd (io_uring) or `mio::Waker`.
+//!
+//! The backend is chosen by [`Backend`]: `Auto` probes io_uring and falls back to mio; the
+//! environment variable `SINEW_TRANSPORT=uring|mio|sim` overrides it
+//! ([`Reactor::from_env`]); asking for a backend that cannot run is an
+//! [`Error::Unavailable`], never a silent fallback.
 //!
 //! ```
-//! assert_eq!(sinew_transports::LAYER, "transports");
+//! use bytes::{Bytes, BytesMut};
+//! use sinew_transports::{Backend, Event, Reactor, SockOpt, Token};
+//!
+//! # fn main() -> Result<(), sinew_transports::Error> {
+//! let mut reactor = Reactor::new(Backend::Auto)?;
+//! let listener = reactor.listen("127.0.0.1:0".parse().unwrap(), &[])?;
+//! let addr = reactor.local_addr(listener)?;
+//! reactor.accept(listener, Token(0));
+//! let client = reactor.connect(addr, &[SockOpt::NoDelay(true)], Token(1))?;
+//! reactor.send(client, Bytes::from_static(b"ping"), Token(2));
+//!
+//! let mut got = None;
+//! let mut completions = Vec::new();
+//! while got.is_none() {
+//!     reactor.poll(&mut completions, None)?;
+//!     for c in completions.drain(..) {
+//!         match c.event {
+//!             // A new connection: read from it.
+//!             Event::Accepted { result: Ok(conn), .. } => {
+//!                 reactor.recv(conn, BytesMut::with_capacity(64), Token(3))
+//!             }
+//!             Event::Received { buf, result: Ok(_), .. } => got = Some(buf.freeze()),
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! assert_eq!(got.as_deref(), Some(&b"ping"[..]));
+//! # Ok(())
+//! # }
 //! ```
+
+mod backend;
+mod capabilities;
+mod completion;
+mod driver;
+mod epoll;
+mod error;
+mod io;
+pub mod options;
+mod reactor;
+mod slab;
+mod sys;
+mod uring;
+mod write;
+
+pub use backend::{Backend, ENV_VAR};
+pub use capabilities::Capabilities;
+pub use completion::{Completion, Event, SocketId, Token};
+pub use driver::{CompletionHandler, IoDriver};
+pub use error::{Error, Result};
+pub use options::{Keepalive, SockOpt, SockOptName};
+pub use reactor::Reactor;
 
 /// The name of this layer, as used in diagnostics and docs.
 pub const LAYER: &str = "transports";

@@ -1,0 +1,101 @@
+//! Tokens, socket ids and the completions a reactor hands back.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::Result;
+
+/// The caller's tag for an operation, returned unchanged in its [`Completion`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Token(pub u64);
+
+/// A socket owned by a [`Reactor`](crate::Reactor). Ids carry a generation, so a stale id of a
+/// closed socket never reaches a newer socket that reused its slot.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SocketId {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+impl fmt::Debug for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SocketId({}v{})", self.index, self.generation)
+    }
+}
+
+/// A finished operation: the caller's token and what happened, including any owned buffer.
+#[derive(Debug)]
+pub struct Completion {
+    /// The token the operation was submitted with.
+    pub token: Token,
+    /// The outcome.
+    pub event: Event,
+}
+
+/// The outcome of one operation. Every variant that took a buffer gives it back, on success
+/// and on error alike, so cancellation never loses a buffer.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// One result of a multishot accept. `more` is false on the last completion of this accept
+    /// (its listener was closed); transient errors such as `EMFILE` keep `more` true because
+    /// the backend backs off and retries by itself.
+    Accepted {
+        /// The listening socket.
+        listener: SocketId,
+        /// The new connection, or why this attempt failed.
+        result: Result<SocketId>,
+        /// Whether more completions will follow for this accept.
+        more: bool,
+    },
+    /// A connect finished.
+    Connected {
+        /// The socket returned by [`Reactor::connect`](crate::Reactor::connect).
+        socket: SocketId,
+        /// Whether the connection is established.
+        result: Result<()>,
+    },
+    /// A receive finished. On `Ok(n)` the buffer grew by `n` bytes; `Ok(0)` means the peer
+    /// closed its sending side (end of stream).
+    Received {
+        /// The socket.
+        socket: SocketId,
+        /// The buffer that was submitted, with the received bytes appended.
+        buf: BytesMut,
+        /// Bytes received.
+        result: Result<usize>,
+    },
+    /// A send finished. On `Ok(n)`, `n` is the whole buffer: partial writes are continued
+    /// inside the backend.
+    Sent {
+        /// The socket.
+        socket: SocketId,
+        /// The buffer that was submitted.
+        buf: Bytes,
+        /// Bytes sent.
+        result: Result<usize>,
+    },
+    /// A vectored send finished; like [`Event::Sent`] for all buffers together.
+    SentVectored {
+        /// The socket.
+        socket: SocketId,
+        /// The buffers that were submitted.
+        bufs: Vec<Bytes>,
+        /// Bytes sent in total.
+        result: Result<usize>,
+    },
+    /// A shutdown finished (ordered after every send submitted before it).
+    Shutdown {
+        /// The socket.
+        socket: SocketId,
+        /// Whether the shutdown succeeded.
+        result: Result<()>,
+    },
+    /// The socket is closed: every operation it had in flight has completed (most with
+    /// [`Error::Cancelled`](crate::Error::Cancelled)) and its descriptor is released.
+    Closed {
+        /// The socket; its id is now stale.
+        socket: SocketId,
+    },
+}

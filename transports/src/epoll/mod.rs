@@ -1,0 +1,385 @@
+//! The mio (epoll) backend: readiness adapted to completions.
+//!
+//! Every operation is tried at once when submitted (the socket may already be ready) and
+//! otherwise queued on its socket; epoll is edge-triggered, so a queued operation is retried on
+//! the next readiness edge and always ends in `WouldBlock` or a completion.
+
+mod socket;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mio::{Events, Interest, Poll};
+use sinew_actors::Unpark;
+
+use crate::capabilities::Capabilities;
+use crate::completion::{Completion, Event, SocketId, Token};
+use crate::error::{Error, Result};
+use crate::io::{self, Io};
+use crate::options::{self, SockOpt};
+use crate::slab::Slab;
+use crate::sys;
+use crate::write::WriteOp;
+
+use socket::{Kind, Sock};
+
+/// The token of the cross-thread waker; socket tokens are slab indices.
+const WAKE: mio::Token = mio::Token(usize::MAX);
+
+/// Wakes a parked epoll reactor through `mio::Waker` (an eventfd).
+struct MioUnpark(mio::Waker);
+
+impl Unpark for MioUnpark {
+    fn unpark(&self) {
+        if let Err(e) = self.0.wake() {
+            tracing::warn!(error = %e, "mio waker failed");
+        }
+    }
+}
+
+/// The epoll reactor of one worker.
+pub(crate) struct EpollReactor {
+    poll: Poll,
+    events: Events,
+    unpark: Arc<MioUnpark>,
+    sockets: Slab<Sock>,
+    /// Completions produced outside `poll` (at submit time) waiting to be handed out.
+    ready: Vec<Completion>,
+    /// Listeners whose accept is backing off after `EMFILE`/`ENFILE`.
+    backoff: Vec<SocketId>,
+    /// Scratch list of (socket index, readable, writable) from the last epoll_wait.
+    fired: Vec<(usize, bool, bool)>,
+}
+
+impl EpollReactor {
+    pub(crate) fn new() -> Result<Self> {
+        let poll = Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE)?;
+        Ok(EpollReactor {
+            poll,
+            events: Events::with_capacity(1024),
+            unpark: Arc::new(MioUnpark(waker)),
+            sockets: Slab::new(),
+            ready: Vec::new(),
+            backoff: Vec::new(),
+            fired: Vec::new(),
+        })
+    }
+
+    /// Adds a socket and registers it for both directions (edge-triggered).
+    fn add(&mut self, kind: Kind) -> Result<SocketId> {
+        let id = self.sockets.insert(Sock::new(kind));
+        let token = mio::Token(id.index as usize);
+        let registry = self.poll.registry();
+        let res = match self.sockets.get_mut(id).map(|s| &mut s.kind) {
+            Some(Kind::Listener(l)) => registry.register(l, token, Interest::READABLE),
+            Some(Kind::Stream(s)) => {
+                registry.register(s, token, Interest::READABLE | Interest::WRITABLE)
+            }
+            None => return Err(Error::InvalidSocket),
+        };
+        if let Err(e) = res {
+            self.sockets.remove(id);
+            return Err(e.into());
+        }
+        Ok(id)
+    }
+
+    /// Accepts until the listener would block, backing off on descriptor exhaustion.
+    fn drive_accept(&mut self, id: SocketId) {
+        loop {
+            let Some(sock) = self.sockets.get_mut(id) else {
+                return;
+            };
+            let Some(acc) = sock.accept.as_mut() else {
+                return;
+            };
+            if acc.retry_at.is_some() {
+                return;
+            }
+            let token = acc.token;
+            let Kind::Listener(listener) = &sock.kind else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, _peer)) => {
+                    acc.backoff = io::BACKOFF_MIN;
+                    let result = self.add(Kind::Stream(stream));
+                    self.ready.push(Completion {
+                        token,
+                        event: Event::Accepted {
+                            listener: id,
+                            result,
+                            more: true,
+                        },
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = Error::from(e);
+                    if matches!(err, Error::TooManyOpenFiles(_)) {
+                        // The pending connection stays in the backlog; epoll will not report
+                        // it again, so a timer (not a spin) brings us back.
+                        acc.retry_at = Some(Instant::now() + acc.backoff);
+                        acc.backoff = (acc.backoff * 2).min(io::BACKOFF_MAX);
+                        self.backoff.push(id);
+                        self.ready.push(Completion {
+                            token,
+                            event: Event::Accepted {
+                                listener: id,
+                                result: Err(err),
+                                more: true,
+                            },
+                        });
+                        return;
+                    }
+                    let more = err.is_transient();
+                    if !more {
+                        sock.accept = None;
+                    }
+                    self.ready.push(Completion {
+                        token,
+                        event: Event::Accepted {
+                            listener: id,
+                            result: Err(err),
+                            more,
+                        },
+                    });
+                    if !more {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs every queued operation of a socket that its readiness allows.
+    fn drive(&mut self, id: SocketId, readable: bool, writable: bool) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if matches!(sock.kind, Kind::Listener(_)) {
+            if readable {
+                self.drive_accept(id);
+            }
+            return;
+        }
+        if writable {
+            sock.drive_connect(id, &mut self.ready);
+        }
+        if readable {
+            sock.drive_recv(id, &mut self.ready);
+        }
+        if writable {
+            sock.drive_writes(id, &mut self.ready);
+        }
+    }
+
+    /// Retries accepts whose backoff has elapsed; returns the time to the next deadline.
+    fn expire_backoffs(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        let mut due = Vec::new();
+        self.backoff.retain(|&id| {
+            let Some(at) = self
+                .sockets
+                .get(id)
+                .and_then(|s| s.accept.as_ref())
+                .and_then(|a| a.retry_at)
+            else {
+                return false;
+            };
+            if at <= now {
+                due.push(id);
+                false
+            } else {
+                next = io::min_timeout(next, Some(at - now));
+                true
+            }
+        });
+        for id in due {
+            if let Some(acc) = self.sockets.get_mut(id).and_then(|s| s.accept.as_mut()) {
+                acc.retry_at = None;
+            }
+            self.drive_accept(id);
+        }
+        next
+    }
+}
+
+impl Io for EpollReactor {
+    fn listen(&mut self, addr: SocketAddr, opts: &[SockOpt]) -> Result<SocketId> {
+        let fd = sys::listener(addr, opts, true)?;
+        let std = std::net::TcpListener::from(fd);
+        self.add(Kind::Listener(mio::net::TcpListener::from_std(std)))
+    }
+
+    fn accept(&mut self, listener: SocketId, token: Token) {
+        let Some(sock) = self.sockets.get_mut(listener) else {
+            let event = Event::Accepted {
+                listener,
+                result: Err(Error::InvalidSocket),
+                more: false,
+            };
+            return self.ready.push(Completion { token, event });
+        };
+        if !matches!(sock.kind, Kind::Listener(_)) || sock.accept.is_some() {
+            let err = Error::Unsupported("accept needs a listener without an accept in flight");
+            let event = Event::Accepted {
+                listener,
+                result: Err(err),
+                more: false,
+            };
+            return self.ready.push(Completion { token, event });
+        }
+        sock.accept = Some(socket::Accept::new(token));
+        self.drive_accept(listener);
+    }
+
+    fn connect(&mut self, addr: SocketAddr, opts: &[SockOpt], token: Token) -> Result<SocketId> {
+        let socket = sys::tcp_socket(&addr, true)?;
+        for opt in opts {
+            options::set(socket.as_fd(), *opt)?;
+        }
+        let started = match socket.connect(&addr.into()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+            Err(e) => Err(Error::from(e)),
+        };
+        let std = std::net::TcpStream::from(OwnedFd::from(socket));
+        let id = self.add(Kind::Stream(mio::net::TcpStream::from_std(std)))?;
+        match started {
+            Ok(()) => {
+                if let Some(sock) = self.sockets.get_mut(id) {
+                    sock.connecting = Some(token);
+                }
+            }
+            Err(err) => self.ready.push(Completion {
+                token,
+                event: Event::Connected {
+                    socket: id,
+                    result: Err(err),
+                },
+            }),
+        }
+        Ok(id)
+    }
+
+    fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
+        match self.sockets.get_mut(socket) {
+            Some(sock) if matches!(sock.kind, Kind::Stream(_)) => {
+                sock.recvs.push_back((token, buf));
+                sock.drive_recv(socket, &mut self.ready);
+            }
+            other => {
+                let err = if other.is_some() {
+                    Error::Unsupported("recv on a listener")
+                } else {
+                    Error::InvalidSocket
+                };
+                let event = Event::Received {
+                    socket,
+                    buf,
+                    result: Err(err),
+                };
+                self.ready.push(Completion { token, event });
+            }
+        }
+    }
+
+    fn write(&mut self, socket: SocketId, op: WriteOp) {
+        match self.sockets.get_mut(socket) {
+            Some(sock) if matches!(sock.kind, Kind::Stream(_)) => {
+                sock.writes.push_back(op);
+                sock.drive_writes(socket, &mut self.ready);
+            }
+            other => {
+                let err = if other.is_some() {
+                    Error::Unsupported("send on a listener")
+                } else {
+                    Error::InvalidSocket
+                };
+                self.ready.push(op.complete(socket, Err(err)));
+            }
+        }
+    }
+
+    fn close(&mut self, socket: SocketId, token: Token) {
+        if let Some(mut sock) = self.sockets.remove(socket) {
+            let registry = self.poll.registry();
+            let res = match &mut sock.kind {
+                Kind::Listener(l) => registry.deregister(l),
+                Kind::Stream(s) => registry.deregister(s),
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "deregister on close failed");
+            }
+            // Nothing is in flight in the kernel with epoll: cancel what is queued, then the
+            // descriptor closes when `sock` drops.
+            sock.cancel_all(socket, &mut self.ready);
+        }
+        self.ready.push(Completion {
+            token,
+            event: Event::Closed { socket },
+        });
+    }
+
+    fn fd(&self, socket: SocketId) -> Option<BorrowedFd<'_>> {
+        self.sockets.get(socket).map(|s| match &s.kind {
+            Kind::Listener(l) => l.as_fd(),
+            Kind::Stream(s) => s.as_fd(),
+        })
+    }
+
+    fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()> {
+        let backoff = self.expire_backoffs();
+        let timeout = if self.ready.is_empty() {
+            io::min_timeout(timeout, backoff)
+        } else {
+            Some(Duration::ZERO)
+        };
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.fired.clear();
+        for ev in self.events.iter() {
+            if ev.token() == WAKE {
+                continue;
+            }
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+            self.fired.push((ev.token().0, readable, writable));
+        }
+        let fired = std::mem::take(&mut self.fired);
+        for &(index, readable, writable) in &fired {
+            if let Some(id) = self.sockets.id_at(index) {
+                self.drive(id, readable, writable);
+            }
+        }
+        self.fired = fired;
+        self.expire_backoffs();
+        out.append(&mut self.ready);
+        Ok(())
+    }
+
+    fn unparker(&self) -> Arc<dyn Unpark> {
+        self.unpark.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            vectored_io: true,
+            ..Capabilities::default()
+        }
+    }
+
+    fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+}

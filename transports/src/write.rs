@@ -1,0 +1,140 @@
+//! The per-socket write queue shared by the backends: sends and shutdowns run in submission
+//! order, one at a time, and partial writes continue from where they stopped.
+
+use std::io::IoSlice;
+use std::net::Shutdown;
+
+use bytes::Bytes;
+
+use crate::completion::{Completion, Event, SocketId, Token};
+use crate::error::{Error, Result};
+
+/// One queued write-side operation.
+pub(crate) enum WriteOp {
+    Send {
+        token: Token,
+        buf: Bytes,
+        done: usize,
+    },
+    SendVectored {
+        token: Token,
+        bufs: Vec<Bytes>,
+        done: usize,
+    },
+    Shutdown {
+        token: Token,
+        how: Shutdown,
+    },
+}
+
+impl WriteOp {
+    /// The bytes still to write, as slices (at most `max` of them).
+    pub(crate) fn remaining<'a>(&'a self, out: &mut Vec<IoSlice<'a>>, max: usize) {
+        out.clear();
+        match self {
+            WriteOp::Send { buf, done, .. } => out.push(IoSlice::new(&buf[*done..])),
+            WriteOp::SendVectored { bufs, done, .. } => {
+                let mut skip = *done;
+                for b in bufs {
+                    if out.len() == max {
+                        break;
+                    }
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        continue;
+                    }
+                    out.push(IoSlice::new(&b[skip..]));
+                    skip = 0;
+                }
+            }
+            WriteOp::Shutdown { .. } => {}
+        }
+    }
+
+    /// Records `n` more bytes written; true once everything is written.
+    pub(crate) fn advance(&mut self, n: usize) -> bool {
+        match self {
+            WriteOp::Send { buf, done, .. } => {
+                *done += n;
+                *done >= buf.len()
+            }
+            WriteOp::SendVectored { bufs, done, .. } => {
+                *done += n;
+                *done >= bufs.iter().map(Bytes::len).sum::<usize>()
+            }
+            WriteOp::Shutdown { .. } => true,
+        }
+    }
+
+    /// True if nothing is left to write (an empty send completes at once).
+    pub(crate) fn is_done(&self) -> bool {
+        match self {
+            WriteOp::Send { buf, done, .. } => *done >= buf.len(),
+            WriteOp::SendVectored { bufs, done, .. } => {
+                *done >= bufs.iter().map(Bytes::len).sum::<usize>()
+            }
+            WriteOp::Shutdown { .. } => false,
+        }
+    }
+
+    /// The completion for this operation with `result` (or the byte count on success).
+    pub(crate) fn complete(self, socket: SocketId, result: Result<()>) -> Completion {
+        match self {
+            WriteOp::Send { token, buf, done } => Completion {
+                token,
+                event: Event::Sent {
+                    socket,
+                    buf,
+                    result: result.map(|()| done),
+                },
+            },
+            WriteOp::SendVectored { token, bufs, done } => Completion {
+                token,
+                event: Event::SentVectored {
+                    socket,
+                    bufs,
+                    result: result.map(|()| done),
+                },
+            },
+            WriteOp::Shutdown { token, .. } => Completion {
+                token,
+                event: Event::Shutdown { socket, result },
+            },
+        }
+    }
+
+    /// Completes with [`Error::Cancelled`].
+    pub(crate) fn cancel(self, socket: SocketId) -> Completion {
+        self.complete(socket, Err(Error::Cancelled))
+    }
+}
+
+/// The `how` argument of `shutdown(2)`.
+pub(crate) fn shutdown_how(how: Shutdown) -> i32 {
+    match how {
+        Shutdown::Read => libc::SHUT_RD,
+        Shutdown::Write => libc::SHUT_WR,
+        Shutdown::Both => libc::SHUT_RDWR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectored_progress_skips_written_bytes() {
+        let mut op = WriteOp::SendVectored {
+            token: Token(1),
+            bufs: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")],
+            done: 0,
+        };
+        assert!(!op.advance(4));
+        let mut slices = Vec::new();
+        op.remaining(&mut slices, 8);
+        assert_eq!(slices.len(), 1);
+        assert_eq!(&*slices[0], b"efg");
+        drop(slices);
+        assert!(op.advance(3));
+    }
+}

@@ -1,0 +1,637 @@
+//! The conformance suite: one generic function per behaviour, run against every backend.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sinew_transports::{Backend, Completion, Error, Event, Reactor, SockOpt, SocketId, Token};
+
+/// Upper bound on any single wait, so a broken backend fails instead of hanging the suite.
+const WAIT: Duration = Duration::from_secs(30);
+
+pub struct Harness {
+    pub reactor: Reactor,
+    queue: VecDeque<Completion>,
+    scratch: Vec<Completion>,
+}
+
+/// False (and a note on stderr) if `backend` cannot run on this machine.
+pub fn available(backend: Backend) -> bool {
+    let ok = backend.is_available();
+    if !ok {
+        eprintln!("skipping: backend {backend} unavailable here");
+    }
+    ok
+}
+
+impl Harness {
+    pub fn new(backend: Backend) -> Harness {
+        let reactor = Reactor::new(backend).expect("reactor");
+        assert_eq!(reactor.backend(), backend);
+        Harness {
+            reactor,
+            queue: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The next completion, waiting for it.
+    pub fn next(&mut self) -> Completion {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(c) = self.queue.pop_front() {
+                return c;
+            }
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .expect("timed out waiting for a completion");
+            self.reactor
+                .poll(&mut self.scratch, Some(left))
+                .expect("poll");
+            self.queue.extend(self.scratch.drain(..));
+        }
+    }
+
+    /// Waits until `window` has passed, collecting every completion on the way.
+    pub fn drain_for(&mut self, window: Duration) -> Vec<Completion> {
+        let end = Instant::now() + window;
+        let mut got: Vec<Completion> = self.queue.drain(..).collect();
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            self.reactor
+                .poll(&mut self.scratch, Some(left))
+                .expect("poll");
+            got.append(&mut self.scratch);
+        }
+        got
+    }
+
+    pub fn listen(&mut self) -> (SocketId, SocketAddr) {
+        let l = self
+            .reactor
+            .listen("127.0.0.1:0".parse().expect("addr"), &[])
+            .expect("listen");
+        let addr = self.reactor.local_addr(l).expect("local addr");
+        (l, addr)
+    }
+
+    /// Waits for the next accepted connection.
+    pub fn accepted(&mut self) -> SocketId {
+        match self.next().event {
+            Event::Accepted {
+                result: Ok(s),
+                more: true,
+                ..
+            } => s,
+            other => panic!("expected an accepted connection, got {other:?}"),
+        }
+    }
+}
+
+/// Byte `i` of the test pattern: not periodic at any power of two, so shifted or duplicated
+/// chunks are caught.
+pub fn pattern(i: usize) -> u8 {
+    ((i * 31 + 7) % 251) as u8
+}
+
+pub fn pattern_bytes(start: usize, len: usize) -> Vec<u8> {
+    (start..start + len).map(pattern).collect()
+}
+
+pub fn echo(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        for msg in [&b"hello"[..], b"sinew", &[7u8; 3000]] {
+            s.write_all(msg).expect("write");
+            let mut back = vec![0; msg.len()];
+            s.read_exact(&mut back).expect("read echo");
+            assert_eq!(back, msg);
+        }
+    });
+    let conn = h.accepted();
+    h.reactor
+        .recv(conn, BytesMut::with_capacity(4096), Token(1));
+    let mut echoed = 0;
+    loop {
+        match h.next().event {
+            Event::Received {
+                buf, result: Ok(0), ..
+            } => {
+                assert!(buf.is_empty());
+                h.reactor.close(conn, Token(3));
+            }
+            Event::Received {
+                buf, result: Ok(n), ..
+            } => {
+                echoed += n;
+                h.reactor.send(conn, buf.freeze(), Token(2));
+                h.reactor
+                    .recv(conn, BytesMut::with_capacity(4096), Token(1));
+            }
+            Event::Sent { result, .. } => assert!(result.is_ok(), "{result:?}"),
+            Event::Closed { socket } => {
+                assert_eq!(socket, conn);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(echoed, 5 + 5 + 3000);
+    client.join().expect("client");
+}
+
+pub fn partial_writes(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const BIG: usize = 8 << 20;
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).expect("read");
+        all
+    });
+    let conn = h.accepted();
+    // A small send buffer forces many partial writes inside the backend.
+    h.reactor
+        .set_option(conn, SockOpt::SendBuffer(4096))
+        .expect("sndbuf");
+    let big = Bytes::from(pattern_bytes(0, BIG));
+    h.reactor.send(conn, big, Token(1));
+    let chunks: Vec<Bytes> = [1usize, 4095, 70_000, 3, 200_000]
+        .iter()
+        .scan(BIG, |at, &len| {
+            let b = Bytes::from(pattern_bytes(*at, len));
+            *at += len;
+            Some(b)
+        })
+        .collect();
+    let vtotal: usize = chunks.iter().map(Bytes::len).sum();
+    h.reactor.send_vectored(conn, chunks, Token(2));
+    h.reactor.shutdown(conn, Shutdown::Write, Token(3));
+    let mut order = Vec::new();
+    while order.len() < 3 {
+        let c = h.next();
+        order.push(c.token);
+        match c.event {
+            Event::Sent { result, buf, .. } => {
+                assert_eq!(result.expect("send"), BIG);
+                assert_eq!(buf.len(), BIG);
+            }
+            Event::SentVectored { result, .. } => assert_eq!(result.expect("sendv"), vtotal),
+            Event::Shutdown { result, .. } => result.expect("shutdown"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        order,
+        vec![Token(1), Token(2), Token(3)],
+        "writes complete in order"
+    );
+    let all = client.join().expect("client");
+    assert_eq!(all.len(), BIG + vtotal);
+    assert!(
+        all.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "byte stream corrupted"
+    );
+}
+
+pub fn half_close(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(b"request").expect("write");
+        s.shutdown(Shutdown::Write).expect("half close");
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).expect("read");
+        reply
+    });
+    let conn = h.accepted();
+    let mut got = Vec::new();
+    h.reactor.recv(conn, BytesMut::with_capacity(64), Token(1));
+    loop {
+        match h.next().event {
+            Event::Received { result: Ok(0), .. } => break,
+            Event::Received {
+                buf, result: Ok(_), ..
+            } => {
+                got.extend_from_slice(&buf);
+                h.reactor.recv(conn, BytesMut::with_capacity(64), Token(1));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, b"request");
+    // Our side is still open for writing after the peer's half close.
+    h.reactor
+        .send(conn, Bytes::from_static(b"response"), Token(2));
+    h.reactor.shutdown(conn, Shutdown::Write, Token(3));
+    assert!(matches!(h.next().event, Event::Sent { result: Ok(8), .. }));
+    assert!(matches!(
+        h.next().event,
+        Event::Shutdown { result: Ok(()), .. }
+    ));
+    assert_eq!(client.join().expect("client"), b"response");
+}
+
+pub fn peer_reset(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let s = TcpStream::connect(addr).expect("connect");
+        go_rx.recv().expect("go");
+        // Linger 0: close sends RST instead of FIN.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(s);
+    });
+    let conn = h.accepted();
+    go_tx.send(()).expect("go");
+    client.join().expect("client");
+    h.reactor.recv(conn, BytesMut::with_capacity(64), Token(1));
+    match h.next().event {
+        Event::Received {
+            result: Err(e),
+            buf,
+            ..
+        } => {
+            assert!(matches!(e, Error::ConnectionReset), "{e:?}");
+            assert!(e.is_fatal());
+            assert_eq!(buf.capacity(), 64, "buffer handed back");
+        }
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    h.reactor.send(conn, Bytes::from_static(b"late"), Token(2));
+    match h.next().event {
+        Event::Sent { result: Err(e), .. } => {
+            assert!(
+                matches!(e, Error::BrokenPipe | Error::ConnectionReset),
+                "{e:?}"
+            );
+            assert!(e.is_fatal());
+        }
+        other => panic!("expected a send error, got {other:?}"),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Client(u64),
+    Server,
+}
+
+pub fn thousand_connections(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const N: u64 = 1000;
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(u64::MAX));
+    let mut roles: HashMap<SocketId, Role> = HashMap::new();
+    let mut bufs: HashMap<SocketId, Vec<u8>> = HashMap::new();
+    for i in 0..N {
+        let s = h
+            .reactor
+            .connect(addr, &[SockOpt::NoDelay(true)], Token(i))
+            .expect("connect");
+        roles.insert(s, Role::Client(i));
+    }
+    let (mut verified, mut closed, mut accepted) = (0, 0, 0);
+    while closed < 2 * N {
+        let c = h.next();
+        match c.event {
+            Event::Accepted { result, .. } => {
+                let s = result.expect("accept");
+                accepted += 1;
+                roles.insert(s, Role::Server);
+                h.reactor.recv(s, BytesMut::with_capacity(8), Token(0));
+            }
+            Event::Connected { socket, result } => {
+                result.expect("connected");
+                let Some(Role::Client(i)) = roles.get(&socket).copied() else {
+                    panic!("role")
+                };
+                h.reactor
+                    .send(socket, Bytes::copy_from_slice(&i.to_le_bytes()), Token(i));
+                h.reactor.recv(socket, BytesMut::with_capacity(8), Token(i));
+            }
+            Event::Received {
+                socket,
+                buf,
+                result,
+            } => {
+                let n = result.expect("recv");
+                let acc = bufs.entry(socket).or_default();
+                acc.extend_from_slice(&buf);
+                match roles[&socket] {
+                    Role::Server if n == 0 => h.reactor.close(socket, Token(0)),
+                    Role::Server => {
+                        h.reactor.send(socket, buf.freeze(), Token(0));
+                        h.reactor.recv(socket, BytesMut::with_capacity(8), Token(0));
+                    }
+                    Role::Client(i) if acc.len() == 8 => {
+                        assert_eq!(acc[..], i.to_le_bytes(), "echo for client {i}");
+                        verified += 1;
+                        h.reactor.close(socket, Token(i));
+                    }
+                    Role::Client(i) => {
+                        assert!(n > 0, "client {i} got EOF early");
+                        h.reactor.recv(socket, BytesMut::with_capacity(8), Token(i));
+                    }
+                }
+            }
+            Event::Sent { result, .. } => {
+                result.expect("send");
+            }
+            Event::Closed { .. } => closed += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(verified, N);
+    assert_eq!(accepted, N);
+    h.reactor.close(listener, Token(u64::MAX - 1));
+    let mut listener_done = false;
+    while !listener_done {
+        if let Event::Closed { socket } = h.next().event {
+            listener_done = socket == listener;
+        }
+    }
+    assert_eq!(h.reactor.socket_count(), 0);
+}
+
+pub fn large_transfer(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const TOTAL: usize = 32 << 20;
+    const CHUNK: usize = 256 * 1024;
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let client = h.reactor.connect(addr, &[], Token(1)).expect("connect");
+    // Submitted before the connect completes: it must wait for it, then run in order.
+    let mut sent = 0;
+    while sent < TOTAL {
+        let chunk: Vec<Bytes> = (0..4)
+            .map(|k| {
+                let at = sent + k * CHUNK / 4;
+                Bytes::from(pattern_bytes(at, CHUNK / 4))
+            })
+            .collect();
+        h.reactor.send_vectored(client, chunk, Token(2));
+        sent += CHUNK;
+    }
+    h.reactor.shutdown(client, Shutdown::Write, Token(3));
+    let mut received = 0usize;
+    let mut server = None;
+    let mut sends_done = 0;
+    let mut eof = false;
+    while !eof || sends_done < TOTAL / CHUNK {
+        match h.next().event {
+            Event::Accepted { result, .. } => {
+                let s = result.expect("accept");
+                server = Some(s);
+                h.reactor
+                    .recv(s, BytesMut::with_capacity(64 * 1024), Token(4));
+            }
+            Event::Connected { result, .. } => result.expect("connect"),
+            Event::SentVectored { result, .. } => {
+                assert_eq!(result.expect("send"), CHUNK);
+                sends_done += 1;
+            }
+            Event::Shutdown { result, .. } => result.expect("shutdown"),
+            Event::Received {
+                buf,
+                result,
+                socket,
+            } => {
+                let n = result.expect("recv");
+                if n == 0 {
+                    eof = true;
+                    continue;
+                }
+                for (k, &b) in buf.iter().enumerate() {
+                    assert_eq!(b, pattern(received + k), "byte {} differs", received + k);
+                }
+                received += n;
+                let mut buf = buf;
+                buf.clear(); // reuse the same allocation
+                h.reactor.recv(socket, buf, Token(4));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(received, TOTAL);
+    assert!(server.is_some());
+}
+
+/// Open descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Closes sockets with receives and large sends in flight: every buffer comes back, and once
+/// the reactor is dropped no descriptor is left behind.
+pub fn cancel_in_flight(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const N: usize = 50;
+    let before = open_fds();
+    {
+        let mut h = Harness::new(backend);
+        let (listener, addr) = h.listen();
+        h.reactor.accept(listener, Token(0));
+        let mut clients = Vec::new();
+        for _ in 0..N {
+            clients.push(h.reactor.connect(addr, &[], Token(1)).expect("connect"));
+        }
+        let (mut servers, mut connected) = (Vec::new(), 0);
+        while servers.len() < N || connected < N {
+            match h.next().event {
+                Event::Accepted { result, .. } => servers.push(result.expect("accept")),
+                Event::Connected { result, .. } => {
+                    result.expect("connect");
+                    connected += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let big = Bytes::from(vec![1u8; 8 << 20]);
+        let mut outstanding = 0;
+        for (&c, &s) in clients.iter().zip(&servers) {
+            // Nobody reads: the send stays partly in flight; the receives never complete.
+            h.reactor.send(c, big.clone(), Token(2));
+            h.reactor.send(c, big.clone(), Token(2)); // queued behind the first
+            h.reactor.recv(c, BytesMut::with_capacity(1024), Token(3));
+            h.reactor.recv(s, BytesMut::with_capacity(1024), Token(3));
+            h.reactor.recv(s, BytesMut::with_capacity(1024), Token(3)); // queued
+            outstanding += 5;
+        }
+        for &s in clients.iter().chain(&servers).chain([&listener]) {
+            h.reactor.close(s, Token(9));
+        }
+        let (mut closed, mut returned, mut cancelled) = (0, 0, 0);
+        while closed < 2 * N + 1 {
+            let c = h.next();
+            match c.event {
+                Event::Closed { .. } => closed += 1,
+                Event::Received { buf, result, .. } => {
+                    assert_eq!(buf.capacity(), 1024);
+                    returned += 1;
+                    cancelled += usize::from(matches!(result, Err(Error::Cancelled)));
+                }
+                Event::Sent { buf, result, .. } => {
+                    assert_eq!(buf.len(), 8 << 20);
+                    returned += 1;
+                    cancelled += usize::from(matches!(result, Err(Error::Cancelled)));
+                }
+                Event::Accepted {
+                    result: Err(Error::Cancelled),
+                    more: false,
+                    ..
+                } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(returned, outstanding, "every buffer handed back");
+        assert!(
+            cancelled >= 3 * N,
+            "queued operations are cancelled ({cancelled})"
+        );
+        assert_eq!(h.reactor.socket_count(), 0);
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+}
+
+/// Accept under a descriptor limit: reports a transient error, backs off instead of
+/// spinning, and accepts the waiting connections once descriptors are available again.
+/// Changes the process's `RLIMIT_NOFILE`: run it alone in its process.
+pub fn emfile_backoff(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const K: usize = 4;
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    let peers: Vec<TcpStream> = (0..K)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid struct we pass.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .expect("fds")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .expect("some fd");
+    let low = libc::rlimit {
+        rlim_cur: highest + 1,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: setrlimit reads the valid struct we pass.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
+    // Fill every hole below the limit so the next descriptor really fails with EMFILE.
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+    }
+
+    h.reactor.accept(listener, Token(0));
+    let during = h.drain_for(Duration::from_millis(300));
+    let mut emfile = 0;
+    for c in &during {
+        match &c.event {
+            Event::Accepted {
+                result: Err(Error::TooManyOpenFiles(_)),
+                more: true,
+                ..
+            } => emfile += 1,
+            other => panic!("unexpected while out of descriptors: {other:?}"),
+        }
+    }
+    assert!(emfile >= 1, "EMFILE reported");
+    // Backoff starts at 5 ms and doubles: a spinning acceptor would report thousands.
+    assert!(
+        emfile <= 12,
+        "accept spun: {emfile} EMFILE reports in 300 ms"
+    );
+
+    drop(fillers);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) }, 0);
+    let mut accepted = 0;
+    while accepted < K {
+        match h.next().event {
+            Event::Accepted { result: Ok(_), .. } => accepted += 1,
+            Event::Accepted {
+                result: Err(e),
+                more: true,
+                ..
+            } if e.is_transient() => {}
+            other => panic!("unexpected after recovery: {other:?}"),
+        }
+    }
+    drop(peers);
+}
+
+/// Drops a reactor while receives, a large send and an accept are in flight: the backend must
+/// wait for (or cancel) the kernel's work before freeing buffers, and leave no descriptor.
+pub fn drop_with_ops_in_flight(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let before = open_fds();
+    {
+        let mut h = Harness::new(backend);
+        let (listener, addr) = h.listen();
+        h.reactor.accept(listener, Token(0));
+        let client = h.reactor.connect(addr, &[], Token(1)).expect("connect");
+        let server = h.accepted();
+        assert!(matches!(
+            h.next().event,
+            Event::Connected { result: Ok(()), .. }
+        ));
+        h.reactor
+            .recv(server, BytesMut::with_capacity(4096), Token(2));
+        h.reactor
+            .recv(client, BytesMut::with_capacity(4096), Token(2));
+        h.reactor
+            .send(client, Bytes::from(vec![3u8; 16 << 20]), Token(3));
+        // Submit without waiting for anything, then drop with all of it outstanding.
+        let mut out = Vec::new();
+        h.reactor
+            .poll(&mut out, Some(Duration::ZERO))
+            .expect("poll");
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked by drop");
+}
