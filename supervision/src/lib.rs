@@ -18,6 +18,9 @@
 //! - [`SupervisionEvent`]s are traced and delivered to [`Observer`]s.
 //! - Policies can come from configuration ([`SupervisorConfig`], TOML).
 //!
+//! [`resilience`] holds the policies pool supervisors apply: circuit breakers, retries with
+//! budgets, rate and concurrency limits, load balancing with outlier ejection, discovery.
+//!
 //! Links and monitors are the core's (`Context::link`, `Context::watch`), with typed
 //! `ExitReason`s.
 //!
@@ -52,6 +55,7 @@ mod backoff;
 mod config;
 mod event;
 mod intensity;
+pub mod resilience;
 mod spec;
 mod stable;
 mod supervisor;
