@@ -32,9 +32,13 @@ pub trait Driver: 'static {
     fn unparker(&self) -> Arc<dyn Unpark>;
 }
 
+/// Why a driver could not be built (an io_uring the kernel refused, no descriptors left...).
+pub type DriverError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Builds a driver for worker `index`. Called on the worker thread itself, so thread-bound
-/// resources (an io_uring with SINGLE_ISSUER) are created where they are used.
-pub type DriverFactory = Arc<dyn Fn(usize) -> Box<dyn Driver> + Send + Sync>;
+/// resources (an io_uring with SINGLE_ISSUER) are created where they are used. A failure makes
+/// `SystemBuilder::build` return `SystemError::Driver`.
+pub type DriverFactory = Arc<dyn Fn(usize) -> Result<Box<dyn Driver>, DriverError> + Send + Sync>;
 
 /// The default driver: `std::thread::park_timeout` and `Thread::unpark`.
 pub struct ThreadParkDriver {

@@ -81,6 +81,14 @@ pub enum SystemError {
     /// A worker thread could not be started.
     #[error("could not start worker thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// A worker's driver could not be built.
+    #[error("worker {worker}: driver failed to start: {error}")]
+    Driver {
+        /// The worker index.
+        worker: usize,
+        /// The factory's error.
+        error: String,
+    },
     /// Pinning to a core was requested but the core does not exist.
     #[error("cannot pin worker {worker} to core {core}: no such core")]
     NoSuchCore {

@@ -72,7 +72,7 @@ pub use actor::{Actor, ActorId, ExitReason, Terminated};
 pub use addr::{ActorRef, Addr, Recipient, SendFuture};
 pub use context::Context;
 pub use deterministic::{Deadlock, DeterministicSystem};
-pub use driver::{Driver, DriverFactory, ThreadParkDriver, Unpark};
+pub use driver::{Driver, DriverError, DriverFactory, ThreadParkDriver, Unpark};
 pub use error::{RegistryError, ReplyError, SendError, SpawnError, SystemError};
 pub use fault::{buggify, Delivery, FaultHook};
 pub use group::{Group, Router, Strategy};

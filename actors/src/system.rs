@@ -419,7 +419,16 @@ impl SystemBuilder {
     }
 
     /// The driver each worker parks in (default: thread park). Called on the worker thread.
-    pub fn driver(mut self, f: impl Fn(usize) -> Box<dyn Driver> + Send + Sync + 'static) -> Self {
+    pub fn driver(self, f: impl Fn(usize) -> Box<dyn Driver> + Send + Sync + 'static) -> Self {
+        self.try_driver(move |i| Ok(f(i)))
+    }
+
+    /// Like [`SystemBuilder::driver`] for factories that can fail: `build` then returns
+    /// `SystemError::Driver` naming the worker, and stops the workers already started.
+    pub fn try_driver(
+        mut self,
+        f: impl Fn(usize) -> Result<Box<dyn Driver>, crate::driver::DriverError> + Send + Sync + 'static,
+    ) -> Self {
         self.driver = Some(Arc::new(f));
         self
     }
@@ -464,7 +473,7 @@ impl SystemBuilder {
         let workers: Vec<_> = (0..self.workers).map(WorkerShared::new).collect();
         let shared = SystemShared::new(workers.clone(), self.mailbox, self.timing);
         let origin = Instant::now();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), (usize, String)>>();
         let mut threads = Vec::new();
         for (i, ws) in workers.iter().enumerate() {
             let ws = ws.clone();
@@ -481,23 +490,42 @@ impl SystemBuilder {
                             tracing::warn!(worker = i, core, "could not pin worker");
                         }
                     }
-                    let mut driver: Box<dyn Driver> = match factory {
+                    let made: Result<Box<dyn Driver>, _> = match factory {
                         Some(f) => f(i),
-                        None => Box::new(ThreadParkDriver::new()),
+                        None => Ok(Box::new(ThreadParkDriver::new())),
+                    };
+                    let mut driver = match made {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let _ = ready.send(Err((i, e.to_string())));
+                            return;
+                        }
                     };
                     ws.set_unparker(driver.unparker());
                     let local = WorkerLocal::new(ws, sys, Clock::Real { origin }, batch, None);
-                    let _ = ready.send(());
+                    let _ = ready.send(Ok(()));
                     local.run_loop(&mut *driver, spin);
                 })?;
             threads.push(t);
         }
         drop(ready_tx);
+        let mut failure = None;
         for _ in 0..threads.len() {
-            // A worker that died before reporting ready shows up as a closed channel.
-            if ready_rx.recv().is_err() {
-                break;
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err((worker, error))) => failure = failure.or(Some((worker, error))),
+                // A worker that died before reporting shows up as a closed channel.
+                Err(_) => break,
             }
+        }
+        if let Some((worker, error)) = failure {
+            for w in &workers {
+                w.terminate();
+            }
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(SystemError::Driver { worker, error });
         }
         tracing::debug!(workers = self.workers, "system started");
         Ok(System {

@@ -286,3 +286,24 @@ fn counters_track_messages_turns_and_timing() {
     assert!(m.workers[0].turns >= 1);
     assert!(m.workers[0].handler_ns > 0, "timing was enabled: {m:?}");
 }
+
+#[test]
+fn a_failing_driver_factory_is_a_typed_build_error() {
+    let err = common::builder(2)
+        .try_driver(|i| {
+            if i == 1 {
+                Err("io_uring refused by the kernel".into())
+            } else {
+                Ok(Box::new(sinew_actors::ThreadParkDriver::new()))
+            }
+        })
+        .build()
+        .expect_err("worker 1 cannot start");
+    match err {
+        sinew_actors::SystemError::Driver { worker, error } => {
+            assert_eq!(worker, 1);
+            assert!(error.contains("io_uring refused"));
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
