@@ -21,6 +21,11 @@ impl Sleeper {
     }
 
     /// Sender side, after publishing work: true when the worker must be unparked.
+    ///
+    /// The fence must stay a real one even on x86: the store the worker observes (the inbound
+    /// queue's `next` link) is a plain store made after the locked swap, and x86 lets a later
+    /// load pass an earlier store, so without `mfence` the `sleeping` load could be satisfied
+    /// before the link is visible and a wake-up would be lost.
     #[inline]
     pub(crate) fn must_wake(&self) -> bool {
         fence(SeqCst);
