@@ -367,3 +367,60 @@ fn the_harness_finds_a_planted_ordering_bug_and_its_seed_replays_it() {
     });
     assert!(passing);
 }
+
+// ---- environment: SINEW_SEED replays one seed, SINEW_SIM_TRACE writes the trace ----------
+
+/// Runs only as a child of `env_variables_select_seeds_and_write_traces` (environment
+/// variables are process-wide, so the parent sets them on a child process).
+#[test]
+fn env_child() {
+    if std::env::var("SINEW_ENV_CHILD").is_err() {
+        return;
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    Simulation::new("env").seeds(50).run(move |run| {
+        s.lock().unwrap().push(run.seed());
+        let w = run.system().spawn(Worker(0)).map_err(|e| e.to_string())?;
+        let _ = w.try_send(1);
+        run.system().run_until_idle();
+        Ok(())
+    });
+    let seeds = seen.lock().unwrap().clone();
+    println!("SEEDS {seeds:?}");
+}
+
+#[test]
+fn env_variables_select_seeds_and_write_traces() {
+    let trace = std::env::temp_dir().join(format!("sinew-trace-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&trace);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "env_child", "--nocapture", "--test-threads=1"])
+        .env("SINEW_ENV_CHILD", "1")
+        .env("SINEW_SEED", "7")
+        .env("SINEW_SIM_TRACE", &trace)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("SEEDS [7]"),
+        "SINEW_SEED runs just that seed: {stdout}"
+    );
+    let text = std::fs::read_to_string(&trace).expect("trace written");
+    assert!(text.starts_with("# simulation \"env\" seed 7"), "{text}");
+    assert!(text.lines().count() > 1, "events recorded: {text}");
+    let _ = std::fs::remove_file(&trace);
+
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "env_child", "--nocapture", "--test-threads=1"])
+        .env("SINEW_ENV_CHILD", "1")
+        .env("SINEW_SEEDS", "3")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("SEEDS [0, 1, 2]"),
+        "SINEW_SEEDS sets the count: {stdout}"
+    );
+}

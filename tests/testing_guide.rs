@@ -29,14 +29,19 @@ impl Actor for Counter {
 #[test]
 fn counter_survives_crashes_and_loss() {
     Simulation::new("counter")
-        .seeds(200)                 // SINEW_SEEDS overrides, SINEW_SEED replays one
-        .check_determinism(true)    // every seed twice; fail on any divergence
+        .seeds(200) // SINEW_SEEDS overrides, SINEW_SEED replays one
+        .check_determinism(true) // every seed twice; fail on any divergence
         .run(|run| {
             // 1. Build the system under test, exactly as in production.
             let (spec, counter) =
                 ChildSpec::with_addr("counter", || Counter(0), DownPolicy::Hold(100));
             run.system()
-                .spawn(SupervisorBuilder::new("app").intensity(10, Duration::from_secs(1)).child(spec).build())
+                .spawn(
+                    SupervisorBuilder::new("app")
+                        .intensity(10, Duration::from_secs(1))
+                        .child(spec)
+                        .build(),
+                )
                 .map_err(|e| e.to_string())?;
             run.system().run_until_idle();
 
@@ -44,8 +49,8 @@ fn counter_survives_crashes_and_loss() {
             let first = counter.current().ok_or("not started")?.id();
             let nth = 1 + run.rng().below(50);
             run.faults()
-                .crash_on_message(first, nth)                                  // a crash
-                .drop_messages(Target::Any, 0.01)                              // lost messages
+                .crash_on_message(first, nth) // a crash
+                .drop_messages(Target::Any, 0.01) // lost messages
                 .delay_messages(Target::Any, 0.05, Duration::from_millis(20)); // reordering
 
             // 3. Drive it: sends, virtual time, asks.
