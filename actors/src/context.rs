@@ -323,6 +323,12 @@ impl<A: Actor> Context<A> {
         tasks.push(id);
     }
 
+    /// A per-worker resource of type `T` stored by this worker's driver factory (for example the
+    /// I/O reactor an I/O actor submits operations to); see [`crate::set_worker_extension`].
+    pub fn extension<T: 'static>(&self) -> Option<std::rc::Rc<T>> {
+        crate::extension::worker_extension::<T>()
+    }
+
     /// This actor's counters.
     pub fn metrics(&self) -> ActorMetrics {
         ActorMetrics {

@@ -307,3 +307,47 @@ fn a_failing_driver_factory_is_a_typed_build_error() {
         other => panic!("unexpected {other}"),
     }
 }
+
+/// Reads the per-worker resource its driver factory stored.
+struct ReadsExtension(mpsc::Sender<Option<(usize, u32)>>);
+
+struct WorkerResource {
+    worker: usize,
+    uses: std::cell::Cell<u32>,
+}
+
+impl Actor for ReadsExtension {
+    type Msg = ();
+    fn handle(&mut self, _: (), ctx: &mut Context<Self>) {
+        let r = ctx.extension::<WorkerResource>().map(|r| {
+            r.uses.set(r.uses.get() + 1);
+            (r.worker, r.uses.get())
+        });
+        self.0.send(r).unwrap();
+    }
+}
+
+#[test]
+fn driver_factories_give_each_worker_its_own_resources() {
+    let sys = common::builder(2)
+        .driver(|i| {
+            sinew_actors::set_worker_extension(std::rc::Rc::new(WorkerResource {
+                worker: i,
+                uses: std::cell::Cell::new(0),
+            }));
+            Box::new(sinew_actors::ThreadParkDriver::new())
+        })
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    for w in [0usize, 1, 1] {
+        let a = sys
+            .spawn_with(ReadsExtension(tx.clone()), SpawnOptions::on_worker(w))
+            .unwrap();
+        a.try_send(()).unwrap();
+        let (worker, _) = common::recv(&rx).expect("the worker's resource is there");
+        assert_eq!(worker, w);
+    }
+    // Not on a worker: nothing.
+    assert!(sinew_actors::worker_extension::<WorkerResource>().is_none());
+}
