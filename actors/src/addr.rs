@@ -246,6 +246,19 @@ impl<A: Actor> Addr<A> {
         self.cell.mb.capacity()
     }
 
+    /// Enqueues a reply to a request the target itself made (an I/O completion, an answer it
+    /// asked for), ignoring capacity: the target bounds how many it has outstanding, and losing
+    /// a reply would lose the buffer or the answer it carries. Fails only when the actor
+    /// stopped. Not for ordinary requests: those must respect back-pressure.
+    pub fn send_reply(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        if self.cell.mb.admit_forced() {
+            self.cell.deliver(msg);
+            Ok(())
+        } else {
+            Err(SendError::Closed(msg))
+        }
+    }
+
     /// Calls `f` once when the mailbox has room (at once if it has room now) or the actor
     /// stopped. I/O actors use this to resume reading a paused connection.
     pub fn notify_when_room(&self, f: impl FnOnce() + Send + 'static) {
@@ -325,6 +338,17 @@ impl<M: Send + 'static> Recipient<M> {
         match self.send(make(reply)).await {
             Ok(()) => fut.await,
             Err(_) => Err(ReplyError::Stopped),
+        }
+    }
+
+    /// Enqueues a reply to a request the target made, ignoring capacity (see
+    /// [`Addr::send_reply`]).
+    pub fn send_reply(&self, msg: M) -> Result<(), SendError<M>> {
+        if self.inner.admission().admit_forced() {
+            self.inner.deliver(msg);
+            Ok(())
+        } else {
+            Err(SendError::Closed(msg))
         }
     }
 

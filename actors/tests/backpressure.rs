@@ -154,3 +154,26 @@ fn drop_newest_reports_ok_and_counts() {
     assert!(a.try_send(2).is_ok(), "drop-newest discards silently");
     assert_eq!(a.mailbox_len(), 1);
 }
+
+#[test]
+fn replies_bypass_capacity_but_not_a_stopped_actor() {
+    let sim = DeterministicSystem::new(4);
+    let (tx, rx) = mpsc::channel();
+    let a = sim
+        .spawn_with(
+            Rec(tx),
+            SpawnOptions::default().mailbox(MailboxConfig::bounded(1)),
+        )
+        .unwrap();
+    sim.run_until_idle();
+    a.try_send(1).unwrap();
+    assert!(matches!(a.try_send(2), Err(SendError::Full(2))));
+    // A reply to something the actor asked for is never lost to back-pressure.
+    a.send_reply(3).unwrap();
+    a.recipient().send_reply(4).unwrap();
+    sim.run_until_idle();
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![1, 3, 4]);
+    a.stop();
+    sim.run_until_idle();
+    assert!(matches!(a.send_reply(5), Err(SendError::Closed(5))));
+}
