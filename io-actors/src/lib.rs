@@ -1,16 +1,24 @@
 //! # sinew-io-actors
 //!
-//! Server, client and hybrid I/O actors generic over a protocol: listeners, connection actors, I/O groups per NUMA node. They glue codecs to transports; they do not parse.
+//! Server, client and hybrid I/O actors generic over a protocol: listeners, connection actors,
+//! I/O groups per NUMA node. They glue codecs to transports; they do not parse.
 //!
-//! This crate is part of the Sinew workspace layout (see `docs/ARCHITECTURE.md`). Its
-//! contents arrive with the issue named below; until then it only names its layer so the
-//! dependency graph of the workspace is in place and checked by CI.
+//! This first layer connects actors to the transports: each worker parks in its own reactor
+//! ([`io_driver`]), and a completion is routed to the actor that submitted the operation and
+//! enqueued in its mailbox on the same worker: no cross-core hop, no lock, and (like a reply)
+//! never refused for lack of room, so no buffer is lost. Actors reach the worker's reactor
+//! through [`WorkerIo`], a worker extension.
 //!
-//! Filled in by the issue "I/O actors, NUMA I/O groups, and HTTP/1.1 server and client".
+//! ```no_run
+//! use sinew_actors::System;
+//! use sinew_io_actors::io_driver;
+//! use sinew_transports::Backend;
 //!
-//! ```
-//! assert_eq!(sinew_io_actors::LAYER, "io-actors");
+//! // Every worker parks in its own io_uring (or epoll) reactor.
+//! let system = System::builder().workers(2).try_driver(io_driver(Backend::Auto)).build()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-/// The name of this layer, as used in diagnostics and docs.
-pub const LAYER: &str = "io-actors";
+mod worker_io;
+
+pub use worker_io::{io_driver, WorkerIo};

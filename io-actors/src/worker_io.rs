@@ -1,0 +1,132 @@
+//! A worker's I/O: its reactor and the table that routes completions to the actors that
+//! submitted the operations.
+//!
+//! The driver factory [`io_driver`] builds the reactor on the worker thread, wraps it in an
+//! `IoDriver` whose completion handler looks the token up and enqueues the completion in the
+//! owning actor's mailbox on the same worker (no cross-core hop, no lock), and stores the
+//! [`WorkerIo`] as a worker extension so actors on that worker can submit operations.
+
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
+
+use sinew_actors::{Driver, DriverError, Recipient};
+use sinew_transports::{Backend, Completion, IoDriver, Reactor, Token};
+
+/// The I/O half of a worker, reached from actors with `ctx.extension::<WorkerIo>()`.
+pub struct WorkerIo {
+    reactor: Rc<RefCell<Reactor>>,
+    routes: Rc<Routes>,
+}
+
+impl std::fmt::Debug for WorkerIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerIo")
+            .field("routes", &self.routes.len())
+            .finish()
+    }
+}
+
+impl WorkerIo {
+    /// The worker's reactor, to submit operations. Borrow it briefly: never across a send to
+    /// another actor's handler (actor turns and completion handling never overlap, so a short
+    /// borrow inside a handler always succeeds).
+    pub fn reactor(&self) -> RefMut<'_, Reactor> {
+        self.reactor.borrow_mut()
+    }
+
+    /// Routes completions of operations submitted with the returned token to `to`.
+    pub fn register(&self, to: Recipient<Completion>) -> Token {
+        self.routes.insert(to)
+    }
+
+    /// Stops routing `token` (completions that still arrive for it are dropped, freeing their
+    /// buffers).
+    pub fn unregister(&self, token: Token) {
+        self.routes.remove(token);
+    }
+
+    /// Routes registered on this worker.
+    pub fn routes(&self) -> usize {
+        self.routes.len()
+    }
+}
+
+/// Token -> recipient, with generations so a stale token never reaches a newer registration.
+#[derive(Default)]
+struct Routes {
+    slots: RefCell<Vec<(u32, Option<Recipient<Completion>>)>>,
+    free: RefCell<Vec<u32>>,
+}
+
+impl Routes {
+    fn insert(&self, r: Recipient<Completion>) -> Token {
+        let mut slots = self.slots.borrow_mut();
+        let index = match self.free.borrow_mut().pop() {
+            Some(i) => i,
+            None => {
+                slots.push((0, None));
+                (slots.len() - 1) as u32
+            }
+        };
+        let slot = &mut slots[index as usize];
+        slot.0 = slot.0.wrapping_add(1);
+        slot.1 = Some(r);
+        Token((u64::from(slot.0) << 32) | u64::from(index))
+    }
+
+    fn remove(&self, t: Token) {
+        let (gen, index) = ((t.0 >> 32) as u32, t.0 as u32);
+        let mut slots = self.slots.borrow_mut();
+        if let Some(slot) = slots.get_mut(index as usize) {
+            if slot.0 == gen && slot.1.take().is_some() {
+                self.free.borrow_mut().push(index);
+            }
+        }
+    }
+
+    fn get(&self, t: Token) -> Option<Recipient<Completion>> {
+        let (gen, index) = ((t.0 >> 32) as u32, t.0 as u32);
+        let slots = self.slots.borrow();
+        slots
+            .get(index as usize)
+            .filter(|s| s.0 == gen)
+            .and_then(|s| s.1.clone())
+    }
+
+    fn len(&self) -> usize {
+        self.slots.borrow().iter().filter(|s| s.1.is_some()).count()
+    }
+}
+
+/// A driver factory for `SystemBuilder::try_driver`: each worker gets its own reactor of
+/// `backend`, parks in it, and routes its completions to actors.
+pub fn io_driver(
+    backend: Backend,
+) -> impl Fn(usize) -> Result<Box<dyn Driver>, DriverError> + Send + Sync {
+    move |worker| {
+        let reactor = Reactor::new(backend)?;
+        let routes = Rc::new(Routes::default());
+        let r = routes.clone();
+        let driver = IoDriver::new(reactor, move |_reactor: &mut Reactor, c: Completion| {
+            match r.get(c.token) {
+                // A completion answers an operation the actor submitted: it bypasses capacity
+                // like a reply, so no buffer is ever lost to back-pressure.
+                Some(to) => {
+                    if let Err(e) = to.send_reply(c) {
+                        tracing::debug!(error = %e, "completion for a stopped actor dropped");
+                    }
+                }
+                None => {
+                    tracing::debug!(token = ?c.token, event = ?c.event, "completion without a route dropped")
+                }
+            }
+        });
+        let io = WorkerIo {
+            reactor: driver.reactor(),
+            routes,
+        };
+        sinew_actors::set_worker_extension(Rc::new(io));
+        tracing::debug!(worker, backend = %backend, "worker I/O ready");
+        Ok(Box::new(driver) as Box<dyn Driver>)
+    }
+}
