@@ -19,6 +19,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod layout;
 mod worker_io;
 
+pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use worker_io::{io_driver, WorkerIo};
