@@ -42,6 +42,8 @@
 //! });
 //! ```
 
+#[cfg(feature = "io-actors")]
+pub mod chaos;
 mod plan;
 mod rng;
 
