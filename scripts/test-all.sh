@@ -54,6 +54,13 @@ else
   echo "skipped: no nightly toolchain with miri on this machine (install: rustup component add --toolchain nightly miri)"
 fi
 
+step "fuzz the parsers briefly (cargo-fuzz; campaigns run longer outside CI)"
+if cargo +nightly fuzz --version >/dev/null 2>&1; then
+  (cd fuzz && cargo +nightly fuzz run http1_request -- -max_total_time=30 -rss_limit_mb=2048)
+else
+  echo "skipped: cargo-fuzz on a nightly toolchain not available (cargo install cargo-fuzz)"
+fi
+
 step "cargo doc (no warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 

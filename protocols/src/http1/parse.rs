@@ -1,0 +1,573 @@
+//! Head parsing: finding where a head ends (our own bounded, incremental scan) and tokenising
+//! it (httparse), then deriving the message's framing from its header fields.
+//!
+//! The scan runs before httparse for three reasons: it makes byte-at-a-time input linear
+//! instead of quadratic (httparse restarts from the beginning on every call), it enforces the
+//! 414/431 limits before more data is buffered, and it is where the smuggling-relevant line
+//! rules (bare LF policy, obs-fold) are applied uniformly.
+
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
+
+use super::error::Http1Error;
+use super::limits::{Limits, LineEndingPolicy};
+use super::message::{Headers, Method, Version};
+
+/// Which start line a head begins with; only request lines have their own length limit (414).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadKind {
+    Request,
+    Response,
+}
+
+/// Incremental search for the end of a head (the empty line). Remembers how far it got so
+/// each byte is looked at once, however the input is fragmented.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HeadScanner {
+    pos: usize,
+    line_start: usize,
+    start_line_done: bool,
+}
+
+impl HeadScanner {
+    /// Forget progress (call after a head was consumed from the buffer).
+    pub(crate) fn reset(&mut self) {
+        *self = HeadScanner::default();
+    }
+
+    /// Returns the head's length once `buf` holds a complete head (including its final empty
+    /// line), `None` if more bytes are needed, or the limit/grammar error.
+    pub(crate) fn scan(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        kind: HeadKind,
+    ) -> Result<Option<usize>, Http1Error> {
+        loop {
+            let rest = buf.get(self.pos..).unwrap_or_default();
+            let Some(off) = memchr::memchr(b'\n', rest) else {
+                self.pos = buf.len();
+                if !self.start_line_done
+                    && kind == HeadKind::Request
+                    && buf.len() > limits.max_request_line
+                {
+                    return Err(Http1Error::RequestLineTooLong {
+                        limit: limits.max_request_line,
+                    });
+                }
+                if buf.len() > limits.max_head_size {
+                    return Err(Http1Error::HeadTooLarge {
+                        limit: limits.max_head_size,
+                    });
+                }
+                return Ok(None);
+            };
+            let lf = self.pos + off;
+            let content_end = line_content_end(buf, self.line_start, lf, limits.line_endings)?;
+            let line = &buf[self.line_start..content_end];
+            self.pos = lf + 1;
+            if !self.start_line_done {
+                if kind == HeadKind::Request && line.len() > limits.max_request_line {
+                    return Err(Http1Error::RequestLineTooLong {
+                        limit: limits.max_request_line,
+                    });
+                }
+                if line.is_empty() {
+                    return Err(Http1Error::Malformed("empty start line"));
+                }
+                self.start_line_done = true;
+            } else if line.is_empty() {
+                if self.pos > limits.max_head_size {
+                    return Err(Http1Error::HeadTooLarge {
+                        limit: limits.max_head_size,
+                    });
+                }
+                return Ok(Some(self.pos));
+            } else if line[0] == b' ' || line[0] == b'\t' {
+                // obs-fold, or whitespace between the start line and the first field: both are
+                // read differently by different parsers, so neither is allowed.
+                return Err(Http1Error::ObsFold);
+            }
+            if self.pos > limits.max_head_size {
+                return Err(Http1Error::HeadTooLarge {
+                    limit: limits.max_head_size,
+                });
+            }
+            self.line_start = self.pos;
+        }
+    }
+}
+
+/// Given the LF at `lf` ending the line that starts at `line_start`, returns where the line's
+/// content ends (before CR), applying the bare-LF policy.
+pub(crate) fn line_content_end(
+    buf: &[u8],
+    line_start: usize,
+    lf: usize,
+    policy: LineEndingPolicy,
+) -> Result<usize, Http1Error> {
+    if lf > line_start && buf.get(lf - 1) == Some(&b'\r') {
+        Ok(lf - 1)
+    } else if policy == LineEndingPolicy::AllowBareLf {
+        Ok(lf)
+    } else {
+        Err(Http1Error::BareLf)
+    }
+}
+
+/// Strips empty lines before a request line (RFC 9112 2.2 asks servers to ignore at least
+/// one; clients often send a stray CRLF after a POST body). Returns the number of bytes.
+pub(crate) fn leading_empty_lines(buf: &[u8], policy: LineEndingPolicy) -> usize {
+    let mut n = 0;
+    loop {
+        match buf.get(n..n + 2) {
+            Some(b"\r\n") => n += 2,
+            _ if buf.get(n) == Some(&b'\n') && policy == LineEndingPolicy::AllowBareLf => n += 1,
+            _ => return n,
+        }
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body at all.
+    None,
+    /// Exactly this many bytes (non-zero).
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes (responses only).
+    CloseDelimited,
+}
+
+/// A parsed request head and what it implies for the connection.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) method: Method,
+    pub(crate) target: Bytes,
+    pub(crate) version: Version,
+    pub(crate) headers: Headers,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+}
+
+/// A parsed response head and what it implies for the connection.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: u16,
+    pub(crate) reason: Bytes,
+    pub(crate) version: Version,
+    pub(crate) headers: Headers,
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+}
+
+fn map_httparse(e: httparse::Error, limits: &Limits) -> Http1Error {
+    match e {
+        httparse::Error::TooManyHeaders => Http1Error::TooManyHeaders {
+            limit: header_slots(limits),
+        },
+        httparse::Error::HeaderName => Http1Error::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => Http1Error::Malformed("invalid header value"),
+        httparse::Error::NewLine => Http1Error::Malformed("invalid line ending"),
+        httparse::Error::Status => Http1Error::Malformed("invalid status"),
+        httparse::Error::Token => Http1Error::Malformed("invalid token"),
+        httparse::Error::Version => Http1Error::Malformed("invalid version"),
+    }
+}
+
+fn header_slots(limits: &Limits) -> usize {
+    limits.max_headers.min(Limits::HEADER_SLOTS)
+}
+
+fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
+    // Pointer arithmetic only (no dereference): httparse hands out subslices of `base`.
+    let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
+    (start, start + part.len())
+}
+
+fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<(usize, usize, usize, usize)> {
+    headers
+        .iter()
+        .map(|h| {
+            let (ns, ne) = offset_in(base, h.name.as_bytes());
+            let (vs, ve) = offset_in(base, h.value);
+            (ns, ne, vs, ve)
+        })
+        .collect()
+}
+
+fn version_of(minor: Option<u8>) -> Result<Version, Http1Error> {
+    match minor {
+        Some(0) => Ok(Version::Http10),
+        Some(1) => Ok(Version::Http11),
+        _ => Err(Http1Error::Malformed("invalid version")),
+    }
+}
+
+/// Parses a complete request head (as found by [`HeadScanner`]).
+pub(crate) fn parse_request(head: Bytes, limits: &Limits) -> Result<RequestHead, Http1Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADER_SLOTS];
+    let mut req = httparse::Request::new(&mut []);
+    let n = header_slots(limits);
+    match req.parse_with_uninit_headers(&head, &mut slots[..n]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Http1Error::Malformed("incomplete head")),
+        Err(e) => return Err(map_httparse(e, limits)),
+    }
+    let version = version_of(req.version)?;
+    let method = Method::from_token(req.method.unwrap_or_default().as_bytes());
+    let path = req.path.unwrap_or_default();
+    if path.is_empty() {
+        return Err(Http1Error::Malformed("empty request target"));
+    }
+    let (ts, te) = offset_in(&head, path.as_bytes());
+    let info = scan_fields(req.headers)?;
+    let mut framing = info.framing(version, limits)?;
+    if framing == Framing::CloseDelimited {
+        // Only responses may be delimited by close; a request without framing has no body.
+        framing = Framing::None;
+    }
+    if (version == Version::Http11 && info.hosts != 1) || info.hosts > 1 {
+        return Err(Http1Error::InvalidHost);
+    }
+    if info.bad_expect && version == Version::Http11 {
+        return Err(Http1Error::ExpectationFailed);
+    }
+    let keep_alive = match version {
+        Version::Http11 => !info.close,
+        Version::Http10 => info.keep_alive && !info.close,
+    };
+    let expect_continue =
+        info.expect_continue && version == Version::Http11 && framing != Framing::None;
+    let spans = spans(&head, req.headers);
+    let target = head.slice(ts..te);
+    Ok(RequestHead {
+        method,
+        target,
+        version,
+        headers: Headers::from_parsed(head, spans),
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// Parses a complete response head. `head_request` says whether it answers a HEAD request
+/// (then it has no body whatever its headers say).
+pub(crate) fn parse_response(
+    head: Bytes,
+    limits: &Limits,
+    head_request: bool,
+) -> Result<ResponseHead, Http1Error> {
+    // httparse's Response has no uninit variant; the response side is off the server hot path.
+    let mut slots = vec![httparse::EMPTY_HEADER; header_slots(limits)];
+    let mut res = httparse::Response::new(&mut slots);
+    match res.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Http1Error::Malformed("incomplete head")),
+        Err(e) => return Err(map_httparse(e, limits)),
+    }
+    let version = version_of(res.version)?;
+    let status = res.code.unwrap_or(0);
+    if !(100..=999).contains(&status) {
+        return Err(Http1Error::Malformed("invalid status"));
+    }
+    let reason = res.reason.unwrap_or_default();
+    let (rs, re) = offset_in(&head, reason.as_bytes());
+    let info = scan_fields(res.headers)?;
+    let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
+    {
+        Framing::None
+    } else {
+        match info.framing(version, limits) {
+            // RFC 9112 6.3: a response whose final coding is not chunked is read until close.
+            Err(Http1Error::UnsupportedTransferEncoding) => Framing::CloseDelimited,
+            other => other?,
+        }
+    };
+    let keep_alive = framing != Framing::CloseDelimited
+        && match version {
+            Version::Http11 => !info.close,
+            Version::Http10 => info.keep_alive && !info.close,
+        };
+    let spans = spans(&head, res.headers);
+    let reason = if reason.is_empty() {
+        Bytes::new()
+    } else {
+        head.slice(rs..re)
+    };
+    Ok(ResponseHead {
+        status,
+        reason,
+        version,
+        headers: Headers::from_parsed(head, spans),
+        framing,
+        keep_alive,
+    })
+}
+
+/// What the framing-relevant header fields say, gathered in one pass.
+#[derive(Default)]
+struct FieldInfo {
+    content_length: Option<u64>,
+    te_present: bool,
+    te_chunked: usize,
+    te_other: bool,
+    te_chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    bad_expect: bool,
+    hosts: usize,
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+fn scan_fields(headers: &[httparse::Header<'_>]) -> Result<FieldInfo, Http1Error> {
+    let mut info = FieldInfo::default();
+    for h in headers {
+        let name = h.name.as_bytes();
+        // Dispatch on length first: most fields are none of these and cost one compare.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => info.hosts += 1,
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                    info.expect_continue = true;
+                } else {
+                    info.bad_expect = true;
+                }
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        info.close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        info.keep_alive = true;
+                    }
+                }
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // A list ("5, 5") or repeated field is fine only if every value agrees.
+                let mut any = false;
+                for t in h.value.split(|&b| b == b',').map(|t| t.trim_ascii()) {
+                    any = true;
+                    let n = parse_decimal(t)?;
+                    match info.content_length {
+                        Some(prev) if prev != n => {
+                            return Err(Http1Error::ConflictingContentLength)
+                        }
+                        _ => info.content_length = Some(n),
+                    }
+                }
+                if !any {
+                    return Err(Http1Error::InvalidContentLength);
+                }
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                info.te_present = true;
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"chunked") {
+                        info.te_chunked += 1;
+                        info.te_chunked_last = true;
+                    } else {
+                        info.te_other = true;
+                        info.te_chunked_last = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(info)
+}
+
+impl FieldInfo {
+    fn framing(&self, version: Version, limits: &Limits) -> Result<Framing, Http1Error> {
+        if self.te_present {
+            if self.content_length.is_some() {
+                return Err(Http1Error::ContentLengthWithTransferEncoding);
+            }
+            if version == Version::Http10 {
+                return Err(Http1Error::InvalidTransferEncoding);
+            }
+            if self.te_chunked == 1 && self.te_chunked_last && !self.te_other {
+                return Ok(Framing::Chunked);
+            }
+            if self.te_other {
+                // Requests: 501. Responses: an unknown coding without final chunked is read
+                // until close by the client (see `parse_response`), handled by the caller.
+                return Err(Http1Error::UnsupportedTransferEncoding);
+            }
+            return Err(Http1Error::InvalidTransferEncoding);
+        }
+        match self.content_length {
+            Some(n) if n > limits.max_body_size => Err(Http1Error::BodyTooLarge {
+                limit: limits.max_body_size,
+            }),
+            Some(0) => Ok(Framing::None),
+            Some(n) => Ok(Framing::Length(n)),
+            None => Ok(Framing::CloseDelimited),
+        }
+    }
+}
+
+/// Parses 1*DIGIT into a u64, rejecting signs, spaces inside, empty input and overflow.
+pub(crate) fn parse_decimal(t: &[u8]) -> Result<u64, Http1Error> {
+    if t.is_empty() {
+        return Err(Http1Error::InvalidContentLength);
+    }
+    let mut n: u64 = 0;
+    for &b in t {
+        if !b.is_ascii_digit() {
+            return Err(Http1Error::InvalidContentLength);
+        }
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            .ok_or(Http1Error::InvalidContentLength)?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_all(input: &[u8], limits: &Limits) -> Result<Option<usize>, Http1Error> {
+        HeadScanner::default().scan(input, limits, HeadKind::Request)
+    }
+
+    fn req(input: &'static [u8]) -> Result<RequestHead, Http1Error> {
+        let limits = Limits::default();
+        let len = scan_all(input, &limits)?.expect("complete head");
+        parse_request(Bytes::from_static(input).slice(..len), &limits)
+    }
+
+    #[test]
+    fn scanner_finds_head_end_incrementally() {
+        let input = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
+        let limits = Limits::default();
+        let mut s = HeadScanner::default();
+        for i in 0..input.len() {
+            let r = s.scan(&input[..i], &limits, HeadKind::Request).unwrap();
+            if i < 27 {
+                assert_eq!(r, None, "at {i}");
+            } else {
+                assert_eq!(r, Some(27));
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn scanner_limits() {
+        let limits = Limits {
+            max_request_line: 16,
+            max_head_size: 40,
+            ..Limits::default()
+        };
+        assert_eq!(
+            scan_all(b"GET /aaaaaaaaaaaaaaaaaaaaa", &limits),
+            Err(Http1Error::RequestLineTooLong { limit: 16 })
+        );
+        assert_eq!(
+            scan_all(
+                b"GET / HTTP/1.1\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                &limits
+            ),
+            Err(Http1Error::HeadTooLarge { limit: 40 })
+        );
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\nHost: a\r\n\r\n", &limits),
+            Err(Http1Error::BareLf)
+        );
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", &limits),
+            Err(Http1Error::ObsFold)
+        );
+        let lax = Limits {
+            line_endings: LineEndingPolicy::AllowBareLf,
+            ..limits
+        };
+        assert_eq!(scan_all(b"GET / HTTP/1.1\nHost: a\n\n", &lax), Ok(Some(24)));
+    }
+
+    #[test]
+    fn parses_request_and_framing() {
+        let r = req(b"POST /x?y HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap();
+        assert_eq!(r.method, Method::Post);
+        assert_eq!(&r.target[..], b"/x?y");
+        assert_eq!(r.framing, Framing::Length(5));
+        assert!(r.keep_alive);
+        assert_eq!(r.headers.get("content-length"), Some(&b"5"[..]));
+        let r = req(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        assert!(r.keep_alive);
+        assert_eq!(r.framing, Framing::None);
+        let r = req(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        assert!(!r.keep_alive);
+        let r = req(b"PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert_eq!(r.framing, Framing::Chunked);
+        let r =
+            req(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\n")
+                .unwrap();
+        assert_eq!(r.framing, Framing::Length(3));
+    }
+
+    #[test]
+    fn rejects_bad_framing() {
+        let cases: &[(&'static [u8], Http1Error)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", Http1Error::ConflictingContentLength),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n", Http1Error::InvalidContentLength),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", Http1Error::InvalidContentLength),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", Http1Error::ContentLengthWithTransferEncoding),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Http1Error::UnsupportedTransferEncoding),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Http1Error::InvalidTransferEncoding),
+            (b"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Http1Error::InvalidTransferEncoding),
+            (b"GET / HTTP/1.1\r\n\r\n", Http1Error::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Http1Error::InvalidHost),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", Http1Error::ExpectationFailed),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999\r\n\r\n", Http1Error::BodyTooLarge { limit: 16 * 1024 * 1024 }),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                req(input).unwrap_err(),
+                *want,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn response_framing() {
+        let limits = Limits::default();
+        let parse = |s: &'static [u8], head: bool| {
+            parse_response(Bytes::from_static(s), &limits, head).unwrap()
+        };
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).framing,
+            Framing::Length(3)
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true).framing,
+            Framing::None
+        );
+        assert_eq!(
+            parse(b"HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            Framing::None
+        );
+        let r = parse(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::CloseDelimited);
+        assert!(!r.keep_alive);
+        assert_eq!(&r.reason[..], b"OK");
+    }
+}
