@@ -20,7 +20,12 @@
 //! ```
 
 mod layout;
+mod server;
 mod worker_io;
 
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
+pub use server::{
+    serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServerConfig, ServerConn,
+    ServerListener,
+};
 pub use worker_io::{io_driver, WorkerIo};

@@ -1,0 +1,456 @@
+//! Server I/O, generic over a protocol: a listener actor per worker (SO_REUSEPORT) and one
+//! connection actor per connection, owned by that worker and supervised by its listener.
+//!
+//! A connection actor feeds received bytes to the protocol's sans-I/O codec, sends each request
+//! to the application as an [`Incoming`] whose `ReplyTo` points back at the connection, and
+//! writes the answers in request order (the codec orders them). When the application's mailbox
+//! is full it stops reading the socket (TCP then pushes back on the client) or answers with the
+//! protocol's "unavailable" response, by configuration. A request whose handler drops its
+//! `ReplyTo` (it stopped or panicked) is answered with that same response, never left hanging.
+
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use sinew_actors::{
+    Actor, Context, Placement, Recipient, ReplyError, ReplyTo, SendError, SpawnError, SpawnOptions,
+    SystemHandle, TimerHandle,
+};
+use sinew_protocols::protocol::{RequestId, ServerCodec, ServerEvent, ServerProtocol};
+use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
+
+use crate::worker_io::WorkerIo;
+
+/// A request for the application, with the address its answer goes to.
+pub struct Incoming<Req, Resp: Send + 'static> {
+    /// The decoded request.
+    pub request: Req,
+    /// Where the response goes (the connection actor that read the request).
+    pub reply: ReplyTo<Resp>,
+}
+
+impl<Req, Resp: Send + 'static> std::fmt::Debug for Incoming<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming").finish_non_exhaustive()
+    }
+}
+
+/// What a connection does when the application's mailbox is full.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Overload {
+    /// Stop reading this connection until the application has room (back-pressure end to end).
+    #[default]
+    Pause,
+    /// Answer at once with the protocol's "unavailable" response (HTTP 503).
+    Shed,
+}
+
+/// Server settings.
+#[derive(Copy, Clone, Debug)]
+pub struct ServerConfig {
+    /// Overload behaviour.
+    pub overload: Overload,
+    /// Receive buffer size per read.
+    pub read_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            overload: Overload::Pause,
+            read_buffer: 16 * 1024,
+        }
+    }
+}
+
+/// The request type a protocol's application handler receives.
+pub type IncomingFor<P> = Incoming<
+    <P as sinew_protocols::protocol::Protocol>::Request,
+    <P as sinew_protocols::protocol::Protocol>::Response,
+>;
+
+/// Messages of a connection actor.
+pub enum ConnMsg<P: ServerProtocol> {
+    /// A completion from the worker's reactor.
+    Io(Completion),
+    /// The application's answer to a request.
+    Reply(RequestId, Result<P::Response, ReplyError>),
+    /// A codec deadline may have passed.
+    Timer,
+    /// The application has room again.
+    Resume,
+}
+
+/// One connection.
+pub struct ServerConn<P: ServerProtocol>
+where
+    P::Response: Send + 'static,
+{
+    protocol: Arc<P>,
+    codec: P::Codec,
+    socket: SocketId,
+    token: Option<Token>,
+    handler: Recipient<IncomingFor<P>>,
+    config: ServerConfig,
+    /// The receive buffer when no read is in flight.
+    rbuf: Option<BytesMut>,
+    reading: bool,
+    paused: Option<IncomingFor<P>>,
+    writes_in_flight: usize,
+    closing: bool,
+    timer: Option<(Instant, TimerHandle)>,
+}
+
+impl<P> ServerConn<P>
+where
+    P: ServerProtocol + Send + Sync + 'static,
+    P::Codec: Send + 'static,
+    P::Request: Send + 'static,
+    P::Response: Send + 'static,
+{
+    fn new(
+        protocol: Arc<P>,
+        socket: SocketId,
+        handler: Recipient<IncomingFor<P>>,
+        config: ServerConfig,
+    ) -> Self {
+        let codec = protocol.new_codec(Instant::now());
+        ServerConn {
+            protocol,
+            codec,
+            socket,
+            token: None,
+            handler,
+            config,
+            rbuf: Some(BytesMut::with_capacity(config.read_buffer)),
+            reading: false,
+            paused: None,
+            writes_in_flight: 0,
+            closing: false,
+            timer: None,
+        }
+    }
+
+    fn io(ctx: &Context<Self>) -> Option<std::rc::Rc<WorkerIo>> {
+        ctx.extension::<WorkerIo>()
+    }
+
+    /// Decodes what was read, dispatches requests, writes what is ready, reads more, and keeps
+    /// the codec's timer armed.
+    fn step(&mut self, ctx: &mut Context<Self>) {
+        let now = ctx.now();
+        while self.paused.is_none() {
+            let Some(buf) = self.rbuf.as_mut() else { break };
+            let Some(event) = self.codec.poll_event(buf, now) else {
+                break;
+            };
+            match event {
+                ServerEvent::Request { id, request } => self.dispatch(id, request, ctx),
+                ServerEvent::Error { error, .. } => {
+                    // The codec has queued the protocol's error response and will close.
+                    tracing::debug!(error = ?std::mem::discriminant(&error), "bad request");
+                }
+                // Streamed request bodies are not routed to applications yet.
+                ServerEvent::BodyChunk { .. } | ServerEvent::BodyEnd { .. } => {}
+            }
+        }
+        self.flush(ctx);
+        self.read(ctx);
+        self.arm_timer(ctx, now);
+    }
+
+    fn dispatch(&mut self, id: RequestId, request: P::Request, ctx: &mut Context<Self>) {
+        let reply = ctx.reply_to(move |r| ConnMsg::Reply(id, r));
+        let incoming = Incoming { request, reply };
+        match self.handler.try_send(incoming) {
+            Ok(()) => {}
+            Err(SendError::Full(incoming)) => match self.config.overload {
+                Overload::Pause => {
+                    self.paused = Some(incoming);
+                    let me = ctx.addr();
+                    self.handler.notify_when_room(move || {
+                        let _ = me.send_reply(ConnMsg::Resume);
+                    });
+                }
+                // Dropping the request drops its ReplyTo: the answer is "unavailable".
+                Overload::Shed => drop(incoming),
+            },
+            Err(SendError::Closed(incoming)) => drop(incoming),
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let now = ctx.now();
+        let mut out: Vec<Bytes> = Vec::new();
+        while let Some(b) = self.codec.poll_transmit(now) {
+            out.push(b);
+        }
+        let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
+            return;
+        };
+        if !out.is_empty() {
+            self.writes_in_flight += 1;
+            let mut r = io.reactor();
+            if out.len() == 1 {
+                if let Some(b) = out.pop() {
+                    r.send(self.socket, b, token);
+                }
+            } else {
+                r.send_vectored(self.socket, out, token);
+            }
+        }
+        if self.codec.should_close() && self.writes_in_flight == 0 && !self.closing {
+            self.closing = true;
+            io.reactor().close(self.socket, token);
+        }
+    }
+
+    fn read(&mut self, ctx: &mut Context<Self>) {
+        if self.reading || self.closing || self.paused.is_some() || !self.codec.wants_read() {
+            return;
+        }
+        let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
+            return;
+        };
+        let Some(mut buf) = self.rbuf.take() else {
+            return;
+        };
+        if buf.capacity() - buf.len() < self.config.read_buffer / 4 {
+            buf.reserve(self.config.read_buffer);
+        }
+        self.reading = true;
+        io.reactor().recv(self.socket, buf, token);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        let next = self.codec.next_timeout();
+        if self.timer.as_ref().map(|(t, _)| *t) == next {
+            return;
+        }
+        if let Some((_, h)) = self.timer.take() {
+            h.cancel();
+        }
+        if let Some(t) = next {
+            let h = ctx.send_after(t.saturating_duration_since(now), ConnMsg::Timer);
+            self.timer = Some((t, h));
+        }
+    }
+}
+
+impl<P> Actor for ServerConn<P>
+where
+    P: ServerProtocol + Send + Sync + 'static,
+    P::Codec: Send + 'static,
+    P::Request: Send + 'static,
+    P::Response: Send + 'static,
+{
+    type Msg = ConnMsg<P>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(io) = Self::io(ctx) else {
+            return ctx.stop();
+        };
+        self.token = Some(io.register(ctx.addr().recipient_map(ConnMsg::Io)));
+        let _ = io.reactor().set_option(self.socket, SockOpt::NoDelay(true));
+        self.step(ctx);
+    }
+
+    fn handle(&mut self, msg: ConnMsg<P>, ctx: &mut Context<Self>) {
+        match msg {
+            ConnMsg::Io(c) => match c.event {
+                Event::Received {
+                    buf, result: Ok(n), ..
+                } => {
+                    self.reading = false;
+                    self.rbuf = Some(buf);
+                    if n == 0 {
+                        if let Some(ServerEvent::Error { .. }) = self.codec.on_eof() {
+                            tracing::debug!("connection closed mid-request");
+                        }
+                        self.codec.shutdown();
+                    }
+                    self.step(ctx);
+                }
+                Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
+                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                    self.step(ctx);
+                }
+                Event::Closed { .. } => ctx.stop(),
+                // Reset, broken pipe, or a cancelled operation: the connection is done.
+                _ => {
+                    self.reading = false;
+                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                    if !self.closing {
+                        self.closing = true;
+                        if let (Some(io), Some(t)) = (Self::io(ctx), self.token) {
+                            io.reactor().close(self.socket, t);
+                        }
+                    }
+                }
+            },
+            ConnMsg::Reply(id, result) => {
+                let response = result.unwrap_or_else(|_| self.protocol.unavailable_response());
+                if self.codec.send_response(id, response).is_err() {
+                    tracing::debug!(?id, "response not accepted by the codec");
+                }
+                self.step(ctx);
+            }
+            ConnMsg::Timer => {
+                self.timer = None;
+                let now = ctx.now();
+                if let Some(kind) = self.codec.on_timeout(now) {
+                    tracing::debug!(?kind, "connection timer fired");
+                }
+                self.step(ctx);
+            }
+            ConnMsg::Resume => {
+                if let Some(incoming) = self.paused.take() {
+                    match self.handler.try_send(incoming) {
+                        Ok(()) => {}
+                        Err(SendError::Full(incoming)) => {
+                            self.paused = Some(incoming);
+                            let me = ctx.addr();
+                            self.handler.notify_when_room(move || {
+                                let _ = me.send_reply(ConnMsg::Resume);
+                            });
+                            return;
+                        }
+                        Err(SendError::Closed(incoming)) => drop(incoming),
+                    }
+                }
+                self.step(ctx);
+            }
+        }
+    }
+
+    fn stopping(&mut self, ctx: &mut Context<Self>) {
+        if let (Some(io), Some(t)) = (Self::io(ctx), self.token.take()) {
+            if !self.closing {
+                io.reactor().close(self.socket, t);
+            }
+            io.unregister(t);
+        }
+    }
+}
+
+/// Accepts connections on one worker and supervises them (temporary children: a crashed
+/// connection is not restarted; its client sees the connection close).
+pub struct ServerListener<P: ServerProtocol>
+where
+    P::Response: Send + 'static,
+{
+    protocol: Arc<P>,
+    addr: SocketAddr,
+    handler: Recipient<IncomingFor<P>>,
+    config: ServerConfig,
+    ready: Option<mpsc::Sender<Result<SocketAddr, String>>>,
+}
+
+impl<P> Actor for ServerListener<P>
+where
+    P: ServerProtocol + Send + Sync + 'static,
+    P::Codec: Send + 'static,
+    P::Request: Send + 'static,
+    P::Response: Send + 'static,
+{
+    type Msg = Completion;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(io) = ctx.extension::<WorkerIo>() else {
+            if let Some(r) = self.ready.take() {
+                let _ = r.send(Err("worker has no I/O driver (use io_driver)".into()));
+            }
+            return ctx.stop();
+        };
+        let token = io.register(ctx.addr().recipient());
+        let bound = {
+            let mut r = io.reactor();
+            r.listen(
+                self.addr,
+                &[SockOpt::ReuseAddr(true), SockOpt::ReusePort(true)],
+            )
+            .and_then(|l| {
+                r.accept(l, token);
+                r.local_addr(l)
+            })
+        };
+        let result = bound.map_err(|e| e.to_string());
+        if result.is_err() {
+            ctx.stop();
+        }
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(result);
+        }
+    }
+
+    fn handle(&mut self, c: Completion, ctx: &mut Context<Self>) {
+        if let Event::Accepted {
+            result: Ok(socket), ..
+        } = c.event
+        {
+            let conn = ServerConn::new(
+                self.protocol.clone(),
+                socket,
+                self.handler.clone(),
+                self.config,
+            );
+            if let Err(e) = ctx.spawn(conn) {
+                tracing::warn!(error = %e, "connection refused: system shutting down");
+            }
+        }
+    }
+}
+
+/// Serving failed to start.
+#[derive(thiserror::Error, Debug)]
+pub enum ServeError {
+    /// A listener actor could not be spawned.
+    #[error("spawn: {0}")]
+    Spawn(#[from] SpawnError),
+    /// A listener could not bind or did not start.
+    #[error("listen: {0}")]
+    Listen(String),
+}
+
+/// Serves `protocol` on `addr` with one listener per worker in `workers` (SO_REUSEPORT: the
+/// kernel spreads connections across them; each connection stays on the worker that accepted
+/// it). Requests go to `handler`. Returns the bound address (useful with port 0).
+pub fn serve<P>(
+    system: &SystemHandle,
+    protocol: P,
+    addr: SocketAddr,
+    workers: impl IntoIterator<Item = usize>,
+    handler: Recipient<IncomingFor<P>>,
+    config: ServerConfig,
+) -> Result<SocketAddr, ServeError>
+where
+    P: ServerProtocol + Send + Sync + 'static,
+    P::Codec: Send + 'static,
+    P::Request: Send + 'static,
+    P::Response: Send + 'static,
+{
+    let protocol = Arc::new(protocol);
+    let mut bound = addr;
+    for w in workers {
+        let (tx, rx) = mpsc::channel();
+        let listener = ServerListener {
+            protocol: protocol.clone(),
+            addr: bound,
+            handler: handler.clone(),
+            config,
+            ready: Some(tx),
+        };
+        system.spawn_with(
+            listener,
+            SpawnOptions::default().placement(Placement::Worker(w)),
+        )?;
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .map_err(|_| ServeError::Listen("listener did not start".into()))?
+            .map_err(ServeError::Listen)?;
+        // Later listeners share the first one's port.
+        bound = got;
+    }
+    Ok(bound)
+}

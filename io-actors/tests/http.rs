@@ -1,0 +1,182 @@
+//! The first complete path: real HTTP clients (curl, raw sockets) -> reactor -> connection actor
+//! -> HTTP/1.1 codec -> application actor -> ReplyTo -> connection actor -> socket.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sinew_actors::{Actor, Context, System};
+use sinew_io_actors::{io_driver, serve, IncomingFor, ServerConfig};
+use sinew_protocols::http1::{Body, Http1, Response};
+use sinew_transports::Backend;
+
+/// TechEmpower-style handlers; `/panic` is handled by a child that panics, so only that request
+/// fails (503) and the application keeps serving.
+struct App;
+
+struct Doomed(Option<sinew_actors::ReplyTo<Response>>);
+
+impl Actor for Doomed {
+    type Msg = ();
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        let _keep = self.0.take();
+        panic!("handler bug (injected)");
+    }
+    fn handle(&mut self, _: (), _ctx: &mut Context<Self>) {}
+}
+
+impl Actor for App {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, ctx: &mut Context<Self>) {
+        let target = inc.request.target.clone();
+        let resp = match &target[..] {
+            b"/plaintext" => Response::new(200)
+                .header("content-type", "text/plain")
+                .with_body(Body::Full(Bytes::from_static(b"Hello, World!"))),
+            b"/json" => Response::new(200)
+                .header("content-type", "application/json")
+                .with_body(Body::Full(Bytes::from_static(
+                    br#"{"message":"Hello, World!"}"#,
+                ))),
+            b"/panic" => {
+                let _ = ctx.spawn(Doomed(Some(inc.reply)));
+                return;
+            }
+            _ => Response::new(404),
+        };
+        inc.reply.send(resp);
+    }
+}
+
+fn start(backend: Backend) -> (System, SocketAddr) {
+    let sys = System::builder()
+        .workers(2)
+        .try_driver(io_driver(backend))
+        .build()
+        .expect("system");
+    let app = sys.spawn(App).expect("app");
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        0..2,
+        app.recipient(),
+        ServerConfig::default(),
+    )
+    .expect("serve");
+    (sys, addr)
+}
+
+fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn check(backend: Backend) {
+    let (sys, addr) = start(backend);
+    let base = format!("http://{addr}");
+    assert_eq!(curl(&[&format!("{base}/plaintext")]), "Hello, World!");
+    assert_eq!(
+        curl(&[&format!("{base}/json")]),
+        r#"{"message":"Hello, World!"}"#
+    );
+    // Keep-alive: several requests on one connection.
+    let many = curl(&[
+        &format!("{base}/plaintext"),
+        &format!("{base}/json"),
+        &format!("{base}/plaintext"),
+    ]);
+    assert_eq!(
+        many,
+        r#"Hello, World!{"message":"Hello, World!"}Hello, World!"#
+    );
+    assert_eq!(
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/nope")
+        ]),
+        "404"
+    );
+
+    // 16-deep pipelining: responses in request order.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reqs = String::new();
+    for i in 0..16 {
+        let path = if i % 2 == 0 { "/plaintext" } else { "/json" };
+        reqs.push_str(&format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
+    s.write_all(reqs.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    while got.windows(4).filter(|w| w == b"\r\n\r\n").count() < 16 || !got.ends_with(b"}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "server closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    let bodies: Vec<&str> = text
+        .match_indices("Hello, World!")
+        .map(|(i, _)| &text[i.saturating_sub(12)..i])
+        .collect();
+    assert_eq!(bodies.len(), 16);
+    let order: Vec<bool> = (0..16)
+        .map(|i| {
+            let nth = text
+                .match_indices("HTTP/1.1 200")
+                .nth(i)
+                .map(|(p, _)| p)
+                .unwrap();
+            text[nth..].find("text/plain").unwrap_or(usize::MAX)
+                < text[nth..].find("application/json").unwrap_or(usize::MAX)
+        })
+        .collect();
+    assert_eq!(
+        order,
+        (0..16).map(|i| i % 2 == 0).collect::<Vec<_>>(),
+        "responses in request order"
+    );
+
+    // Malformed input gets the protocol's own error and a close.
+    let mut bad = TcpStream::connect(addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    bad.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+
+    // A handler panicking mid-request: that client gets 503, others are unaffected.
+    assert_eq!(
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("{base}/panic")
+        ]),
+        "503"
+    );
+    assert_eq!(curl(&[&format!("{base}/plaintext")]), "Hello, World!");
+
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}
+
+#[test]
+fn http_over_mio() {
+    check(Backend::Mio);
+}
+
+#[test]
+fn http_over_io_uring() {
+    check(Backend::Uring);
+}
