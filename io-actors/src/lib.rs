@@ -19,10 +19,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod client;
 mod layout;
 mod server;
 mod worker_io;
 
+pub use client::{CallResult, ClientConn, ClientError, ClientMsg};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use server::{
     serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServerConfig, ServerConn,

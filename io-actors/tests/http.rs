@@ -180,3 +180,89 @@ fn http_over_mio() {
 fn http_over_io_uring() {
     check(Backend::Uring);
 }
+
+// ---- the client side: calls pipelined over one connection, answered through ReplyTo -------
+
+use sinew_io_actors::{ClientConn, ClientError, ClientMsg};
+use sinew_protocols::http1::{Method, Request};
+
+fn client_against_our_server(backend: Backend) {
+    let (sys, addr) = start(backend);
+    let client = sys
+        .spawn(ClientConn::new(Http1::default(), addr))
+        .expect("client");
+    // Many concurrent calls from outside the system; they pipeline over one connection.
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let path = if i % 2 == 0 { "/plaintext" } else { "/json" };
+            let req = Request::new(Method::Get, path).header("host", "x");
+            let c = client.clone();
+            std::thread::spawn(move || {
+                futures::executor::block_on(c.ask(|r| ClientMsg::Call(req, r)))
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let resp = call.join().unwrap().expect("answered").expect("response");
+        assert_eq!(resp.status, 200);
+        let want: &[u8] = if i % 2 == 0 {
+            b"Hello, World!"
+        } else {
+            br#"{"message":"Hello, World!"}"#
+        };
+        match &resp.body {
+            Body::Full(b) => assert_eq!(&b[..], want),
+            other => panic!("unexpected body {other:?}"),
+        }
+    }
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}
+
+#[test]
+fn client_pipelines_calls_over_mio() {
+    client_against_our_server(Backend::Mio);
+}
+
+#[test]
+fn client_pipelines_calls_over_io_uring() {
+    client_against_our_server(Backend::Uring);
+}
+
+#[test]
+fn client_fails_outstanding_calls_fast_when_the_server_dies() {
+    // A server that accepts, reads the request, and closes without answering.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = l.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+        }
+    });
+    let sys = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .unwrap();
+    let client = sys.spawn(ClientConn::new(Http1::default(), addr)).unwrap();
+    let req = Request::new(Method::Get, "/").header("host", "x");
+    let r = futures::executor::block_on(client.ask(|r| ClientMsg::Call(req, r)))
+        .expect("answered, not hung");
+    match r {
+        Err(ClientError::Connection(_)) => {}
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+    // A client to nowhere fails its calls too.
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let nowhere = sys.spawn(ClientConn::new(Http1::default(), dead)).unwrap();
+    let req = Request::new(Method::Get, "/").header("host", "x");
+    let r = futures::executor::block_on(nowhere.ask(|r| ClientMsg::Call(req, r)));
+    assert!(
+        matches!(r, Ok(Err(ClientError::Connection(_))) | Err(_)),
+        "{r:?}"
+    );
+    sys.shutdown(Duration::from_secs(5));
+}

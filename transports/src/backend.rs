@@ -19,7 +19,8 @@ pub enum Backend {
     Uring,
     /// mio over epoll: readiness adapted to completions.
     Mio,
-    /// The in-memory simulated network (not built yet: asking for it is an error).
+    /// The in-memory simulated network ([`SimNet`](crate::SimNet)); `Reactor::new` joins this
+    /// thread's default net ([`SimNet::current`](crate::SimNet::current)).
     Sim,
 }
 
@@ -49,9 +50,8 @@ impl Backend {
     /// True if this backend can run on this machine (for `Auto`: always, as mio is the fallback).
     pub fn is_available(self) -> bool {
         match self {
-            Backend::Auto | Backend::Mio => true,
+            Backend::Auto | Backend::Mio | Backend::Sim => true,
             Backend::Uring => crate::uring::probe().is_ok(),
-            Backend::Sim => false,
         }
     }
 
@@ -73,10 +73,7 @@ impl Backend {
                     reason,
                 }),
             Backend::Mio => Ok(Backend::Mio),
-            Backend::Sim => Err(Error::Unavailable {
-                backend: self,
-                reason: "the simulated network backend is not implemented yet".into(),
-            }),
+            Backend::Sim => Ok(Backend::Sim),
         }
     }
 }
@@ -119,14 +116,7 @@ mod tests {
 
     #[test]
     fn unavailable_backend_is_an_error_not_a_fallback() {
-        let err = Backend::Sim.resolve().err();
-        assert!(matches!(
-            err,
-            Some(Error::Unavailable {
-                backend: Backend::Sim,
-                ..
-            })
-        ));
+        assert_eq!(Backend::Sim.resolve().ok(), Some(Backend::Sim));
         assert_eq!(Backend::Mio.resolve().ok(), Some(Backend::Mio));
         let auto = Backend::Auto.resolve().ok();
         assert!(matches!(auto, Some(Backend::Uring | Backend::Mio)));

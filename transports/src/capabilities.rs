@@ -21,6 +21,12 @@ pub struct Capabilities {
     pub batched_submit: bool,
     /// The ring defers task work to the owning thread (`DEFER_TASKRUN`).
     pub defer_taskrun: bool,
+    /// Datagram sockets (UDP, Unix datagram): `bind_udp`, `send_to`, `recv_from`.
+    pub datagrams: bool,
+    /// Many datagrams per system call (`recvmmsg` / `sendmmsg`).
+    pub batched_datagrams: bool,
+    /// Unix domain sockets (stream and datagram) for IPC.
+    pub unix_sockets: bool,
     /// TLS record encryption in the kernel or NIC.
     pub tls_offload: bool,
     /// Checksum computation in the NIC.

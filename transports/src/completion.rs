@@ -4,6 +4,7 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::datagram::DatagramAddr;
 use crate::error::Result;
 
 /// The caller's tag for an operation, returned unchanged in its [`Completion`].
@@ -84,6 +85,43 @@ pub enum Event {
         bufs: Vec<Bytes>,
         /// Bytes sent in total.
         result: Result<usize>,
+    },
+    /// A datagram arrived (UDP or Unix datagram). On `Ok(n)` the buffer grew by `n` bytes, the
+    /// datagram's length or, if it did not fit in the spare capacity, what fit (`truncated`).
+    ReceivedFrom {
+        /// The socket.
+        socket: SocketId,
+        /// The buffer that was submitted, with the datagram appended.
+        buf: BytesMut,
+        /// The sender (`None` on error).
+        from: Option<DatagramAddr>,
+        /// The datagram was longer than the buffer's spare capacity; the rest is lost.
+        truncated: bool,
+        /// Bytes received.
+        result: Result<usize>,
+    },
+    /// A datagram was sent whole (datagrams are never partly sent).
+    SentTo {
+        /// The socket.
+        socket: SocketId,
+        /// The buffer that was submitted.
+        buf: Bytes,
+        /// The destination.
+        to: DatagramAddr,
+        /// Bytes sent.
+        result: Result<usize>,
+    },
+    /// The bytes queued for sending on a socket crossed a watermark set with
+    /// [`Reactor::set_write_watermarks`](crate::Reactor::set_write_watermarks): `high` is true
+    /// when they rose to the high watermark (stop producing), false when they fell back to the
+    /// low one (produce again). Reported once per crossing, from `poll`.
+    WriteWatermark {
+        /// The socket.
+        socket: SocketId,
+        /// Rose to the high watermark (true) or fell to the low one (false).
+        high: bool,
+        /// Bytes queued when the crossing was seen.
+        queued: usize,
     },
     /// A shutdown finished (ordered after every send submitted before it).
     Shutdown {

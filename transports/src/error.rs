@@ -45,6 +45,9 @@ pub enum Error {
     /// The operation does not apply to this socket (e.g. accept on a connected stream).
     #[error("operation not supported on this socket: {0}")]
     Unsupported(&'static str),
+    /// An argument is out of range (e.g. a low watermark above the high one).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
     /// The requested backend cannot run here. Never silently replaced by another backend.
     #[error("transport backend `{backend}` is unavailable: {reason}")]
     Unavailable {

@@ -2,16 +2,19 @@
 
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use sinew_actors::Unpark;
+use socket2::SockRef;
 
 use crate::capabilities::Capabilities;
 use crate::completion::{Completion, SocketId, Token};
-use crate::error::Result;
-use crate::options::SockOpt;
+use crate::datagram::{Bind, DatagramAddr};
+use crate::error::{Error, Result};
+use crate::options::{self, SockOpt, SockOptName};
 use crate::write::WriteOp;
 
 /// One backend. Submissions never block and never lose a buffer: problems found at submit
@@ -21,9 +24,71 @@ pub(crate) trait Io {
     fn accept(&mut self, listener: SocketId, token: Token);
     fn connect(&mut self, addr: SocketAddr, opts: &[SockOpt], token: Token) -> Result<SocketId>;
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token);
+
+    /// Stops submitting receives on `socket` (queued ones wait; one already in the kernel is
+    /// cancelled and re-queued, or completes if data beat the cancel).
+    fn pause_recv(&mut self, socket: SocketId) -> Result<()>;
+
+    /// Undoes [`Io::pause_recv`] and submits the queued receives.
+    fn resume_recv(&mut self, socket: SocketId) -> Result<()>;
+
+    /// Appends the sockets whose write queue changed since the last call (duplicates allowed).
+    fn take_write_dirty(&mut self, out: &mut Vec<SocketId>);
+
+    /// Bytes accepted by sends on `socket` and not yet handed to the kernel (the network, for
+    /// the simulated backend).
+    fn send_queued(&self, socket: SocketId) -> Result<usize>;
+
+    /// A bound datagram socket (UDP or Unix).
+    fn bind_datagram(&mut self, _bind: Bind<'_>) -> Result<SocketId> {
+        Err(Error::Unsupported("datagram sockets on this backend"))
+    }
+
+    /// Sends one datagram to `to`.
+    fn send_to(&mut self, socket: SocketId, buf: Bytes, to: DatagramAddr, token: Token);
+
+    /// Receives one datagram into `buf`'s spare capacity.
+    fn recv_from(&mut self, socket: SocketId, buf: BytesMut, token: Token);
+
+    /// A Unix domain stream listener bound to `path`.
+    fn listen_unix(&mut self, _path: &Path) -> Result<SocketId> {
+        Err(Error::Unsupported("Unix domain sockets on this backend"))
+    }
+
+    /// Starts connecting a Unix domain stream socket to `path`.
+    fn connect_unix(&mut self, _path: &Path, _token: Token) -> Result<SocketId> {
+        Err(Error::Unsupported("Unix domain sockets on this backend"))
+    }
     fn write(&mut self, socket: SocketId, op: WriteOp);
     fn close(&mut self, socket: SocketId, token: Token);
     fn fd(&self, socket: SocketId) -> Option<BorrowedFd<'_>>;
+
+    /// The descriptor for raw socket options.
+    fn raw_fd(&self, socket: SocketId) -> Result<BorrowedFd<'_>> {
+        self.fd(socket).ok_or(Error::InvalidSocket)
+    }
+
+    fn local_addr(&self, socket: SocketId) -> Result<SocketAddr> {
+        SockRef::from(&self.raw_fd(socket)?)
+            .local_addr()?
+            .as_socket()
+            .ok_or(Error::Unsupported("not an IP socket"))
+    }
+
+    fn peer_addr(&self, socket: SocketId) -> Result<SocketAddr> {
+        SockRef::from(&self.raw_fd(socket)?)
+            .peer_addr()?
+            .as_socket()
+            .ok_or(Error::Unsupported("not an IP socket"))
+    }
+
+    fn set_option(&self, socket: SocketId, opt: SockOpt) -> Result<()> {
+        options::set(self.raw_fd(socket)?, opt)
+    }
+
+    fn option(&self, socket: SocketId, name: SockOptName) -> Result<SockOpt> {
+        options::get(self.raw_fd(socket)?, name)
+    }
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()>;
     fn unparker(&self) -> Arc<dyn Unpark>;
     fn capabilities(&self) -> Capabilities;

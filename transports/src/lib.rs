@@ -11,6 +11,17 @@
 //! transient vs fatal; `EAGAIN`/`EINTR` are handled inside, and an accept out of descriptors
 //! backs off on a timer instead of spinning.
 //!
+//! Besides TCP the reactor speaks UDP ([`Reactor::bind_udp`], [`Reactor::send_to`],
+//! [`Reactor::recv_from`]; batched `recvmmsg`/`sendmmsg` on mio) and Unix domain sockets
+//! (stream: [`Reactor::listen_unix`] / [`Reactor::connect_unix`]; datagram:
+//! [`Reactor::bind_unix_datagram`]). Backpressure: [`Reactor::pause_recv`] stops submitting
+//! receives so the kernel's window pushes back on the peer, and [`Reactor::send_queued`] with
+//! [`Reactor::set_write_watermarks`] tells a producer when to stop and start again.
+//!
+//! [`SimNet`] is an in-memory, deterministic network ([`Backend::Sim`]): hosts by IP, TCP-like
+//! connections, virtual time driven by the caller, seeded latency, jitter, loss, duplication,
+//! reordering, bandwidth caps, slow readers, partitions and resets, all changeable at run time.
+//!
 //! [`IoDriver`] plugs a reactor into the actor core as the worker's
 //! [`Driver`](sinew_actors::Driver): the worker parks in io_uring / epoll, and cross-thread
 //! wakes go through an eventfd (io_uring) or `mio::Waker`.
@@ -55,12 +66,14 @@
 mod backend;
 mod capabilities;
 mod completion;
+mod datagram;
 mod driver;
 mod epoll;
 mod error;
 mod io;
 pub mod options;
 mod reactor;
+mod sim;
 mod slab;
 mod sys;
 mod uring;
@@ -69,10 +82,12 @@ mod write;
 pub use backend::{Backend, ENV_VAR};
 pub use capabilities::Capabilities;
 pub use completion::{Completion, Event, SocketId, Token};
+pub use datagram::DatagramAddr;
 pub use driver::{CompletionHandler, IoDriver};
 pub use error::{Error, Result};
 pub use options::{Keepalive, SockOpt, SockOptName};
 pub use reactor::Reactor;
+pub use sim::{LinkConfig, NetConfig, SimNet};
 
 /// The name of this layer, as used in diagnostics and docs.
 pub const LAYER: &str = "transports";

@@ -51,6 +51,30 @@ impl WriteOp {
         }
     }
 
+    /// The next at most `max` unwritten bytes, as a zero-copy slice of one buffer (`None` for
+    /// a shutdown or when everything is written). Call [`WriteOp::advance`] after using it.
+    pub(crate) fn next_chunk(&self, max: usize) -> Option<Bytes> {
+        match self {
+            WriteOp::Send { buf, done, .. } => {
+                let end = buf.len().min(done.saturating_add(max));
+                (*done < end).then(|| buf.slice(*done..end))
+            }
+            WriteOp::SendVectored { bufs, done, .. } => {
+                let mut skip = *done;
+                for b in bufs {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        continue;
+                    }
+                    let end = b.len().min(skip.saturating_add(max));
+                    return Some(b.slice(skip..end));
+                }
+                None
+            }
+            WriteOp::Shutdown { .. } => None,
+        }
+    }
+
     /// Records `n` more bytes written; true once everything is written.
     pub(crate) fn advance(&mut self, n: usize) -> bool {
         match self {
@@ -63,6 +87,19 @@ impl WriteOp {
                 *done >= bufs.iter().map(Bytes::len).sum::<usize>()
             }
             WriteOp::Shutdown { .. } => true,
+        }
+    }
+
+    /// How many bytes are still to write.
+    pub(crate) fn remaining_len(&self) -> usize {
+        match self {
+            WriteOp::Send { buf, done, .. } => buf.len().saturating_sub(*done),
+            WriteOp::SendVectored { bufs, done, .. } => bufs
+                .iter()
+                .map(Bytes::len)
+                .sum::<usize>()
+                .saturating_sub(*done),
+            WriteOp::Shutdown { .. } => 0,
         }
     }
 
@@ -106,6 +143,45 @@ impl WriteOp {
     /// Completes with [`Error::Cancelled`].
     pub(crate) fn cancel(self, socket: SocketId) -> Completion {
         self.complete(socket, Err(Error::Cancelled))
+    }
+}
+
+/// Bytes still to write in a socket's write queue.
+pub(crate) fn queued_bytes<'a>(ops: impl IntoIterator<Item = &'a WriteOp>) -> usize {
+    ops.into_iter().map(WriteOp::remaining_len).sum()
+}
+
+/// High/low write watermarks of one socket and which side of them it is on.
+#[derive(Debug)]
+pub(crate) struct Watermark {
+    pub(crate) socket: SocketId,
+    pub(crate) high: usize,
+    pub(crate) low: usize,
+    pub(crate) token: Token,
+    /// Rose to `high` and has not fallen to `low` since.
+    pub(crate) above: bool,
+}
+
+impl Watermark {
+    /// The completion to report if `queued` crossed a watermark.
+    pub(crate) fn update(&mut self, queued: usize) -> Option<Completion> {
+        let cross = if !self.above && queued >= self.high {
+            Some(true)
+        } else if self.above && queued <= self.low {
+            Some(false)
+        } else {
+            None
+        };
+        let high = cross?;
+        self.above = high;
+        Some(Completion {
+            token: self.token,
+            event: Event::WriteWatermark {
+                socket: self.socket,
+                high,
+                queued,
+            },
+        })
     }
 }
 

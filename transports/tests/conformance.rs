@@ -28,5 +28,28 @@ every_backend!(
     half_close,
     peer_reset,
     thousand_connections,
-    large_transfer
+    large_transfer,
+    echo_peers,
+    partial_writes_peers,
+    half_close_peers,
+    peer_reset_peers,
+    unix_stream,
+    unix_connect_refused,
+    udp,
+    unix_datagram,
+    paused_reader_stalls_sender
+);
+
+// The simulated network has no real peers: it runs the cases whose peers are its own sockets.
+conformance!(
+    sim,
+    sinew_transports::Backend::Sim,
+    [
+        echo_peers,
+        partial_writes_peers,
+        half_close_peers,
+        peer_reset_peers,
+        thousand_connections,
+        large_transfer
+    ]
 );

@@ -8,15 +8,17 @@ mod socket;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mio::{Events, Interest, Poll};
 use sinew_actors::Unpark;
 
 use crate::capabilities::Capabilities;
 use crate::completion::{Completion, Event, SocketId, Token};
+use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io::{self, Io};
 use crate::options::{self, SockOpt};
@@ -52,6 +54,8 @@ pub(crate) struct EpollReactor {
     backoff: Vec<SocketId>,
     /// Scratch list of (socket index, readable, writable) from the last epoll_wait.
     fired: Vec<(usize, bool, bool)>,
+    /// Sockets whose write queue changed since the last `take_write_dirty`.
+    write_dirty: Vec<SocketId>,
 }
 
 impl EpollReactor {
@@ -66,6 +70,7 @@ impl EpollReactor {
             ready: Vec::new(),
             backoff: Vec::new(),
             fired: Vec::new(),
+            write_dirty: Vec::new(),
         })
     }
 
@@ -75,10 +80,14 @@ impl EpollReactor {
         let token = mio::Token(id.index as usize);
         let registry = self.poll.registry();
         let res = match self.sockets.get_mut(id).map(|s| &mut s.kind) {
-            Some(Kind::Listener(l)) => registry.register(l, token, Interest::READABLE),
-            Some(Kind::Stream(s)) => {
-                registry.register(s, token, Interest::READABLE | Interest::WRITABLE)
+            Some(kind) if kind.is_listener() => {
+                registry.register(kind.source(), token, Interest::READABLE)
             }
+            Some(kind) => registry.register(
+                kind.source(),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
             None => return Err(Error::InvalidSocket),
         };
         if let Err(e) = res {
@@ -101,13 +110,13 @@ impl EpollReactor {
                 return;
             }
             let token = acc.token;
-            let Kind::Listener(listener) = &sock.kind else {
+            if !sock.kind.is_listener() {
                 return;
-            };
-            match listener.accept() {
-                Ok((stream, _peer)) => {
+            }
+            match sock.kind.accept() {
+                Ok(stream) => {
                     acc.backoff = io::BACKOFF_MIN;
-                    let result = self.add(Kind::Stream(stream));
+                    let result = self.add(stream);
                     self.ready.push(Completion {
                         token,
                         event: Event::Accepted {
@@ -162,9 +171,18 @@ impl EpollReactor {
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
-        if matches!(sock.kind, Kind::Listener(_)) {
+        if sock.kind.is_listener() {
             if readable {
                 self.drive_accept(id);
+            }
+            return;
+        }
+        if sock.kind.is_datagram() {
+            if readable {
+                sock.drive_recv_from(id, &mut self.ready);
+            }
+            if writable {
+                sock.drive_send_to(id, &mut self.ready);
             }
             return;
         }
@@ -174,8 +192,9 @@ impl EpollReactor {
         if readable {
             sock.drive_recv(id, &mut self.ready);
         }
-        if writable {
+        if writable && !sock.writes.is_empty() {
             sock.drive_writes(id, &mut self.ready);
+            self.write_dirty.push(id);
         }
     }
 
@@ -227,7 +246,7 @@ impl Io for EpollReactor {
             };
             return self.ready.push(Completion { token, event });
         };
-        if !matches!(sock.kind, Kind::Listener(_)) || sock.accept.is_some() {
+        if !sock.kind.is_listener() || sock.accept.is_some() {
             let err = Error::Unsupported("accept needs a listener without an accept in flight");
             let event = Event::Accepted {
                 listener,
@@ -269,15 +288,106 @@ impl Io for EpollReactor {
         Ok(id)
     }
 
+    fn pause_recv(&mut self, socket: SocketId) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        sock.paused = true;
+        Ok(())
+    }
+
+    fn resume_recv(&mut self, socket: SocketId) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        sock.paused = false;
+        // Edge-triggered: data that arrived while paused raised no new edge, so try now.
+        sock.drive_recv(socket, &mut self.ready);
+        Ok(())
+    }
+
+    fn take_write_dirty(&mut self, out: &mut Vec<SocketId>) {
+        out.append(&mut self.write_dirty);
+    }
+
+    fn send_queued(&self, socket: SocketId) -> Result<usize> {
+        let sock = self.sockets.get(socket).ok_or(Error::InvalidSocket)?;
+        Ok(crate::write::queued_bytes(&sock.writes))
+    }
+
+    fn bind_datagram(&mut self, bind: Bind<'_>) -> Result<SocketId> {
+        let fd = sys::datagram(&bind, true)?;
+        let kind = match bind {
+            Bind::Udp(..) => Kind::Udp(mio::net::UdpSocket::from_std(fd.into())),
+            Bind::Unix(_) => Kind::UnixDatagram(mio::net::UnixDatagram::from_std(fd.into())),
+        };
+        self.add(kind)
+    }
+
+    fn recv_from(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
+        match self.sockets.get_mut(socket) {
+            Some(sock) if sock.kind.is_datagram() => {
+                sock.recv_froms.push_back((token, buf));
+                sock.drive_recv_from(socket, &mut self.ready);
+            }
+            other => {
+                let err = if other.is_some() {
+                    Error::Unsupported("recv_from on a stream socket")
+                } else {
+                    Error::InvalidSocket
+                };
+                let c = crate::datagram::received_from(socket, token, buf, None, false, Err(err));
+                self.ready.push(c);
+            }
+        }
+    }
+
+    fn send_to(&mut self, socket: SocketId, buf: Bytes, to: DatagramAddr, token: Token) {
+        let addr = match to.to_sockaddr() {
+            Ok(a) => a,
+            Err(err) => {
+                return self
+                    .ready
+                    .push(crate::datagram::sent_to(socket, token, buf, to, Err(err)))
+            }
+        };
+        match self.sockets.get_mut(socket) {
+            Some(sock) if sock.kind.is_datagram() => {
+                sock.send_tos.push_back((token, buf, to, addr));
+                sock.drive_send_to(socket, &mut self.ready);
+            }
+            other => {
+                let err = if other.is_some() {
+                    Error::Unsupported("send_to on a stream socket")
+                } else {
+                    Error::InvalidSocket
+                };
+                self.ready
+                    .push(crate::datagram::sent_to(socket, token, buf, to, Err(err)));
+            }
+        }
+    }
+
+    fn listen_unix(&mut self, path: &Path) -> Result<SocketId> {
+        let fd = sys::unix_listener(path, true)?;
+        let std = std::os::unix::net::UnixListener::from(fd);
+        self.add(Kind::UnixListener(mio::net::UnixListener::from_std(std)))
+    }
+
+    fn connect_unix(&mut self, path: &Path, token: Token) -> Result<SocketId> {
+        let stream = mio::net::UnixStream::connect(path)?;
+        let id = self.add(Kind::UnixStream(stream))?;
+        if let Some(sock) = self.sockets.get_mut(id) {
+            sock.connecting = Some(token);
+        }
+        Ok(id)
+    }
+
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
         match self.sockets.get_mut(socket) {
-            Some(sock) if matches!(sock.kind, Kind::Stream(_)) => {
+            Some(sock) if sock.kind.is_stream() => {
                 sock.recvs.push_back((token, buf));
                 sock.drive_recv(socket, &mut self.ready);
             }
             other => {
                 let err = if other.is_some() {
-                    Error::Unsupported("recv on a listener")
+                    Error::Unsupported("recv needs a connected stream")
                 } else {
                     Error::InvalidSocket
                 };
@@ -293,13 +403,14 @@ impl Io for EpollReactor {
 
     fn write(&mut self, socket: SocketId, op: WriteOp) {
         match self.sockets.get_mut(socket) {
-            Some(sock) if matches!(sock.kind, Kind::Stream(_)) => {
+            Some(sock) if sock.kind.is_stream() => {
                 sock.writes.push_back(op);
                 sock.drive_writes(socket, &mut self.ready);
+                self.write_dirty.push(socket);
             }
             other => {
                 let err = if other.is_some() {
-                    Error::Unsupported("send on a listener")
+                    Error::Unsupported("send needs a connected stream")
                 } else {
                     Error::InvalidSocket
                 };
@@ -311,10 +422,7 @@ impl Io for EpollReactor {
     fn close(&mut self, socket: SocketId, token: Token) {
         if let Some(mut sock) = self.sockets.remove(socket) {
             let registry = self.poll.registry();
-            let res = match &mut sock.kind {
-                Kind::Listener(l) => registry.deregister(l),
-                Kind::Stream(s) => registry.deregister(s),
-            };
+            let res = registry.deregister(sock.kind.source());
             if let Err(e) = res {
                 tracing::debug!(error = %e, "deregister on close failed");
             }
@@ -329,10 +437,7 @@ impl Io for EpollReactor {
     }
 
     fn fd(&self, socket: SocketId) -> Option<BorrowedFd<'_>> {
-        self.sockets.get(socket).map(|s| match &s.kind {
-            Kind::Listener(l) => l.as_fd(),
-            Kind::Stream(s) => s.as_fd(),
-        })
+        self.sockets.get(socket).map(|s| s.kind.fd())
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()> {
@@ -375,6 +480,9 @@ impl Io for EpollReactor {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             vectored_io: true,
+            datagrams: true,
+            batched_datagrams: true,
+            unix_sockets: true,
             ..Capabilities::default()
         }
     }

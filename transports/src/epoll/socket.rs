@@ -2,12 +2,15 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice};
+use std::mem;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use socket2::SockRef;
+use bytes::{Bytes, BytesMut};
+use socket2::{SockAddr, SockAddrStorage, SockRef};
 
 use crate::completion::{Completion, Event, SocketId, Token};
+use crate::datagram::{received_from, sent_to, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io;
 use crate::write::WriteOp;
@@ -15,9 +18,63 @@ use crate::write::WriteOp;
 /// At most this many slices go into one `sendmsg`.
 const MAX_IOV: usize = 64;
 
+/// At most this many datagrams go into one `recvmmsg` / `sendmmsg`.
+const BATCH: usize = 32;
+
 pub(super) enum Kind {
     Listener(mio::net::TcpListener),
     Stream(mio::net::TcpStream),
+    UnixListener(mio::net::UnixListener),
+    UnixStream(mio::net::UnixStream),
+    Udp(mio::net::UdpSocket),
+    UnixDatagram(mio::net::UnixDatagram),
+}
+
+impl Kind {
+    pub(super) fn is_listener(&self) -> bool {
+        matches!(self, Kind::Listener(_) | Kind::UnixListener(_))
+    }
+
+    pub(super) fn is_datagram(&self) -> bool {
+        matches!(self, Kind::Udp(_) | Kind::UnixDatagram(_))
+    }
+
+    /// A connected (or connecting) byte stream.
+    pub(super) fn is_stream(&self) -> bool {
+        matches!(self, Kind::Stream(_) | Kind::UnixStream(_))
+    }
+
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Kind::Listener(l) => l.as_fd(),
+            Kind::Stream(s) => s.as_fd(),
+            Kind::UnixListener(l) => l.as_fd(),
+            Kind::UnixStream(s) => s.as_fd(),
+            Kind::Udp(s) => s.as_fd(),
+            Kind::UnixDatagram(s) => s.as_fd(),
+        }
+    }
+
+    /// The registrable event source.
+    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Kind::Listener(l) => l,
+            Kind::Stream(s) => s,
+            Kind::UnixListener(l) => l,
+            Kind::UnixStream(s) => s,
+            Kind::Udp(s) => s,
+            Kind::UnixDatagram(s) => s,
+        }
+    }
+
+    /// Accepts one connection from a listener of either family.
+    pub(super) fn accept(&self) -> std::io::Result<Kind> {
+        match self {
+            Kind::Listener(l) => l.accept().map(|(s, _)| Kind::Stream(s)),
+            Kind::UnixListener(l) => l.accept().map(|(s, _)| Kind::UnixStream(s)),
+            _ => Err(std::io::Error::from(ErrorKind::InvalidInput)),
+        }
+    }
 }
 
 /// A multishot accept in progress.
@@ -44,7 +101,13 @@ pub(super) struct Sock {
     /// The token of a connect still waiting for the socket to become writable.
     pub(super) connecting: Option<Token>,
     pub(super) recvs: VecDeque<(Token, BytesMut)>,
+    /// Reading is paused (backpressure): queued receives wait.
+    pub(super) paused: bool,
     pub(super) writes: VecDeque<WriteOp>,
+    /// Datagram receives, filled in order (many per `recvmmsg`).
+    pub(super) recv_froms: VecDeque<(Token, BytesMut)>,
+    /// Datagram sends with their kernel addresses, sent in order (many per `sendmmsg`).
+    pub(super) send_tos: VecDeque<(Token, Bytes, DatagramAddr, SockAddr)>,
 }
 
 impl Sock {
@@ -54,14 +117,151 @@ impl Sock {
             accept: None,
             connecting: None,
             recvs: VecDeque::new(),
+            paused: false,
             writes: VecDeque::new(),
+            recv_froms: VecDeque::new(),
+            send_tos: VecDeque::new(),
         }
     }
 
-    fn stream(&self) -> Option<&mio::net::TcpStream> {
-        match &self.kind {
-            Kind::Stream(s) => Some(s),
-            Kind::Listener(_) => None,
+    /// The descriptor of a connected (or connecting) stream of either family.
+    fn stream(&self) -> Option<BorrowedFd<'_>> {
+        self.kind.is_stream().then(|| self.kind.fd())
+    }
+
+    /// Fills queued datagram receives, up to [`BATCH`] per `recvmmsg`, until the socket would
+    /// block.
+    pub(super) fn drive_recv_from(&mut self, id: SocketId, ready: &mut Vec<Completion>) {
+        if !self.kind.is_datagram() {
+            return;
+        }
+        let fd = self.kind.fd().as_raw_fd();
+        while !self.recv_froms.is_empty() {
+            let n = self.recv_froms.len().min(BATCH);
+            let mut iovs: Vec<libc::iovec> = self
+                .recv_froms
+                .iter_mut()
+                .take(n)
+                .map(|(_, buf)| {
+                    io::ensure_spare(buf);
+                    let spare = buf.spare_capacity_mut();
+                    libc::iovec {
+                        iov_base: spare.as_mut_ptr().cast(),
+                        iov_len: spare.len(),
+                    }
+                })
+                .collect();
+            let mut addrs: Vec<SockAddrStorage> =
+                (0..n).map(|_| SockAddrStorage::zeroed()).collect();
+            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
+            let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { mem::zeroed() }).collect();
+            for ((hdr, addr), iov) in hdrs.iter_mut().zip(&mut addrs).zip(&mut iovs) {
+                hdr.msg_hdr.msg_name = (addr as *mut SockAddrStorage).cast();
+                hdr.msg_hdr.msg_namelen = addr.size_of();
+                hdr.msg_hdr.msg_iov = iov;
+                hdr.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every pointer in `hdrs` targets `addrs`, `iovs` or the spare capacity of
+            // a queued buffer; all of them stay alive and unmoved during the call, and `n` is
+            // the length of `hdrs`.
+            let r = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    // MSG_TRUNC: each length is the datagram's real one, so truncation shows.
+                    libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    ErrorKind::WouldBlock => return,
+                    ErrorKind::Interrupted => continue,
+                    _ => {
+                        if let Some((token, buf)) = self.recv_froms.pop_front() {
+                            ready.push(received_from(id, token, buf, None, false, Err(e.into())));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let got = usize::try_from(r).unwrap_or(0).min(n);
+            for (hdr, addr) in hdrs.iter().zip(addrs).take(got) {
+                let Some((token, mut buf)) = self.recv_froms.pop_front() else {
+                    break;
+                };
+                let real = hdr.msg_len as usize;
+                let len = real.min(buf.capacity() - buf.len());
+                // SAFETY: recvmmsg initialised `len` bytes of this buffer's spare capacity,
+                // the iovec it was given (and `len` is clamped to that capacity).
+                unsafe { buf.set_len(buf.len() + len) };
+                let from = crate::datagram::from_storage(addr)
+                    .and_then(|a| DatagramAddr::from_sockaddr(&a));
+                let truncated = real > len || hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+                ready.push(received_from(id, token, buf, from, truncated, Ok(len)));
+            }
+        }
+    }
+
+    /// Sends queued datagrams, up to [`BATCH`] per `sendmmsg`, until the socket would block.
+    pub(super) fn drive_send_to(&mut self, id: SocketId, ready: &mut Vec<Completion>) {
+        if !self.kind.is_datagram() {
+            return;
+        }
+        let fd = self.kind.fd().as_raw_fd();
+        while !self.send_tos.is_empty() {
+            let n = self.send_tos.len().min(BATCH);
+            let mut iovs: Vec<libc::iovec> = self
+                .send_tos
+                .iter()
+                .take(n)
+                .map(|(_, buf, _, _)| libc::iovec {
+                    iov_base: buf.as_ptr() as *mut libc::c_void,
+                    iov_len: buf.len(),
+                })
+                .collect();
+            // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
+            let mut hdrs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { mem::zeroed() }).collect();
+            for ((hdr, iov), (_, _, _, addr)) in hdrs.iter_mut().zip(&mut iovs).zip(&self.send_tos)
+            {
+                hdr.msg_hdr.msg_name = addr.as_ptr() as *mut libc::c_void;
+                hdr.msg_hdr.msg_namelen = addr.len();
+                hdr.msg_hdr.msg_iov = iov;
+                hdr.msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every pointer in `hdrs` targets `iovs`, a queued `Bytes` or a queued
+            // address; all stay alive and unmoved during the call (the kernel only reads them),
+            // and `n` is the length of `hdrs`.
+            let r = unsafe {
+                libc::sendmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.kind() {
+                    ErrorKind::WouldBlock => return,
+                    ErrorKind::Interrupted => continue,
+                    _ => {
+                        // The first datagram failed (e.g. too large): report it, go on.
+                        if let Some((token, buf, to, _)) = self.send_tos.pop_front() {
+                            ready.push(sent_to(id, token, buf, to, Err(e.into())));
+                        }
+                        continue;
+                    }
+                }
+            }
+            let sent = usize::try_from(r).unwrap_or(0).min(n);
+            for hdr in hdrs.iter().take(sent) {
+                if let Some((token, buf, to, _)) = self.send_tos.pop_front() {
+                    ready.push(sent_to(id, token, buf, to, Ok(hdr.msg_len as usize)));
+                }
+            }
         }
     }
 
@@ -70,9 +270,10 @@ impl Sock {
         let (Some(token), Some(stream)) = (self.connecting, self.stream()) else {
             return;
         };
-        let result = match stream.take_error() {
+        let sock = SockRef::from(&stream);
+        let result = match sock.take_error() {
             Ok(Some(e)) | Err(e) => Err(Error::from(e)),
-            Ok(None) => match stream.peer_addr() {
+            Ok(None) => match sock.peer_addr() {
                 Ok(_) => Ok(()),
                 // Not connected yet: a spurious edge; wait for the next one.
                 Err(e) if e.kind() == ErrorKind::NotConnected => return,
@@ -89,15 +290,16 @@ impl Sock {
 
     /// Completes queued receives, in order, until the socket would block.
     pub(super) fn drive_recv(&mut self, id: SocketId, ready: &mut Vec<Completion>) {
-        if self.connecting.is_some() {
+        if self.connecting.is_some() || self.paused {
             return;
         }
-        let Kind::Stream(stream) = &self.kind else {
+        if !self.kind.is_stream() {
             return;
-        };
+        }
+        let stream = self.kind.fd();
         while let Some((_, buf)) = self.recvs.front_mut() {
             io::ensure_spare(buf);
-            let result = SockRef::from(stream).recv(buf.spare_capacity_mut());
+            let result = SockRef::from(&stream).recv(buf.spare_capacity_mut());
             let result = match result {
                 Ok(n) => {
                     // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity,
@@ -128,10 +330,11 @@ impl Sock {
         if self.connecting.is_some() {
             return;
         }
-        let Kind::Stream(stream) = &self.kind else {
+        if !self.kind.is_stream() {
             return;
-        };
-        let sock = SockRef::from(stream);
+        }
+        let stream = self.kind.fd();
+        let sock = SockRef::from(&stream);
         while let Some(op) = self.writes.front_mut() {
             let result: Result<()> = match op {
                 WriteOp::Shutdown { how, .. } => sock.shutdown(*how).map_err(Error::from),
@@ -190,6 +393,19 @@ impl Sock {
         }
         for op in self.writes.drain(..) {
             ready.push(op.cancel(id));
+        }
+        for (token, buf) in self.recv_froms.drain(..) {
+            ready.push(received_from(
+                id,
+                token,
+                buf,
+                None,
+                false,
+                Err(Error::Cancelled),
+            ));
+        }
+        for (token, buf, to, _) in self.send_tos.drain(..) {
+            ready.push(sent_to(id, token, buf, to, Err(Error::Cancelled)));
         }
     }
 }

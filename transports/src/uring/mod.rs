@@ -9,17 +9,19 @@ mod wake;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue};
 use sinew_actors::Unpark;
-use socket2::SockAddr;
+use socket2::{SockAddr, SockAddrStorage};
 
 use crate::capabilities::Capabilities;
 use crate::completion::{Completion, Event, SocketId, Token};
+use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io::{self, Io};
 use crate::options::{self, SockOpt};
@@ -54,13 +56,21 @@ struct Accept {
 struct Sock {
     fd: OwnedFd,
     listener: bool,
+    /// A UDP or Unix datagram socket.
+    datagram: bool,
+    /// A Unix datagram socket: its sends go straight to io_uring's workers (see `send_to`).
+    unix_datagram: bool,
     accept: Option<Accept>,
     connecting: bool,
     recvs: VecDeque<(Token, BytesMut)>,
     recv_busy: bool,
+    /// Reading is paused (backpressure): no receive is submitted.
+    paused: bool,
     /// The head is in flight while `write_busy`.
     writes: VecDeque<WriteOp>,
     write_busy: bool,
+    /// The receive in flight (its op id), for cancelling it on pause.
+    recv_op: Option<SocketId>,
     /// Operations submitted to the kernel for this socket and not finished.
     inflight: u32,
     /// Set by `close`: the close's token.
@@ -72,10 +82,14 @@ impl Sock {
         Sock {
             fd,
             listener,
+            datagram: false,
+            unix_datagram: false,
             accept: None,
             connecting: false,
             recvs: VecDeque::new(),
             recv_busy: false,
+            paused: false,
+            recv_op: None,
             writes: VecDeque::new(),
             write_busy: false,
             inflight: 0,
@@ -97,7 +111,18 @@ pub(crate) struct UringReactor {
     wake_armed: bool,
     caps: Capabilities,
     cqes: Vec<(u64, i32, u32)>,
+    /// Unix datagram sends that met a full receive queue, waiting for `blocked_retry`.
+    blocked_sends: VecDeque<(SocketId, Token, Bytes, DatagramAddr)>,
+    blocked_retry: Option<Instant>,
+    blocked_backoff: Duration,
+    /// Sockets whose write queue changed since the last `take_write_dirty`.
+    write_dirty: Vec<SocketId>,
 }
+
+/// Retry delays for Unix datagram sends blocked by a full receiver.
+const BLOCKED_BACKOFF_MIN: Duration = Duration::from_micros(100);
+/// The longest such delay.
+const BLOCKED_BACKOFF_MAX: Duration = Duration::from_millis(10);
 
 impl UringReactor {
     pub(crate) fn new() -> Result<Self> {
@@ -117,13 +142,50 @@ impl UringReactor {
                 zero_copy_send: false,
                 vectored_io: true,
                 batched_submit: true,
+                datagrams: true,
+                unix_sockets: true,
                 defer_taskrun,
                 ..Capabilities::default()
             },
             cqes: Vec::with_capacity(256),
+            blocked_sends: VecDeque::new(),
+            blocked_retry: None,
+            blocked_backoff: BLOCKED_BACKOFF_MIN,
+            write_dirty: Vec::new(),
         };
         reactor.arm_wake()?;
         Ok(reactor)
+    }
+
+    /// Submits a connect of `socket` to `addr`; a submission failure completes at once.
+    fn start_connect(&mut self, socket: socket2::Socket, addr: SockAddr, token: Token) -> SocketId {
+        let mut sock = Sock::new(socket.into(), false);
+        sock.connecting = true;
+        let fd = sock.fd.as_raw_fd();
+        let id = self.sockets.insert(sock);
+        let addr = Box::new(addr);
+        let entry = opcode::Connect::new(Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+        if let Err((err, _)) = self.submit_op(
+            id,
+            Op::Connect {
+                socket: id,
+                token,
+                _addr: addr,
+            },
+            entry,
+        ) {
+            if let Some(sock) = self.sockets.get_mut(id) {
+                sock.connecting = false;
+            }
+            self.ready.push(Completion {
+                token,
+                event: Event::Connected {
+                    socket: id,
+                    result: Err(err),
+                },
+            });
+        }
+        id
     }
 
     /// Queues an SQE, submitting first if the queue is full.
@@ -159,18 +221,18 @@ impl UringReactor {
         socket: SocketId,
         op: Op,
         entry: squeue::Entry,
-    ) -> Result<(), (Error, Op)> {
+    ) -> Result<SocketId, (Error, Op)> {
         let id = self.ops.insert(op);
         if let Err(e) = self.push(entry.user_data(u64::from(id.index))) {
             return match self.ops.remove(id) {
                 Some(op) => Err((e, op)),
-                None => Ok(()),
+                None => Ok(id),
             };
         }
         if let Some(sock) = self.sockets.get_mut(socket) {
             sock.inflight += 1;
         }
-        Ok(())
+        Ok(id)
     }
 
     fn arm_accept(&mut self, id: SocketId) {
@@ -209,7 +271,7 @@ impl UringReactor {
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
-        if sock.recv_busy || sock.connecting || sock.closing.is_some() {
+        if sock.recv_busy || sock.paused || sock.connecting || sock.closing.is_some() {
             return;
         }
         let Some((token, mut buf)) = sock.recvs.pop_front() else {
@@ -222,7 +284,7 @@ impl UringReactor {
             opcode::Recv::new(Fd(sock.fd.as_raw_fd()), spare.as_mut_ptr().cast(), len).build();
         sock.recv_busy = true;
         // Moving the `BytesMut` into the op table does not move its heap storage.
-        if let Err((err, op)) = self.submit_op(
+        let submitted = self.submit_op(
             id,
             Op::Recv {
                 socket: id,
@@ -230,7 +292,13 @@ impl UringReactor {
                 buf,
             },
             entry,
-        ) {
+        );
+        if let Ok(op_id) = submitted {
+            if let Some(sock) = self.sockets.get_mut(id) {
+                sock.recv_op = Some(op_id);
+            }
+        }
+        if let Err((err, op)) = submitted {
             if let Some(sock) = self.sockets.get_mut(id) {
                 sock.recv_busy = false;
             }
@@ -377,7 +445,11 @@ impl UringReactor {
         let socket = match self.ops.get(op_id) {
             Some(Op::Accept { socket }) => *socket,
             Some(
-                Op::Connect { socket, .. } | Op::Recv { socket, .. } | Op::Write { socket, .. },
+                Op::Connect { socket, .. }
+                | Op::Recv { socket, .. }
+                | Op::Write { socket, .. }
+                | Op::RecvFrom { socket, .. }
+                | Op::SendTo { socket, .. },
             ) => *socket,
             None => return,
         };
@@ -413,7 +485,9 @@ impl UringReactor {
             Some(Op::Recv { token, mut buf, .. }) => {
                 if let Some(sock) = self.sockets.get_mut(socket) {
                     sock.recv_busy = false;
-                    if res == -libc::EINTR || res == -libc::EAGAIN {
+                    sock.recv_op = None;
+                    let repause = res == -libc::ECANCELED && sock.paused && sock.closing.is_none();
+                    if repause || res == -libc::EINTR || res == -libc::EAGAIN {
                         // Transient: handled here, the caller never sees it.
                         sock.recvs.push_front((token, buf));
                         self.start_recv(socket);
@@ -439,7 +513,74 @@ impl UringReactor {
                 });
                 self.start_recv(socket);
             }
+            Some(Op::RecvFrom {
+                token,
+                mut buf,
+                addr,
+                msg,
+                ..
+            }) => {
+                let closing = self.sockets.get(socket).is_none_or(|s| s.closing.is_some());
+                if !closing && (res == -libc::EINTR || res == -libc::EAGAIN) {
+                    // Transient: resubmitted here, the caller never sees it.
+                    self.recv_from(socket, buf, token);
+                    return;
+                }
+                let res = if closing && res < 0 {
+                    -libc::ECANCELED
+                } else {
+                    res
+                };
+                let c = if res >= 0 {
+                    let real = res as usize;
+                    let n = real.min(buf.capacity() - buf.len());
+                    // SAFETY: the kernel wrote `n` bytes (the datagram, clamped to the spare
+                    // capacity it was given) into the spare capacity.
+                    unsafe { buf.set_len(buf.len() + n) };
+                    let from = crate::datagram::from_storage(*addr)
+                        .and_then(|a| DatagramAddr::from_sockaddr(&a));
+                    let truncated = real > n || msg.msg_flags & libc::MSG_TRUNC != 0;
+                    crate::datagram::received_from(socket, token, buf, from, truncated, Ok(n))
+                } else {
+                    let err = Error::from_errno(-res);
+                    crate::datagram::received_from(socket, token, buf, None, false, Err(err))
+                };
+                self.ready.push(c);
+            }
+            Some(Op::SendTo { token, buf, to, .. }) => {
+                let to = *to;
+                let closing = self.sockets.get(socket).is_none_or(|s| s.closing.is_some());
+                let unix = self.sockets.get(socket).is_some_and(|s| s.unix_datagram);
+                if !closing && unix && res == -libc::EAGAIN {
+                    // The receiver's queue is full and nothing will tell us when it drains.
+                    self.blocked_sends.push_back((socket, token, buf, to));
+                    let now = Instant::now();
+                    self.blocked_retry.get_or_insert(now + self.blocked_backoff);
+                    self.blocked_backoff = (self.blocked_backoff * 2).min(BLOCKED_BACKOFF_MAX);
+                    return;
+                }
+                if unix && res >= 0 {
+                    self.blocked_backoff = BLOCKED_BACKOFF_MIN;
+                }
+                if !closing && (res == -libc::EINTR || res == -libc::EAGAIN) {
+                    self.send_to(socket, buf, to, token);
+                    return;
+                }
+                let res = if closing && res < 0 {
+                    -libc::ECANCELED
+                } else {
+                    res
+                };
+                let result = if res >= 0 {
+                    Ok(res as usize)
+                } else {
+                    Err(Error::from_errno(-res))
+                };
+                self.ready
+                    .push(crate::datagram::sent_to(socket, token, buf, to, result));
+            }
             Some(Op::Write { .. }) => {
+                self.write_dirty.push(socket);
                 let Some(sock) = self.sockets.get_mut(socket) else {
                     return;
                 };
@@ -597,6 +738,21 @@ impl UringReactor {
         next
     }
 
+    /// Resubmits blocked Unix datagram sends once their retry time came; returns the time
+    /// left until the next retry.
+    fn retry_blocked(&mut self) -> Option<Duration> {
+        let at = self.blocked_retry?;
+        let now = Instant::now();
+        if at > now {
+            return Some(at - now);
+        }
+        self.blocked_retry = None;
+        for (socket, token, buf, to) in std::mem::take(&mut self.blocked_sends) {
+            self.send_to(socket, buf, to, token);
+        }
+        None
+    }
+
     /// Enters the kernel once: submits everything queued and waits as asked.
     fn enter(&mut self, timeout: Option<Duration>) -> Result<()> {
         let res = match timeout {
@@ -696,44 +852,166 @@ impl Io for UringReactor {
         for opt in opts {
             options::set(socket.as_fd(), *opt)?;
         }
-        let mut sock = Sock::new(socket.into(), false);
-        sock.connecting = true;
-        let fd = sock.fd.as_raw_fd();
-        let id = self.sockets.insert(sock);
-        let addr = Box::new(SockAddr::from(addr));
-        let entry = opcode::Connect::new(Fd(fd), addr.as_ptr().cast(), addr.len()).build();
-        if let Err((err, _)) = self.submit_op(
-            id,
-            Op::Connect {
-                socket: id,
-                token,
-                _addr: addr,
-            },
-            entry,
-        ) {
-            if let Some(sock) = self.sockets.get_mut(id) {
-                sock.connecting = false;
-            }
-            self.ready.push(Completion {
-                token,
-                event: Event::Connected {
-                    socket: id,
-                    result: Err(err),
-                },
-            });
+        Ok(self.start_connect(socket, SockAddr::from(addr), token))
+    }
+
+    fn pause_recv(&mut self, socket: SocketId) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        if sock.paused {
+            return Ok(());
         }
-        Ok(id)
+        sock.paused = true;
+        if let Some(op_id) = sock.recv_op {
+            // Take the receive back from the kernel; its completion re-queues it.
+            let entry = opcode::AsyncCancel::new(u64::from(op_id.index))
+                .build()
+                .user_data(CANCEL_UD);
+            self.push(entry)?;
+        }
+        Ok(())
+    }
+
+    fn resume_recv(&mut self, socket: SocketId) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        sock.paused = false;
+        self.start_recv(socket);
+        Ok(())
+    }
+
+    fn take_write_dirty(&mut self, out: &mut Vec<SocketId>) {
+        out.append(&mut self.write_dirty);
+    }
+
+    fn send_queued(&self, socket: SocketId) -> Result<usize> {
+        let sock = self.sockets.get(socket).ok_or(Error::InvalidSocket)?;
+        Ok(crate::write::queued_bytes(&sock.writes))
+    }
+
+    fn bind_datagram(&mut self, bind: Bind<'_>) -> Result<SocketId> {
+        let fd = sys::datagram(&bind, false)?;
+        let mut sock = Sock::new(fd, false);
+        sock.datagram = true;
+        sock.unix_datagram = matches!(bind, Bind::Unix(_));
+        Ok(self.sockets.insert(sock))
+    }
+
+    fn recv_from(&mut self, socket: SocketId, mut buf: BytesMut, token: Token) {
+        let fd = match self.sockets.get(socket) {
+            Some(s) if s.datagram && s.closing.is_none() => s.fd.as_raw_fd(),
+            other => {
+                let err = match other {
+                    Some(s) if !s.datagram => Error::Unsupported("recv_from on a stream socket"),
+                    _ => Error::InvalidSocket,
+                };
+                let c = crate::datagram::received_from(socket, token, buf, None, false, Err(err));
+                return self.ready.push(c);
+            }
+        };
+        io::ensure_spare(&mut buf);
+        let spare = buf.spare_capacity_mut();
+        let mut iov = Box::new(libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spare.len(),
+        });
+        let mut addr = Box::new(SockAddrStorage::zeroed());
+        // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_name = (&mut *addr as *mut SockAddrStorage).cast();
+        msg.msg_namelen = addr.size_of();
+        msg.msg_iov = &mut *iov;
+        msg.msg_iovlen = 1;
+        // MSG_TRUNC: the result is the datagram's real length, so truncation is visible.
+        let entry = opcode::RecvMsg::new(Fd(fd), &mut *msg)
+            .flags(libc::MSG_TRUNC as u32)
+            .build();
+        // The boxes and the buffer's heap storage do not move when the op is stored.
+        let op = Op::RecvFrom {
+            socket,
+            token,
+            buf,
+            addr,
+            msg,
+            _iov: iov,
+        };
+        if let Err((err, Op::RecvFrom { token, buf, .. })) = self.submit_op(socket, op, entry) {
+            let c = crate::datagram::received_from(socket, token, buf, None, false, Err(err));
+            self.ready.push(c);
+        }
+    }
+
+    fn send_to(&mut self, socket: SocketId, buf: Bytes, to: DatagramAddr, token: Token) {
+        let (fd, unix) = match self.sockets.get(socket) {
+            Some(s) if s.datagram && s.closing.is_none() => (s.fd.as_raw_fd(), s.unix_datagram),
+            other => {
+                let err = match other {
+                    Some(s) if !s.datagram => Error::Unsupported("send_to on a stream socket"),
+                    _ => Error::InvalidSocket,
+                };
+                return self
+                    .ready
+                    .push(crate::datagram::sent_to(socket, token, buf, to, Err(err)));
+            }
+        };
+        let addr = match to.to_sockaddr() {
+            Ok(a) => Box::new(a),
+            Err(err) => {
+                return self
+                    .ready
+                    .push(crate::datagram::sent_to(socket, token, buf, to, Err(err)))
+            }
+        };
+        let mut iov = Box::new(libc::iovec {
+            iov_base: buf.as_ptr() as *mut libc::c_void,
+            iov_len: buf.len(),
+        });
+        // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+        let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msg.msg_name = addr.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = addr.len();
+        msg.msg_iov = &mut *iov;
+        msg.msg_iovlen = 1;
+        // A Unix datagram send into a full receive queue fails with EAGAIN only after
+        // consuming its data, so io_uring's own poll-and-retry would send an empty datagram.
+        // Such sends are tried once (MSG_DONTWAIT) and retried on a backoff timer instead.
+        let flags = if unix { libc::MSG_DONTWAIT as u32 } else { 0 };
+        let entry = opcode::SendMsg::new(Fd(fd), &*msg).flags(flags).build();
+        let op = Op::SendTo {
+            socket,
+            token,
+            buf,
+            to: Box::new(to),
+            _addr: addr,
+            _msg: msg,
+            _iov: iov,
+        };
+        if let Err((err, Op::SendTo { token, buf, to, .. })) = self.submit_op(socket, op, entry) {
+            self.ready
+                .push(crate::datagram::sent_to(socket, token, buf, *to, Err(err)));
+        }
+    }
+
+    fn listen_unix(&mut self, path: &Path) -> Result<SocketId> {
+        let fd = sys::unix_listener(path, false)?;
+        Ok(self.sockets.insert(Sock::new(fd, true)))
+    }
+
+    fn connect_unix(&mut self, path: &Path, token: Token) -> Result<SocketId> {
+        let addr = SockAddr::unix(path)?;
+        let socket = sys::unix_stream(false)?;
+        Ok(self.start_connect(socket, addr, token))
     }
 
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
         match self.sockets.get_mut(socket) {
-            Some(s) if !s.listener && s.closing.is_none() => {
+            Some(s) if !s.listener && !s.datagram && s.closing.is_none() => {
                 s.recvs.push_back((token, buf));
                 self.start_recv(socket);
             }
             other => {
                 let err = match other {
-                    Some(s) if s.listener => Error::Unsupported("recv on a listener"),
+                    Some(s) if s.listener || s.datagram => {
+                        Error::Unsupported("recv needs a connected stream")
+                    }
                     _ => Error::InvalidSocket,
                 };
                 self.ready.push(Completion {
@@ -750,13 +1028,16 @@ impl Io for UringReactor {
 
     fn write(&mut self, socket: SocketId, op: WriteOp) {
         match self.sockets.get_mut(socket) {
-            Some(s) if !s.listener && s.closing.is_none() => {
+            Some(s) if !s.listener && !s.datagram && s.closing.is_none() => {
                 s.writes.push_back(op);
+                self.write_dirty.push(socket);
                 self.start_write(socket);
             }
             other => {
                 let err = match other {
-                    Some(s) if s.listener => Error::Unsupported("send on a listener"),
+                    Some(s) if s.listener || s.datagram => {
+                        Error::Unsupported("send needs a connected stream")
+                    }
                     _ => Error::InvalidSocket,
                 };
                 self.ready.push(op.complete(socket, Err(err)));
@@ -780,6 +1061,22 @@ impl Io for UringReactor {
             return;
         }
         sock.closing = Some(token);
+        let (blocked, others): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.blocked_sends)
+            .into_iter()
+            .partition(|(s, ..)| *s == socket);
+        self.blocked_sends = others;
+        for (_, token, buf, to) in blocked {
+            self.ready.push(crate::datagram::sent_to(
+                socket,
+                token,
+                buf,
+                to,
+                Err(Error::Cancelled),
+            ));
+        }
+        let Some(sock) = self.sockets.get_mut(socket) else {
+            return;
+        };
         for (token, buf) in sock.recvs.drain(..) {
             let event = Event::Received {
                 socket,
@@ -809,7 +1106,7 @@ impl Io for UringReactor {
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()> {
-        let backoff = self.expire_backoffs();
+        let backoff = io::min_timeout(self.expire_backoffs(), self.retry_blocked());
         let pending = !self.ready.is_empty() || !self.ring.completion().is_empty();
         let timeout = if pending {
             Some(Duration::ZERO)

@@ -1,8 +1,10 @@
 //! What the kernel is working on: one entry per submitted operation, owning everything the
 //! kernel points into (buffers, iovecs, addresses) until its final completion arrives.
 
-use bytes::BytesMut;
-use socket2::SockAddr;
+use bytes::{Bytes, BytesMut};
+use socket2::{SockAddr, SockAddrStorage};
+
+use crate::datagram::DatagramAddr;
 
 use crate::completion::{SocketId, Token};
 
@@ -27,5 +29,25 @@ pub(super) enum Op {
         socket: SocketId,
         _iov: Vec<libc::iovec>,
         _msg: Option<Box<libc::msghdr>>,
+    },
+    /// A datagram receive (`RECVMSG`): the kernel writes into `buf`'s spare capacity and
+    /// `addr`, reading `msg` and `iov`.
+    RecvFrom {
+        socket: SocketId,
+        token: Token,
+        buf: BytesMut,
+        addr: Box<SockAddrStorage>,
+        msg: Box<libc::msghdr>,
+        _iov: Box<libc::iovec>,
+    },
+    /// A datagram send (`SENDMSG`): the kernel reads `buf`, `addr`, `msg` and `iov`.
+    SendTo {
+        socket: SocketId,
+        token: Token,
+        buf: Bytes,
+        to: Box<DatagramAddr>,
+        _addr: Box<SockAddr>,
+        _msg: Box<libc::msghdr>,
+        _iov: Box<libc::iovec>,
     },
 }

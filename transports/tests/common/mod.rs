@@ -7,7 +7,9 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sinew_transports::{Backend, Completion, Error, Event, Reactor, SockOpt, SocketId, Token};
+use sinew_transports::{
+    Backend, Completion, DatagramAddr, Error, Event, Reactor, SockOpt, SocketId, Token,
+};
 
 /// Upper bound on any single wait, so a broken backend fails instead of hanging the suite.
 const WAIT: Duration = Duration::from_secs(30);
@@ -634,4 +636,634 @@ pub fn drop_with_ops_in_flight(backend: Backend) {
             .expect("poll");
     }
     assert_eq!(open_fds(), before, "descriptors leaked by drop");
+}
+
+// ----- cases whose peers are sockets of the same reactor: they run on every backend,
+// including the simulated network, where no real peer exists.
+
+/// A connected (client, server) pair on one reactor.
+pub fn connected_pair(h: &mut Harness, opts: &[SockOpt]) -> (SocketId, SocketId, SocketId) {
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(1000));
+    let client = h.reactor.connect(addr, opts, Token(1001)).expect("connect");
+    let (mut server, mut connected) = (None, false);
+    while server.is_none() || !connected {
+        match h.next().event {
+            Event::Accepted { result, .. } => server = Some(result.expect("accept")),
+            Event::Connected { result, .. } => {
+                result.expect("connected");
+                connected = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (listener, client, server.expect("server"))
+}
+
+/// Reads from `socket` until end of stream; fails on any other completion.
+pub fn read_to_end(h: &mut Harness, socket: SocketId) -> Vec<u8> {
+    let mut all = Vec::new();
+    h.reactor
+        .recv(socket, BytesMut::with_capacity(64 * 1024), Token(2000));
+    loop {
+        match h.next().event {
+            Event::Received {
+                buf, result: Ok(0), ..
+            } => {
+                assert!(buf.is_empty());
+                return all;
+            }
+            Event::Received {
+                buf, result: Ok(_), ..
+            } => {
+                all.extend_from_slice(&buf);
+                let mut buf = buf;
+                buf.clear();
+                h.reactor.recv(socket, buf, Token(2000));
+            }
+            Event::Sent { result, .. } | Event::SentVectored { result, .. } => {
+                result.expect("send");
+            }
+            Event::Shutdown { result, .. } => result.expect("shutdown"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+pub fn echo_peers(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (_, client, server) = connected_pair(&mut h, &[SockOpt::NoDelay(true)]);
+    h.reactor
+        .recv(server, BytesMut::with_capacity(4096), Token(1));
+    for msg in [&b"hello"[..], b"sinew", &pattern_bytes(0, 3000)] {
+        h.reactor
+            .send(client, Bytes::copy_from_slice(msg), Token(2));
+        let mut back = Vec::new();
+        h.reactor
+            .recv(client, BytesMut::with_capacity(4096), Token(3));
+        while back.len() < msg.len() {
+            let c = h.next();
+            match (c.token, c.event) {
+                (Token(1), Event::Received { buf, result, .. }) => {
+                    assert!(result.expect("server recv") > 0);
+                    h.reactor.send(server, buf.freeze(), Token(4));
+                    h.reactor
+                        .recv(server, BytesMut::with_capacity(4096), Token(1));
+                }
+                (Token(3), Event::Received { buf, result, .. }) => {
+                    assert!(result.expect("client recv") > 0);
+                    back.extend_from_slice(&buf);
+                    if back.len() < msg.len() {
+                        h.reactor
+                            .recv(client, BytesMut::with_capacity(4096), Token(3));
+                    }
+                }
+                (_, Event::Sent { result, .. }) => {
+                    result.expect("send");
+                }
+                (_, other) => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(back, msg);
+    }
+    h.reactor.close(client, Token(5));
+    loop {
+        match h.next().event {
+            Event::Received { result: Ok(0), .. } => break,
+            Event::Closed { socket } => assert_eq!(socket, client),
+            Event::Sent { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+pub fn partial_writes_peers(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const BIG: usize = 4 << 20;
+    let mut h = Harness::new(backend);
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    h.reactor
+        .set_option(server, SockOpt::SendBuffer(4096))
+        .expect("sndbuf");
+    h.reactor
+        .send(server, Bytes::from(pattern_bytes(0, BIG)), Token(1));
+    let chunks: Vec<Bytes> = [1usize, 4095, 70_000, 3, 200_000]
+        .iter()
+        .scan(BIG, |at, &len| {
+            let b = Bytes::from(pattern_bytes(*at, len));
+            *at += len;
+            Some(b)
+        })
+        .collect();
+    let vtotal: usize = chunks.iter().map(Bytes::len).sum();
+    h.reactor.send_vectored(server, chunks, Token(2));
+    h.reactor.shutdown(server, Shutdown::Write, Token(3));
+    let all = read_to_end(&mut h, client);
+    assert_eq!(all.len(), BIG + vtotal);
+    assert!(
+        all.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "byte stream corrupted"
+    );
+}
+
+pub fn half_close_peers(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    h.reactor
+        .send(client, Bytes::from_static(b"request"), Token(1));
+    h.reactor.shutdown(client, Shutdown::Write, Token(2));
+    assert_eq!(read_to_end(&mut h, server), b"request");
+    // The server can still answer after the client's half close.
+    h.reactor
+        .send(server, Bytes::from_static(b"response"), Token(3));
+    h.reactor.shutdown(server, Shutdown::Write, Token(4));
+    assert_eq!(read_to_end(&mut h, client), b"response");
+}
+
+pub fn peer_reset_peers(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    h.reactor
+        .set_option(client, SockOpt::Linger(Some(Duration::ZERO)))
+        .expect("linger");
+    h.reactor
+        .recv(server, BytesMut::with_capacity(64), Token(1));
+    h.reactor.close(client, Token(2));
+    let mut reset = false;
+    while !reset {
+        match h.next().event {
+            Event::Closed { socket } => assert_eq!(socket, client),
+            Event::Received {
+                result: Err(e),
+                buf,
+                ..
+            } => {
+                assert!(matches!(e, Error::ConnectionReset), "{e:?}");
+                assert!(e.is_fatal());
+                assert_eq!(buf.capacity(), 64, "buffer handed back");
+                reset = true;
+            }
+            other => panic!("expected a reset, got {other:?}"),
+        }
+    }
+    h.reactor
+        .send(server, Bytes::from_static(b"late"), Token(3));
+    match h.next().event {
+        Event::Sent { result: Err(e), .. } => {
+            assert!(
+                matches!(e, Error::BrokenPipe | Error::ConnectionReset),
+                "{e:?}"
+            );
+            assert!(e.is_fatal());
+        }
+        other => panic!("expected a send error, got {other:?}"),
+    }
+}
+
+/// A fresh socket path in the temp dir, unique per process, backend and case.
+pub fn socket_path(backend: Backend, case: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "sinew-transports-{}-{backend}-{case}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// Unix domain stream sockets: listen and connect by path, a large transfer both ways with
+/// half close, checked byte for byte.
+pub fn unix_stream(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const SIZE: usize = 1 << 20;
+    let path = socket_path(backend, "unix_stream");
+    let mut h = Harness::new(backend);
+    let listener = h.reactor.listen_unix(&path).expect("listen unix");
+    h.reactor.accept(listener, Token(0));
+    let client = h
+        .reactor
+        .connect_unix(&path, Token(1))
+        .expect("connect unix");
+    let (mut server, mut connected) = (None, false);
+    while server.is_none() || !connected {
+        match h.next().event {
+            Event::Accepted { result, .. } => server = Some(result.expect("accept")),
+            Event::Connected { socket, result } => {
+                assert_eq!(socket, client);
+                result.expect("connected");
+                connected = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let server = server.expect("server");
+    h.reactor
+        .send(client, Bytes::from(pattern_bytes(0, SIZE)), Token(2));
+    h.reactor.shutdown(client, Shutdown::Write, Token(3));
+    let got = read_to_end(&mut h, server);
+    assert_eq!(got.len(), SIZE);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+    h.reactor
+        .send(server, Bytes::from_static(b"done"), Token(4));
+    h.reactor.shutdown(server, Shutdown::Write, Token(5));
+    assert_eq!(read_to_end(&mut h, client), b"done");
+    for s in [client, server, listener] {
+        h.reactor.close(s, Token(6));
+    }
+    let mut closed = 0;
+    while closed < 3 {
+        match h.next().event {
+            Event::Closed { .. } => closed += 1,
+            Event::Accepted {
+                result: Err(Error::Cancelled),
+                more: false,
+                ..
+            } => {}
+            // The server's last send and shutdown may be reaped after the client's EOF.
+            Event::Sent { result: Ok(4), .. } | Event::Shutdown { result: Ok(()), .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(h.reactor.socket_count(), 0);
+    std::fs::remove_file(&path).expect("remove socket file");
+}
+
+/// Connecting to a path nobody listens on fails with a typed error, at once or on completion.
+pub fn unix_connect_refused(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let path = socket_path(backend, "unix_refused");
+    let mut h = Harness::new(backend);
+    match h.reactor.connect_unix(&path, Token(1)) {
+        Err(e) => assert!(e.is_fatal(), "{e:?}"),
+        Ok(_) => match h.next().event {
+            Event::Connected { result: Err(e), .. } => assert!(e.is_fatal(), "{e:?}"),
+            other => panic!("unexpected {other:?}"),
+        },
+    }
+}
+
+/// A datagram carrying its index in the first 4 bytes, then pattern bytes.
+fn datagram(i: usize) -> Vec<u8> {
+    let mut d = (i as u32).to_le_bytes().to_vec();
+    d.extend(pattern_bytes(i * 1000, 20 + (i * 37) % 1200));
+    d
+}
+
+/// Receives `n` datagrams on `socket` (with `n` receives queued up front, so batching
+/// backends fill many per call); returns them by index, checking each one's content.
+fn receive_datagrams(
+    h: &mut Harness,
+    socket: SocketId,
+    n: usize,
+    from: &DatagramAddr,
+) -> Vec<bool> {
+    let mut seen = vec![false; n];
+    let mut got = 0;
+    while got < n {
+        match h.next().event {
+            Event::ReceivedFrom {
+                socket: s,
+                buf,
+                from: f,
+                truncated,
+                result,
+            } if s == socket => {
+                let len = result.expect("recv_from");
+                assert!(!truncated);
+                assert_eq!(len, buf.len());
+                assert_eq!(f.as_ref(), Some(from), "sender address");
+                let i = u32::from_le_bytes(buf[..4].try_into().expect("index")) as usize;
+                assert_eq!(&buf[..], &datagram(i)[..], "datagram {i} intact");
+                assert!(!seen[i], "datagram {i} delivered twice");
+                seen[i] = true;
+                got += 1;
+            }
+            Event::SentTo { result, buf, .. } => {
+                assert_eq!(result.expect("send_to"), buf.len(), "{:?}", &buf[..4])
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seen
+}
+
+/// UDP: bind, a burst of datagrams with receives queued (batched where the backend batches),
+/// sender addresses, a reply, truncation, an oversized send, and cancellation by close.
+pub fn udp(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const N: usize = 64;
+    let mut h = Harness::new(backend);
+    assert!(h.reactor.capabilities().datagrams);
+    let local: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let a = h.reactor.bind_udp(local, &[]).expect("bind a");
+    let b = h
+        .reactor
+        .bind_udp(local, &[SockOpt::RecvBuffer(1 << 20)])
+        .expect("bind b");
+    let (a_addr, b_addr) = (
+        h.reactor.local_addr(a).expect("a addr"),
+        h.reactor.local_addr(b).expect("b addr"),
+    );
+    for _ in 0..N {
+        h.reactor
+            .recv_from(b, BytesMut::with_capacity(2048), Token(1));
+    }
+    for i in 0..N {
+        h.reactor
+            .send_to(a, Bytes::from(datagram(i)), b_addr, Token(2));
+    }
+    let seen = receive_datagrams(&mut h, b, N, &DatagramAddr::Inet(a_addr));
+    assert!(seen.iter().all(|&s| s));
+
+    // A reply to the sender's address; then a datagram too big for its buffer.
+    h.reactor
+        .recv_from(a, BytesMut::with_capacity(16), Token(3));
+    h.reactor
+        .send_to(b, Bytes::from_static(b"pong"), a_addr, Token(4));
+    h.reactor
+        .send_to(b, Bytes::from(vec![9u8; 100]), a_addr, Token(4));
+    let mut replies = Vec::new();
+    while replies.len() < 2 {
+        match h.next().event {
+            Event::ReceivedFrom {
+                buf,
+                from,
+                truncated,
+                result,
+                ..
+            } => {
+                assert_eq!(from, Some(DatagramAddr::Inet(b_addr)));
+                replies.push((buf, truncated, result.expect("recv")));
+                if replies.len() == 1 {
+                    h.reactor
+                        .recv_from(a, BytesMut::with_capacity(16), Token(3));
+                }
+            }
+            Event::SentTo { result, .. } => {
+                result.expect("send_to");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((&replies[0].0[..], replies[0].1), (&b"pong"[..], false));
+    assert!(
+        replies[1].1,
+        "a datagram longer than the buffer is reported truncated"
+    );
+    assert_eq!(replies[1].0.len(), 16);
+
+    // Larger than any UDP datagram: a typed, fatal error; the buffer comes back.
+    h.reactor
+        .send_to(a, Bytes::from(vec![0u8; 70_000]), b_addr, Token(5));
+    match h.next().event {
+        Event::SentTo {
+            result: Err(e),
+            buf,
+            ..
+        } => {
+            assert!(e.is_fatal(), "{e:?}");
+            assert_eq!(buf.len(), 70_000);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Stream operations do not apply; closing cancels a pending receive.
+    h.reactor.recv(a, BytesMut::with_capacity(8), Token(6));
+    assert!(matches!(
+        h.next().event,
+        Event::Received {
+            result: Err(Error::Unsupported(_)),
+            ..
+        }
+    ));
+    h.reactor.recv_from(a, BytesMut::with_capacity(8), Token(7));
+    h.reactor.close(a, Token(8));
+    h.reactor.close(b, Token(8));
+    let mut closed = 0;
+    while closed < 2 {
+        match h.next().event {
+            Event::Closed { .. } => closed += 1,
+            Event::ReceivedFrom {
+                result: Err(Error::Cancelled),
+                buf,
+                ..
+            } => assert_eq!(buf.capacity(), 8),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(h.reactor.socket_count(), 0);
+}
+
+/// Unix domain datagram sockets: bind by path, send by path, the sender's path reported.
+pub fn unix_datagram(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const N: usize = 16;
+    let (pa, pb) = (
+        socket_path(backend, "dgram_a"),
+        socket_path(backend, "dgram_b"),
+    );
+    let mut h = Harness::new(backend);
+    let a = h.reactor.bind_unix_datagram(&pa).expect("bind a");
+    let b = h.reactor.bind_unix_datagram(&pb).expect("bind b");
+    for _ in 0..N {
+        h.reactor
+            .recv_from(b, BytesMut::with_capacity(2048), Token(1));
+    }
+    for i in 0..N {
+        h.reactor
+            .send_to(a, Bytes::from(datagram(i)), pb.as_path(), Token(2));
+    }
+    let seen = receive_datagrams(&mut h, b, N, &DatagramAddr::Unix(pa.clone()));
+    assert!(seen.iter().all(|&s| s));
+    for s in [a, b] {
+        h.reactor.close(s, Token(3));
+    }
+    let mut closed = 0;
+    while closed < 2 {
+        match h.next().event {
+            Event::Closed { .. } => closed += 1,
+            Event::SentTo { result, .. } => {
+                result.expect("send_to");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    std::fs::remove_file(&pa).expect("remove a");
+    std::fs::remove_file(&pb).expect("remove b");
+}
+
+/// Backpressure: a paused reader submits no receive, so the kernel's buffers fill and the
+/// peer's large send stalls (its queued bytes cross the high watermark and stay queued);
+/// resuming drains everything, intact, and the queue falls back past the low watermark.
+pub fn paused_reader_stalls_sender(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const SIZE: usize = 8 << 20;
+    const HIGH: usize = 1 << 20;
+    const LOW: usize = 256 << 10;
+    let mut h = Harness::new(backend);
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    // Small, fixed kernel buffers (no autotuning): the kernel holds well under a megabyte.
+    h.reactor
+        .set_option(server, SockOpt::RecvBuffer(64 << 10))
+        .expect("rcvbuf");
+    h.reactor
+        .set_option(client, SockOpt::SendBuffer(64 << 10))
+        .expect("sndbuf");
+    // A receive already submitted is taken back by the pause (io_uring cancels it).
+    h.reactor
+        .recv(server, BytesMut::with_capacity(64 << 10), Token(10));
+    h.reactor
+        .poll(&mut Vec::new(), Some(Duration::ZERO))
+        .expect("submit the receive");
+    h.reactor.pause_recv(server).expect("pause");
+    h.reactor
+        .set_write_watermarks(client, HIGH, LOW, Token(20))
+        .expect("watermarks");
+    assert!(matches!(
+        h.reactor.set_write_watermarks(client, LOW, HIGH, Token(20)),
+        Err(Error::InvalidArgument(_))
+    ));
+    h.reactor
+        .send(client, Bytes::from(pattern_bytes(0, SIZE)), Token(11));
+    match h.next().event {
+        Event::WriteWatermark {
+            socket,
+            high: true,
+            queued,
+        } => {
+            assert_eq!(socket, client);
+            assert!(queued >= HIGH);
+        }
+        other => panic!("expected the high watermark, got {other:?}"),
+    }
+    // Nothing can complete while the reader is paused: watch for a while (a negative
+    // assertion needs a window; a slow machine only makes it easier to pass).
+    let during: Vec<Token> = h
+        .drain_for(Duration::from_millis(300))
+        .iter()
+        .map(|c| c.token)
+        .collect();
+    assert!(during.is_empty(), "completed while paused: {during:?}");
+    let stalled = h.reactor.send_queued(client).expect("queued");
+    assert!(
+        stalled > SIZE - (2 << 20),
+        "the send stalled with most of it queued ({stalled} bytes)"
+    );
+
+    h.reactor.resume_recv(server).expect("resume");
+    let (mut received, mut sent, mut low_seen) = (0usize, false, false);
+    while received < SIZE || !sent || !low_seen {
+        match h.next().event {
+            Event::Received { buf, result, .. } => {
+                let n = result.expect("recv");
+                assert!(n > 0, "early end of stream");
+                for (k, &b) in buf.iter().enumerate() {
+                    assert_eq!(b, pattern(received + k), "byte {} differs", received + k);
+                }
+                received += n;
+                let mut buf = buf;
+                buf.clear();
+                h.reactor.recv(server, buf, Token(10));
+            }
+            Event::Sent { result, .. } => {
+                assert_eq!(result.expect("send"), SIZE);
+                sent = true;
+            }
+            Event::WriteWatermark {
+                high: false,
+                queued,
+                ..
+            } => {
+                assert!(queued <= LOW);
+                low_seen = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(h.reactor.send_queued(client).expect("queued"), 0);
+}
+
+/// Closes datagram sockets with receives and sends in flight (including Unix datagrams
+/// blocked on a full receiver): every buffer comes back, and no descriptor is left.
+pub fn datagram_cancel_in_flight(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let before = open_fds();
+    let (pa, pb) = (
+        socket_path(backend, "cancel_a"),
+        socket_path(backend, "cancel_b"),
+    );
+    {
+        let mut h = Harness::new(backend);
+        let udp = h
+            .reactor
+            .bind_udp("127.0.0.1:0".parse().expect("addr"), &[])
+            .expect("bind udp");
+        let a = h.reactor.bind_unix_datagram(&pa).expect("bind a");
+        let b = h.reactor.bind_unix_datagram(&pb).expect("bind b");
+        let mut outstanding = 0;
+        for s in [udp, a] {
+            h.reactor
+                .recv_from(s, BytesMut::with_capacity(512), Token(1));
+            outstanding += 1;
+        }
+        // Nobody reads `b`: its queue fills and later sends wait.
+        for _ in 0..40 {
+            h.reactor
+                .send_to(a, Bytes::from(vec![5u8; 100]), pb.as_path(), Token(2));
+            outstanding += 1;
+        }
+        h.reactor
+            .poll(&mut Vec::new(), Some(Duration::ZERO))
+            .map(|n| outstanding -= n)
+            .expect("poll");
+        for s in [udp, a, b] {
+            h.reactor.close(s, Token(3));
+        }
+        let (mut closed, mut returned) = (0, 0);
+        while closed < 3 || returned < outstanding {
+            match h.next().event {
+                Event::Closed { .. } => closed += 1,
+                Event::ReceivedFrom { buf, result, .. } => {
+                    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+                    assert_eq!(buf.capacity(), 512);
+                    returned += 1;
+                }
+                Event::SentTo { buf, result, .. } => {
+                    assert!(
+                        matches!(result, Ok(100) | Err(Error::Cancelled)),
+                        "{result:?}"
+                    );
+                    assert_eq!(buf.len(), 100);
+                    returned += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(h.reactor.socket_count(), 0);
+    }
+    assert_eq!(open_fds(), before, "descriptors leaked");
+    std::fs::remove_file(&pa).expect("remove a");
+    std::fs::remove_file(&pb).expect("remove b");
 }

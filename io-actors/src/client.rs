@@ -1,0 +1,377 @@
+//! Client I/O, generic over a protocol: a connection actor to one destination that pipelines
+//! requests from many callers over one connection.
+//!
+//! Each call carries its caller's `ReplyTo`; the connection keeps them keyed by the codec's
+//! request id (for pipelined protocols that is a FIFO) and answers each from the decoded
+//! response. No correlation table exists above the connection: the reply address is the
+//! correlation. When the connection fails, times out or closes, every outstanding call is
+//! answered with an error at once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use sinew_actors::{Actor, Context, ReplyTo, TimerHandle};
+use sinew_protocols::protocol::{
+    ClientCodec, ClientEvent, ClientProtocol, ConnectionInfo, DisconnectReason, Protocol, RequestId,
+};
+use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
+
+use crate::worker_io::WorkerIo;
+
+/// Why a call failed.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The connection could not be established or was lost (transient).
+    #[error("connection failed: {0}")]
+    Connection(String),
+    /// The peer's response was malformed or the codec refused the request (fatal for this call).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The codec's response timeout fired (transient).
+    #[error("response timed out")]
+    Timeout,
+}
+
+impl ClientError {
+    /// True when the same call may succeed on a new connection.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, ClientError::Protocol(_))
+    }
+}
+
+/// A call's answer.
+pub type CallResult<P> = Result<<P as Protocol>::Response, ClientError>;
+
+/// Messages of a client connection.
+pub enum ClientMsg<P: ClientProtocol>
+where
+    P::Response: Send + 'static,
+{
+    /// Sends a request; the answer goes to the reply address.
+    Call(P::Request, ReplyTo<CallResult<P>>),
+    /// A completion from the worker's reactor.
+    Io(Completion),
+    /// A codec deadline may have passed.
+    Timer,
+}
+
+/// A connection to one destination.
+pub struct ClientConn<P: ClientProtocol>
+where
+    P::Response: Send + 'static,
+{
+    protocol: P,
+    codec: P::Codec,
+    addr: SocketAddr,
+    socket: Option<SocketId>,
+    token: Option<Token>,
+    connected: bool,
+    /// Calls made before the connection was up.
+    queued: Vec<(P::Request, ReplyTo<CallResult<P>>)>,
+    waiting: HashMap<RequestId, ReplyTo<CallResult<P>>>,
+    rbuf: Option<BytesMut>,
+    reading: bool,
+    writes_in_flight: usize,
+    closing: bool,
+    /// The peer closed: errors the codec reports now are connection errors (a close-delimited
+    /// response completed by the close is still delivered).
+    eof: bool,
+    timer: Option<(Instant, TimerHandle)>,
+}
+
+impl<P> ClientConn<P>
+where
+    P: ClientProtocol + Send + 'static,
+    P::Codec: Send + 'static,
+    P::Request: Send + 'static,
+    P::Response: Send + 'static,
+{
+    /// A connection to `addr`, opened when the actor starts.
+    pub fn new(protocol: P, addr: SocketAddr) -> Self {
+        let codec = protocol.new_codec(Instant::now());
+        ClientConn {
+            protocol,
+            codec,
+            addr,
+            socket: None,
+            token: None,
+            connected: false,
+            queued: Vec::new(),
+            waiting: HashMap::new(),
+            rbuf: Some(BytesMut::with_capacity(16 * 1024)),
+            reading: false,
+            writes_in_flight: 0,
+            closing: false,
+            eof: false,
+            timer: None,
+        }
+    }
+
+    fn info(&self) -> ConnectionInfo {
+        ConnectionInfo {
+            id: self.token.map_or(0, |t| t.0),
+            peer: Some(self.addr.to_string()),
+        }
+    }
+
+    fn send_call(&mut self, req: P::Request, reply: ReplyTo<CallResult<P>>) {
+        match self.codec.send_request(req) {
+            Ok(id) => {
+                self.waiting.insert(id, reply);
+            }
+            Err(_) => {
+                reply.send(Err(ClientError::Protocol(
+                    "request refused by the codec".into(),
+                )));
+            }
+        }
+    }
+
+    fn step(&mut self, ctx: &mut Context<Self>) {
+        let now = ctx.now();
+        if let Some(mut buf) = self.rbuf.take() {
+            while let Some(ev) = self.codec.poll_event(&mut buf, now) {
+                match ev {
+                    ClientEvent::Response { id, response } => {
+                        if let Some(r) = self.waiting.remove(&id) {
+                            r.send(Ok(response));
+                        }
+                    }
+                    ClientEvent::Error { id, error } => {
+                        let err = if self.eof {
+                            ClientError::Connection(format!(
+                                "peer closed before answering ({error:?})"
+                            ))
+                        } else {
+                            ClientError::Protocol(format!("{error:?}"))
+                        };
+                        match id {
+                            Some(id) => {
+                                if let Some(r) = self.waiting.remove(&id) {
+                                    r.send(Err(err));
+                                }
+                            }
+                            None => self.fail_all(err),
+                        }
+                    }
+                    // Streamed response bodies are not surfaced to callers yet.
+                    ClientEvent::BodyChunk { .. } | ClientEvent::BodyEnd { .. } => {}
+                }
+            }
+            self.rbuf = Some(buf);
+        }
+        self.flush(ctx);
+        self.read(ctx);
+        self.arm_timer(ctx, now);
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.connected {
+            return;
+        }
+        let now = ctx.now();
+        let mut out: Vec<Bytes> = Vec::new();
+        while let Some(b) = self.codec.poll_transmit(now) {
+            out.push(b);
+        }
+        let (Some(io), Some(token), Some(socket)) =
+            (ctx.extension::<WorkerIo>(), self.token, self.socket)
+        else {
+            return;
+        };
+        if !out.is_empty() {
+            self.writes_in_flight += 1;
+            if out.len() == 1 {
+                if let Some(b) = out.pop() {
+                    io.reactor().send(socket, b, token);
+                }
+            } else {
+                io.reactor().send_vectored(socket, out, token);
+            }
+        }
+        if self.codec.should_close() && self.writes_in_flight == 0 {
+            self.close(ctx);
+        }
+    }
+
+    fn read(&mut self, ctx: &mut Context<Self>) {
+        if !self.connected || self.reading || self.closing {
+            return;
+        }
+        let (Some(io), Some(token), Some(socket)) =
+            (ctx.extension::<WorkerIo>(), self.token, self.socket)
+        else {
+            return;
+        };
+        let Some(mut buf) = self.rbuf.take() else {
+            return;
+        };
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        self.reading = true;
+        io.reactor().recv(socket, buf, token);
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        let next = self.codec.next_timeout();
+        if self.timer.as_ref().map(|(t, _)| *t) == next {
+            return;
+        }
+        if let Some((_, h)) = self.timer.take() {
+            h.cancel();
+        }
+        if let Some(t) = next {
+            self.timer = Some((
+                t,
+                ctx.send_after(t.saturating_duration_since(now), ClientMsg::Timer),
+            ));
+        }
+    }
+
+    fn fail_all(&mut self, err: ClientError) {
+        for (_, r) in self.waiting.drain() {
+            r.send(Err(err.clone()));
+        }
+        for (_, r) in self.queued.drain(..) {
+            r.send(Err(err.clone()));
+        }
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        match (ctx.extension::<WorkerIo>(), self.token, self.socket) {
+            (Some(io), Some(t), Some(s)) => io.reactor().close(s, t),
+            _ => ctx.stop(),
+        }
+    }
+}
+
+impl<P> Actor for ClientConn<P>
+where
+    P: ClientProtocol + Send + 'static,
+    P::Codec: Send + 'static,
+    P::Request: Send + 'static,
+    P::Response: Send + 'static,
+{
+    type Msg = ClientMsg<P>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(io) = ctx.extension::<WorkerIo>() else {
+            return ctx.stop();
+        };
+        let token = io.register(ctx.addr().recipient_map(ClientMsg::Io));
+        self.token = Some(token);
+        let socket = io
+            .reactor()
+            .connect(self.addr, &[SockOpt::NoDelay(true)], token);
+        match socket {
+            Ok(s) => self.socket = Some(s),
+            Err(e) => {
+                self.fail_all(ClientError::Connection(e.to_string()));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: ClientMsg<P>, ctx: &mut Context<Self>) {
+        match msg {
+            ClientMsg::Call(req, reply) => {
+                if self.closing {
+                    reply.send(Err(ClientError::Connection("connection closing".into())));
+                } else if self.connected {
+                    self.send_call(req, reply);
+                    self.step(ctx);
+                } else {
+                    self.queued.push((req, reply));
+                }
+            }
+            ClientMsg::Io(c) => match c.event {
+                Event::Connected { result: Ok(()), .. } => {
+                    self.connected = true;
+                    self.protocol.on_connect(&self.info());
+                    for (req, reply) in std::mem::take(&mut self.queued) {
+                        self.send_call(req, reply);
+                    }
+                    self.step(ctx);
+                }
+                Event::Connected { result: Err(e), .. } => {
+                    self.fail_all(ClientError::Connection(e.to_string()));
+                    self.close(ctx);
+                }
+                Event::Received {
+                    buf, result: Ok(n), ..
+                } => {
+                    self.reading = false;
+                    self.rbuf = Some(buf);
+                    if n == 0 {
+                        self.eof = true;
+                        self.codec.on_eof();
+                        self.step(ctx);
+                        self.fail_all(ClientError::Connection("peer closed".into()));
+                        self.close(ctx);
+                    } else {
+                        self.step(ctx);
+                    }
+                }
+                Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
+                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                    self.step(ctx);
+                }
+                Event::Closed { .. } => {
+                    self.fail_all(ClientError::Connection("connection closed".into()));
+                    ctx.stop();
+                }
+                _ => {
+                    self.fail_all(ClientError::Connection("transport error".into()));
+                    self.close(ctx);
+                }
+            },
+            ClientMsg::Timer => {
+                self.timer = None;
+                let now = ctx.now();
+                if self.codec.on_timeout(now).is_some() {
+                    self.step(ctx);
+                    self.fail_all(ClientError::Timeout);
+                    self.close(ctx);
+                } else {
+                    self.step(ctx);
+                }
+            }
+        }
+    }
+
+    fn stopping(&mut self, ctx: &mut Context<Self>) {
+        if self.connected {
+            self.protocol
+                .on_disconnect(&self.info(), DisconnectReason::Done);
+        }
+        self.fail_all(ClientError::Connection("client stopped".into()));
+        if let (Some(io), Some(t)) = (ctx.extension::<WorkerIo>(), self.token.take()) {
+            if !self.closing {
+                if let Some(s) = self.socket {
+                    io.reactor().close(s, t);
+                }
+            }
+            io.unregister(t);
+        }
+    }
+}
+
+impl<P: ClientProtocol> std::fmt::Debug for ClientConn<P>
+where
+    P::Response: Send + 'static,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConn")
+            .field("addr", &self.addr)
+            .field("connected", &self.connected)
+            .field("outstanding", &self.waiting.len())
+            .finish()
+    }
+}
