@@ -67,6 +67,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "examples run to completion"
 cargo run --release --example quickstart -- 20000
 cargo run --release --example supervision_tree
+cargo build --release --example http_hello
+./target/release/examples/http_hello --addr 127.0.0.1:18080 --io-workers 2 --run-for-secs 20 &
+hello=$!
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/plaintext >/dev/null && break; sleep 0.1; done
+test "$(curl -sf http://127.0.0.1:18080/plaintext)" = "Hello, World!"
+test "$(curl -sf http://127.0.0.1:18080/json)" = '{"message":"Hello, World!"}'
+kill "$hello" 2>/dev/null || true
+wait "$hello" 2>/dev/null || true
 
 step "sinew-bench smoke run (numbers are not checked: this machine is noisy)"
 cargo run --release -p sinew-bench -- actors --quick --json > target/bench-smoke.json
