@@ -512,28 +512,36 @@ impl<A: Actor> ActorSlot<A> {
         w.system.actor_stopped();
     }
 
+    /// Runs the `terminated` hook while the actor can still act on it (running or stopping).
+    fn notify_terminated(&mut self, w: &WorkerLocal, ev: Terminated) {
+        if !matches!(
+            self.ctx.state,
+            Lifecycle::Running | Lifecycle::Stopping { .. }
+        ) {
+            return;
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            self.actor.terminated(ev, &mut self.ctx)
+        }));
+        if let Err(p) = r {
+            self.on_panic(w, p);
+        }
+    }
+
     fn on_signal(&mut self, w: &WorkerLocal, sig: Signal) {
         match sig {
             Signal::Stop(reason, mode) => self.begin_stop(w, reason, mode),
             Signal::ChildTerminated(id, reason) => {
                 self.ctx.child_terminated();
-                if matches!(
-                    self.ctx.state,
-                    Lifecycle::Running | Lifecycle::Stopping { .. }
-                ) {
-                    let ev = Terminated {
+                self.notify_terminated(
+                    w,
+                    Terminated {
                         id,
                         reason,
                         child: true,
                         linked: false,
-                    };
-                    let r = catch_unwind(AssertUnwindSafe(|| {
-                        self.actor.terminated(ev, &mut self.ctx)
-                    }));
-                    if let Err(p) = r {
-                        self.on_panic(w, p);
-                    }
-                }
+                    },
+                );
                 if matches!(self.ctx.state, Lifecycle::Stopping { .. })
                     && self.ctx.live_children == 0
                 {
@@ -551,45 +559,29 @@ impl<A: Actor> ActorSlot<A> {
                     return;
                 }
                 if self.ctx.trap_exits {
-                    if matches!(
-                        self.ctx.state,
-                        Lifecycle::Running | Lifecycle::Stopping { .. }
-                    ) {
-                        let ev = Terminated {
+                    self.notify_terminated(
+                        w,
+                        Terminated {
                             id,
                             reason,
                             child: false,
                             linked: true,
-                        };
-                        let r = catch_unwind(AssertUnwindSafe(|| {
-                            self.actor.terminated(ev, &mut self.ctx)
-                        }));
-                        if let Err(p) = r {
-                            self.on_panic(w, p);
-                        }
-                    }
+                        },
+                    );
                 } else if !reason.is_normal() {
                     self.begin_stop(w, ExitReason::Linked(id), StopMode::Immediate);
                 }
             }
             Signal::WatchedTerminated(id, reason) => {
-                if matches!(
-                    self.ctx.state,
-                    Lifecycle::Running | Lifecycle::Stopping { .. }
-                ) {
-                    let ev = Terminated {
+                self.notify_terminated(
+                    w,
+                    Terminated {
                         id,
                         reason,
                         child: false,
                         linked: false,
-                    };
-                    let r = catch_unwind(AssertUnwindSafe(|| {
-                        self.actor.terminated(ev, &mut self.ctx)
-                    }));
-                    if let Err(p) = r {
-                        self.on_panic(w, p);
-                    }
-                }
+                    },
+                );
             }
             Signal::Watch(watcher) => self.ctx.extras_mut().watchers.push(watcher),
             Signal::Unwatch(id) => {

@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sinew_actors::{Actor, Context, ReplyTo, TimerHandle};
+use sinew_actors::{Actor, Context, ReplyTo};
 use sinew_protocols::protocol::{
     ClientCodec, ClientEvent, ClientProtocol, ConnectionInfo, DisconnectReason, Protocol, RequestId,
 };
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 
+use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
 
 /// Why a call failed.
@@ -78,7 +79,7 @@ where
     /// The peer closed: errors the codec reports now are connection errors (a close-delimited
     /// response completed by the close is still delivered).
     eof: bool,
-    timer: Option<(Instant, TimerHandle)>,
+    timer: Deadline,
 }
 
 impl<P> ClientConn<P>
@@ -105,7 +106,7 @@ where
             writes_in_flight: 0,
             closing: false,
             eof: false,
-            timer: None,
+            timer: Deadline::default(),
         }
     }
 
@@ -217,18 +218,7 @@ where
 
     fn arm_timer(&mut self, ctx: &mut Context<Self>, now: Instant) {
         let next = self.codec.next_timeout();
-        if self.timer.as_ref().map(|(t, _)| *t) == next {
-            return;
-        }
-        if let Some((_, h)) = self.timer.take() {
-            h.cancel();
-        }
-        if let Some(t) = next {
-            self.timer = Some((
-                t,
-                ctx.send_after(t.saturating_duration_since(now), ClientMsg::Timer),
-            ));
-        }
+        self.timer.sync(ctx, next, now, || ClientMsg::Timer);
     }
 
     fn fail_all(&mut self, err: ClientError) {
@@ -333,7 +323,7 @@ where
                 }
             },
             ClientMsg::Timer => {
-                self.timer = None;
+                self.timer.fired();
                 let now = ctx.now();
                 if self.codec.on_timeout(now).is_some() {
                     self.step(ctx);

@@ -20,6 +20,7 @@
 //! ```
 
 mod client;
+mod deadline;
 mod layout;
 mod server;
 mod worker_io;

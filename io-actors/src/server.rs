@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use sinew_actors::{
     Actor, Context, Placement, Recipient, ReplyError, ReplyTo, SendError, SpawnError, SpawnOptions,
-    SystemHandle, TimerHandle,
+    SystemHandle,
 };
 use sinew_protocols::protocol::{RequestId, ServerCodec, ServerEvent, ServerProtocol};
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 
+use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
 
 /// A request for the application, with the address its answer goes to.
@@ -99,7 +100,7 @@ where
     paused: Option<IncomingFor<P>>,
     writes_in_flight: usize,
     closing: bool,
-    timer: Option<(Instant, TimerHandle)>,
+    timer: Deadline,
 }
 
 impl<P> ServerConn<P>
@@ -128,7 +129,7 @@ where
             paused: None,
             writes_in_flight: 0,
             closing: false,
-            timer: None,
+            timer: Deadline::default(),
         }
     }
 
@@ -225,16 +226,7 @@ where
 
     fn arm_timer(&mut self, ctx: &mut Context<Self>, now: Instant) {
         let next = self.codec.next_timeout();
-        if self.timer.as_ref().map(|(t, _)| *t) == next {
-            return;
-        }
-        if let Some((_, h)) = self.timer.take() {
-            h.cancel();
-        }
-        if let Some(t) = next {
-            let h = ctx.send_after(t.saturating_duration_since(now), ConnMsg::Timer);
-            self.timer = Some((t, h));
-        }
+        self.timer.sync(ctx, next, now, || ConnMsg::Timer);
     }
 }
 
@@ -297,7 +289,7 @@ where
                 self.step(ctx);
             }
             ConnMsg::Timer => {
-                self.timer = None;
+                self.timer.fired();
                 let now = ctx.now();
                 if let Some(kind) = self.codec.on_timeout(now) {
                     tracing::debug!(?kind, "connection timer fired");
