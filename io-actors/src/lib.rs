@@ -22,11 +22,13 @@
 mod client;
 mod deadline;
 mod layout;
+mod pool;
 mod server;
 mod worker_io;
 
 pub use client::{CallResult, ClientConn, ClientError, ClientMsg};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
+pub use pool::{Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult, PooledProtocol};
 pub use server::{
     serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServerConfig, ServerConn,
     ServerListener,
