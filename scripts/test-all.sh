@@ -76,6 +76,27 @@ test "$(curl -sf http://127.0.0.1:18080/json)" = '{"message":"Hello, World!"}'
 kill "$hello" 2>/dev/null || true
 wait "$hello" 2>/dev/null || true
 
+# API gateway over two backends; one dies: its circuit opens and it is reported unavailable.
+cargo build --release --example api_gateway
+./target/release/examples/http_hello --addr 127.0.0.1:19001 --io-workers 1 --run-for-secs 60 & b1=$!
+./target/release/examples/http_hello --addr 127.0.0.1:19002 --io-workers 1 --run-for-secs 60 & b2=$!
+./target/release/examples/api_gateway --listen 127.0.0.1:18090 --path /plaintext \
+  --backend http://127.0.0.1:19001 --backend http://127.0.0.1:19002 --run-for-secs 60 & gw=$!
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18090/health >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do [ "$(curl -sf http://127.0.0.1:18090/aggregate | grep -o 'Hello, World!' | wc -l)" = 2 ] && break; sleep 0.1; done
+test "$(curl -sf http://127.0.0.1:18090/aggregate | grep -o 'Hello, World!' | wc -l)" = 2
+kill "$b2"; wait "$b2" 2>/dev/null || true
+opened=no
+for _ in $(seq 1 100); do
+  if curl -sf http://127.0.0.1:18090/aggregate | grep -q 'circuit open'; then opened=yes; break; fi
+  sleep 0.05
+done
+test "$opened" = yes
+curl -sf http://127.0.0.1:18090/health | grep -q '"circuit":"open"'
+kill "$gw" "$b1" 2>/dev/null || true
+wait "$gw" "$b1" 2>/dev/null || true
+echo "api_gateway: fan-out, circuit opening and health report checked"
+
 step "sinew-bench smoke run (numbers are not checked: this machine is noisy)"
 cargo run --release -p sinew-bench -- actors --quick --json > target/bench-smoke.json
 python3 -c 'import json,sys; rows=json.load(open("target/bench-smoke.json")); assert rows, "no rows"; print(len(rows), "rows")'
