@@ -102,6 +102,9 @@ impl PoolError {
     }
 }
 
+/// Decides whether a response counts as a failure for the breaker.
+type Classifier<P> = Box<dyn Fn(&<P as Protocol>::Response) -> bool + Send>;
+
 /// A pooled call's answer.
 pub type PoolResult<P> = Result<<P as Protocol>::Response, PoolError>;
 
@@ -154,9 +157,18 @@ pub struct Pool<P: PooledProtocol> {
     reconnect_at: Option<Instant>,
     rejected_open: u64,
     tick_armed: bool,
+    /// Responses that count as failures for the breaker (they still reach the caller).
+    failure: Option<Classifier<P>>,
 }
 
 impl<P: PooledProtocol> Pool<P> {
+    /// Counts responses for which `is_failure` is true as failures for the circuit breaker
+    /// (the caller still gets the response): HTTP 5xx, a RESP error reply...
+    pub fn classify(mut self, is_failure: impl Fn(&P::Response) -> bool + Send + 'static) -> Self {
+        self.failure = Some(Box::new(is_failure));
+        self
+    }
+
     /// A pool of connections to `dest`, each speaking a protocol made by `make_protocol`.
     pub fn new(
         dest: SocketAddr,
@@ -174,6 +186,7 @@ impl<P: PooledProtocol> Pool<P> {
             reconnect_at: None,
             rejected_open: 0,
             tick_armed: false,
+            failure: None,
         }
     }
 
@@ -328,7 +341,17 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                 }
                 let now = ctx.now();
                 let (outcome, answer) = match result {
-                    Ok(Ok(resp)) => (Outcome::Success, Ok(resp)),
+                    Ok(Ok(resp)) => {
+                        let failed = self.failure.as_ref().is_some_and(|f| f(&resp));
+                        (
+                            if failed {
+                                Outcome::Failure
+                            } else {
+                                Outcome::Success
+                            },
+                            Ok(resp),
+                        )
+                    }
                     Ok(Err(e)) => (Outcome::Failure, Err(PoolError::Client(e))),
                     Err(ReplyError::Timeout) => (Outcome::Failure, Err(PoolError::Timeout)),
                     Err(_) => (

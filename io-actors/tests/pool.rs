@@ -172,3 +172,48 @@ fn circuit_opens_when_the_backend_dies_and_closes_when_it_returns() {
     client.shutdown(Duration::from_secs(5));
     backend_sys.shutdown(Duration::from_secs(5));
 }
+
+/// Always answers 500.
+struct Broken;
+
+impl Actor for Broken {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
+        inc.reply.send(Response::new(500));
+    }
+}
+
+#[test]
+fn server_errors_classified_as_failures_open_the_circuit() {
+    let sys = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .unwrap();
+    let app = sys.spawn(Broken).unwrap();
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        0..1,
+        app.recipient(),
+        ServerConfig::default(),
+    )
+    .unwrap();
+    let client = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .unwrap();
+    let pool = client
+        .spawn(Pool::new(addr, Http1::default, config()).classify(|r: &Response| r.status >= 500))
+        .unwrap();
+    // The 500s reach the caller, and count as failures: after the minimum number of calls the
+    // circuit opens.
+    for _ in 0..4 {
+        assert_eq!(call(&pool).expect("the caller gets the 500").status, 500);
+    }
+    assert_eq!(call(&pool).unwrap_err(), PoolError::CircuitOpen);
+    client.shutdown(Duration::from_secs(5));
+    sys.shutdown(Duration::from_secs(5));
+}
