@@ -28,7 +28,9 @@ mod worker_io;
 
 pub use client::{CallResult, ClientConn, ClientError, ClientMsg};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
-pub use pool::{Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult, PooledProtocol};
+pub use pool::{
+    CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult, PooledProtocol,
+};
 pub use server::{
     serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServerConfig, ServerConn,
     ServerListener,

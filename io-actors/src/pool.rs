@@ -15,6 +15,7 @@ use sinew_protocols::protocol::{ClientProtocol, Protocol};
 use sinew_supervision::resilience::breaker::{
     BreakerConfig, BreakerError, BreakerState, CircuitBreaker, Outcome, Permit,
 };
+use sinew_supervision::resilience::retry::{Idempotency, RetryBudget, RetryPolicy};
 use sinew_supervision::Backoff;
 
 use crate::client::{CallResult, ClientConn, ClientError, ClientMsg};
@@ -105,6 +106,17 @@ impl PoolError {
 /// Decides whether a response counts as a failure for the breaker.
 type Classifier<P> = Box<dyn Fn(&<P as Protocol>::Response) -> bool + Send>;
 
+/// Makes the copy of a request that a retry would send, or `None` when it must not be retried
+/// (not idempotent and not marked safe).
+type Retryable<P> =
+    Box<dyn Fn(&<P as Protocol>::Request) -> Option<<P as Protocol>::Request> + Send>;
+
+/// What travels with a call through the pool: where the answer goes, and what a retry needs.
+pub struct CallCtx<P: PooledProtocol> {
+    reply: ReplyTo<PoolResult<P>>,
+    retry: Option<(P::Request, u32, Instant)>,
+}
+
 /// A pooled call's answer.
 pub type PoolResult<P> = Result<<P as Protocol>::Response, PoolError>;
 
@@ -129,12 +141,14 @@ pub enum PoolMsg<P: PooledProtocol> {
     Call(P::Request, ReplyTo<PoolResult<P>>),
     /// Reports the pool's counters.
     Metrics(ReplyTo<PoolMetrics>),
+    /// A retry's backoff elapsed.
+    Retry(P::Request, Box<CallCtx<P>>),
     /// A call forwarded to connection `conn` finished.
     Done(
         ActorId,
         Box<Permit>,
         Result<CallResult<P>, ReplyError>,
-        ReplyTo<PoolResult<P>>,
+        Box<CallCtx<P>>,
     ),
     /// Time to look at waiters and the connection count again.
     Tick,
@@ -151,7 +165,7 @@ pub struct Pool<P: PooledProtocol> {
     make_protocol: Box<dyn Fn() -> P + Send>,
     cfg: PoolConfig,
     conns: Vec<Conn<P>>,
-    waiters: VecDeque<(Instant, P::Request, ReplyTo<PoolResult<P>>)>,
+    waiters: VecDeque<(Instant, P::Request, Box<CallCtx<P>>)>,
     breaker: Option<CircuitBreaker>,
     failures_in_a_row: u32,
     reconnect_at: Option<Instant>,
@@ -159,9 +173,27 @@ pub struct Pool<P: PooledProtocol> {
     tick_armed: bool,
     /// Responses that count as failures for the breaker (they still reach the caller).
     failure: Option<Classifier<P>>,
+    retry: Option<(RetryPolicy, Retryable<P>)>,
+    budget: RetryBudget,
 }
 
 impl<P: PooledProtocol> Pool<P> {
+    /// Retries failed calls: a call that failed with a transient error (or a response classified
+    /// as a failure) is sent again after the policy's backoff, never past its deadline
+    /// (`call_timeout` from the first attempt), and only if `retryable` makes a copy (return
+    /// `None` for requests that are not idempotent) and the budget allows: retries add at most
+    /// the budget's share of recent requests, so a failing backend is not hammered.
+    pub fn retries(
+        mut self,
+        policy: RetryPolicy,
+        budget: RetryBudget,
+        retryable: impl Fn(&P::Request) -> Option<P::Request> + Send + 'static,
+    ) -> Self {
+        self.retry = Some((policy, Box::new(retryable)));
+        self.budget = budget;
+        self
+    }
+
     /// Counts responses for which `is_failure` is true as failures for the circuit breaker
     /// (the caller still gets the response): HTTP 5xx, a RESP error reply...
     pub fn classify(mut self, is_failure: impl Fn(&P::Response) -> bool + Send + 'static) -> Self {
@@ -187,6 +219,8 @@ impl<P: PooledProtocol> Pool<P> {
             rejected_open: 0,
             tick_armed: false,
             failure: None,
+            retry: None,
+            budget: RetryBudget::new(0.0, 0, Duration::from_secs(10)),
         }
     }
 
@@ -218,18 +252,30 @@ impl<P: PooledProtocol> Pool<P> {
             .map(|(i, _)| i)
     }
 
-    fn dispatch(
+    /// A new call: deposit into the retry budget and keep a copy for retries.
+    fn first_attempt(
         &mut self,
         req: P::Request,
         reply: ReplyTo<PoolResult<P>>,
         ctx: &mut Context<Self>,
     ) {
         let now = ctx.now();
+        self.budget.on_request(now);
+        let retry = self
+            .retry
+            .as_ref()
+            .and_then(|(_, copy)| copy(&req))
+            .map(|c| (c, 0u32, now + self.cfg.call_timeout));
+        self.dispatch(req, Box::new(CallCtx { reply, retry }), ctx);
+    }
+
+    fn dispatch(&mut self, req: P::Request, call: Box<CallCtx<P>>, ctx: &mut Context<Self>) {
+        let now = ctx.now();
         let permit = match self.breaker(now).try_acquire(now) {
             Ok((p, _)) => p,
             Err(BreakerError::Open) => {
                 self.rejected_open += 1;
-                reply.send(Err(PoolError::CircuitOpen));
+                call.reply.send(Err(PoolError::CircuitOpen));
                 return;
             }
         };
@@ -240,10 +286,10 @@ impl<P: PooledProtocol> Pool<P> {
             // Give the permit back unused: queueing says nothing about the destination.
             self.breaker(now).record(permit, Outcome::Ignored, now);
             if self.waiters.len() >= self.cfg.max_waiters {
-                reply.send(Err(PoolError::Saturated));
+                call.reply.send(Err(PoolError::Saturated));
             } else {
                 self.waiters
-                    .push_back((now + self.cfg.checkout_timeout, req, reply));
+                    .push_back((now + self.cfg.checkout_timeout, req, call));
                 self.arm_tick(ctx, Some(self.cfg.checkout_timeout));
             }
             return;
@@ -252,10 +298,10 @@ impl<P: PooledProtocol> Pool<P> {
         conn.in_flight += 1;
         let id = conn.addr.id();
         let permit = Box::new(permit);
-        let mut back = Some(reply);
+        let mut back = Some(call);
         let done = ctx.reply_to_within(self.cfg.call_timeout, move |r| {
-            let reply = back.take().expect("reply delivered once");
-            PoolMsg::Done(id, permit, r, reply)
+            let call = back.take().expect("reply delivered once");
+            PoolMsg::Done(id, permit, r, call)
         });
         if let Err(e) = conn.addr.try_send(ClientMsg::Call(req, done)) {
             // The connection refused (stopping or full): its ReplyTo answers with an error,
@@ -268,16 +314,16 @@ impl<P: PooledProtocol> Pool<P> {
         let now = ctx.now();
         while let Some((deadline, _, _)) = self.waiters.front() {
             if *deadline <= now {
-                if let Some((_, _, reply)) = self.waiters.pop_front() {
-                    reply.send(Err(PoolError::Timeout));
+                if let Some((_, _, call)) = self.waiters.pop_front() {
+                    call.reply.send(Err(PoolError::Timeout));
                 }
                 continue;
             }
             if self.pick().is_none() {
                 break;
             }
-            if let Some((_, req, reply)) = self.waiters.pop_front() {
-                self.dispatch(req, reply, ctx);
+            if let Some((_, req, call)) = self.waiters.pop_front() {
+                self.dispatch(req, call, ctx);
             }
         }
     }
@@ -317,7 +363,8 @@ impl<P: PooledProtocol> Actor for Pool<P> {
 
     fn handle(&mut self, msg: PoolMsg<P>, ctx: &mut Context<Self>) {
         match msg {
-            PoolMsg::Call(req, reply) => self.dispatch(req, reply, ctx),
+            PoolMsg::Call(req, reply) => self.first_attempt(req, reply, ctx),
+            PoolMsg::Retry(req, call) => self.dispatch(req, call, ctx),
             PoolMsg::Metrics(reply) => {
                 let now = ctx.now();
                 let breaker = match self.breaker(now).state(now) {
@@ -335,7 +382,7 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                     breaker,
                 });
             }
-            PoolMsg::Done(conn, permit, result, reply) => {
+            PoolMsg::Done(conn, permit, result, mut call) => {
                 if let Some(c) = self.conns.iter_mut().find(|c| c.addr.id() == conn) {
                     c.in_flight = c.in_flight.saturating_sub(1);
                 }
@@ -367,7 +414,33 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                 if let Some(t) = self.breaker(now).record(*permit, outcome, now) {
                     tracing::info!(from = ?t.from, to = ?t.to, dest = %self.dest, "pool circuit breaker");
                 }
-                reply.send(answer);
+                let transient = answer.as_ref().err().is_none_or(PoolError::is_transient);
+                if outcome == Outcome::Failure && transient {
+                    if let (Some((copy, attempt, deadline)), Some((policy, again))) =
+                        (call.retry.take(), self.retry.as_mut())
+                    {
+                        let next = policy.next(
+                            attempt + 1,
+                            Idempotency::Idempotent,
+                            true,
+                            Some(deadline),
+                            &mut self.budget,
+                            now,
+                        );
+                        if let Ok(delay) = next {
+                            let spare = again(&copy);
+                            call.retry = spare.map(|c| (c, attempt + 1, deadline));
+                            if delay.is_zero() {
+                                self.dispatch(copy, call, ctx);
+                            } else {
+                                ctx.send_after(delay, PoolMsg::Retry(copy, call));
+                            }
+                            self.drain_waiters(ctx);
+                            return;
+                        }
+                    }
+                }
+                call.reply.send(answer);
                 self.drain_waiters(ctx);
             }
             PoolMsg::Tick => {
@@ -402,8 +475,8 @@ impl<P: PooledProtocol> Actor for Pool<P> {
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) {
-        for (_, _, reply) in self.waiters.drain(..) {
-            reply.send(Err(PoolError::Stopped));
+        for (_, _, call) in self.waiters.drain(..) {
+            call.reply.send(Err(PoolError::Stopped));
         }
     }
 }

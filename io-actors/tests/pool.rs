@@ -217,3 +217,77 @@ fn server_errors_classified_as_failures_open_the_circuit() {
     client.shutdown(Duration::from_secs(5));
     sys.shutdown(Duration::from_secs(5));
 }
+
+/// Answers 500 and counts the requests it receives.
+struct CountingBroken(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Actor for CountingBroken {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        inc.reply.send(Response::new(500));
+    }
+}
+
+#[test]
+fn retry_budget_caps_extra_load_on_a_failing_backend() {
+    use sinew_supervision::resilience::retry::{RetryBudget, RetryPolicy};
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sys = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .unwrap();
+    let app = sys.spawn(CountingBroken(seen.clone())).unwrap();
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        0..1,
+        app.recipient(),
+        ServerConfig::default(),
+    )
+    .unwrap();
+    let client = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .unwrap();
+    let mut cfg = config();
+    // Keep the breaker out of the way: this test is about the budget.
+    cfg.breaker.failure_rate = 2.0;
+    let pool = Pool::new(addr, Http1::default, cfg)
+        .classify(|r: &Response| r.status >= 500)
+        .retries(
+            RetryPolicy::new(5, Backoff::none(), 1),
+            RetryBudget::new(0.2, 0, Duration::from_secs(60)),
+            // GET is idempotent and retried; anything else is not.
+            |r: &Request| (r.method == Method::Get).then(|| r.clone()),
+        );
+    let pool = client.spawn(pool).unwrap();
+    for _ in 0..100 {
+        assert_eq!(
+            call(&pool)
+                .expect("the final 500 reaches the caller")
+                .status,
+            500
+        );
+    }
+    let gets = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(gets > 100, "retries happened: {gets}");
+    assert!(
+        gets <= 120,
+        "retries add at most 20%: the server saw {gets} requests for 100 calls"
+    );
+
+    // Non-idempotent requests are never retried.
+    seen.store(0, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        let post = Request::new(Method::Post, "/").header("host", "backend");
+        let r = futures::executor::block_on(pool.ask(|r| PoolMsg::Call(post, r))).unwrap();
+        assert_eq!(r.unwrap().status, 500);
+    }
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 10);
+    client.shutdown(Duration::from_secs(5));
+    sys.shutdown(Duration::from_secs(5));
+}
