@@ -23,6 +23,7 @@ mod client;
 mod deadline;
 mod layout;
 mod pool;
+mod proxy;
 mod server;
 mod worker_io;
 
@@ -31,6 +32,7 @@ pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use pool::{
     CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult, PooledProtocol,
 };
+pub use proxy::{Forwarded, Proxy, ProxyConfig, ProxyError, ProxyMsg, ProxyStats};
 pub use server::{
     serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServerConfig, ServerConn,
     ServerListener,

@@ -16,6 +16,7 @@ mod error;
 mod limits;
 mod message;
 mod parse;
+mod router;
 mod server;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ pub use date::{DateCache, DATE_LEN};
 pub use error::Http1Error;
 pub use limits::{Limits, LineEndingPolicy, Timeouts};
 pub use message::{reason_phrase, Body, Headers, Method, Request, Response, Version};
+pub use router::{Match, Params, RouteError, RouteMiss, Router, MAX_PARAMS};
 pub use server::{error_response, Event, ServerConfig, ServerConnection};
 
 use crate::protocol::{
