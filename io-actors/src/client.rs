@@ -122,6 +122,13 @@ where
             Ok(id) => {
                 self.waiting.insert(id, reply);
             }
+            // A connection that is closing (the peer said `Connection: close`) refuses new
+            // requests: nothing was sent, so that is a connection error, safe to retry.
+            Err(_) if self.codec.should_close() => {
+                reply.send(Err(ClientError::Connection(
+                    "connection closing: request not sent".into(),
+                )));
+            }
             Err(_) => {
                 reply.send(Err(ClientError::Protocol(
                     "request refused by the codec".into(),

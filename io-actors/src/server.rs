@@ -183,6 +183,8 @@ where
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         let now = ctx.now();
+        // The codec formats the date at most once per second; this is one clock read.
+        self.codec.set_wall_clock(std::time::SystemTime::now());
         let mut out: Vec<Bytes> = Vec::new();
         while let Some(b) = self.codec.poll_transmit(now) {
             out.push(b);

@@ -106,6 +106,14 @@ fn check(backend: Backend) {
         ]),
         "404"
     );
+    // The Date header carries the wall clock (cached per second), not the epoch.
+    let head =
+        curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/plaintext")]).to_ascii_lowercase();
+    let date = head
+        .lines()
+        .find(|l| l.starts_with("date:"))
+        .expect("a Date header");
+    assert!(!date.contains("1970") && date.contains("gmt"), "{date}");
 
     // 16-deep pipelining: responses in request order.
     let mut s = TcpStream::connect(addr).unwrap();

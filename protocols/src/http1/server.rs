@@ -780,6 +780,10 @@ impl ServerCodec for ServerConnection {
     fn read_body(&mut self, id: RequestId) {
         ServerConnection::read_body(self, id)
     }
+    fn set_wall_clock(&mut self, now: SystemTime) {
+        self.set_date(now);
+    }
+
     fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         ServerConnection::poll_transmit(self, now)
     }
