@@ -100,5 +100,7 @@ echo "api_gateway: fan-out, circuit opening and health report checked"
 step "sinew-bench smoke run (numbers are not checked: this machine is noisy)"
 cargo run --release -p sinew-bench -- actors --quick --json > target/bench-smoke.json
 python3 -c 'import json,sys; rows=json.load(open("target/bench-smoke.json")); assert rows, "no rows"; print(len(rows), "rows")'
+cargo run --release -p sinew-bench -- transports --quick --no-syscalls --json > target/bench-transports.json
+python3 -c 'import json,sys; rows=json.load(open("target/bench-transports.json")); assert rows, "no rows"; print(len(rows), "rows")'
 
 step "all green"

@@ -1,16 +1,19 @@
 //! `sinew-bench`: comparative benchmarks of Sinew against its peers.
 //!
-//! Each suite is a subcommand (`actors` today; `transports`, `http`, `redis` later) that
+//! Each suite is a subcommand (`actors`, `transports`; `http`, `redis` later) that
 //! produces [`report::Row`]s, printed as a human table or, with `--json`, as ONE JSON
 //! array on stdout (diagnostics go to stderr).
 //!
 //! ```text
 //! sinew-bench actors [--json] [--quick] [--repeats N] [--system S]... [--case C]...
+//! sinew-bench transports [--json] [--quick] [--repeats N] [--system S]... [--case C]...
+//!     [--no-syscalls]
 //! ```
 
 mod actors;
 mod alloc;
 mod report;
+mod transports;
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +73,45 @@ enum Cmd {
         #[arg(long)]
         params: String,
     },
+    /// TCP transports: 64-byte ping-pong (1 and 16 connections) and bulk streaming over
+    /// loopback for Sinew's io_uring and mio backends vs monoio and tokio, plus syscalls
+    /// per request.
+    Transports(TransportsArgs),
+    /// Internal: run ONE transports measurement in this process and print it.
+    #[command(name = "__transports-one", hide = true)]
+    TransportsOne {
+        /// System to measure.
+        #[arg(long, value_enum)]
+        system: transports::System,
+        /// Case to measure.
+        #[arg(long, value_enum)]
+        case: transports::Case,
+        /// `transports::Params` as JSON.
+        #[arg(long)]
+        params: String,
+        /// Gate the timed phase on stdin/stdout so the parent can count its syscalls.
+        #[arg(long)]
+        syscalls: bool,
+    },
+}
+
+/// Options of `transports`.
+#[derive(Debug, Args)]
+struct TransportsArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only these systems (repeatable; default all).
+    #[arg(long = "system", value_enum)]
+    systems: Vec<transports::System>,
+    /// Only these cases (repeatable; default all).
+    #[arg(long = "case", value_enum)]
+    cases: Vec<transports::Case>,
+    /// Skip the syscall-counting runs (perf or strace).
+    #[arg(long)]
+    no_syscalls: bool,
+    /// Kill a single measurement that runs longer than this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
 }
 
 /// Options of `actors`.
@@ -122,6 +164,50 @@ fn main() {
             let p: actors::Params = serde_json::from_str(&params).expect("--params is JSON Params");
             let v = actors::measure(system, case, &p);
             println!("{}", actors::format_child_output(v));
+        }
+        Cmd::Transports(args) => {
+            let params = if args.common.quick {
+                transports::Params::quick()
+            } else {
+                transports::Params::full()
+            };
+            let opts = transports::Options {
+                params,
+                repeats: args.common.repeats(),
+                systems: args.systems,
+                cases: args.cases,
+                // The counts barely move between runs: one run for --quick, else up to 3.
+                syscall_repeats: match (args.no_syscalls, args.common.quick) {
+                    (true, _) => 0,
+                    (false, true) => 1,
+                    (false, false) => args.common.repeats().min(3),
+                },
+                timeout: Duration::from_secs(args.timeout_secs),
+            };
+            let t = Instant::now();
+            let rows = transports::run(&opts);
+            eprintln!(
+                "[transports] done in {:.1}s ({} repeats)",
+                t.elapsed().as_secs_f64(),
+                opts.repeats
+            );
+            emit(&rows, &args.common, &transports::TABLE);
+            if !args.common.json {
+                println!("\ngoals (io_uring >= monoio, mio >= tokio):");
+                for line in transports::goal_lines(&rows) {
+                    println!("{line}");
+                }
+            }
+        }
+        Cmd::TransportsOne {
+            system,
+            case,
+            params,
+            syscalls,
+        } => {
+            let p: transports::Params =
+                serde_json::from_str(&params).expect("--params is JSON Params");
+            transports::child_main(system, case, &p, syscalls);
         }
     }
 }
