@@ -54,6 +54,9 @@ pub(crate) struct EpollReactor {
     backoff: Vec<SocketId>,
     /// Scratch list of (socket index, readable, writable) from the last epoll_wait.
     fired: Vec<(usize, bool, bool)>,
+    /// Consecutive polls answered from `ready` without asking the kernel (bounded, so
+    /// readiness events are never starved).
+    skipped_waits: u32,
     /// Sockets whose write queue changed since the last `take_write_dirty`.
     write_dirty: Vec<SocketId>,
 }
@@ -70,6 +73,7 @@ impl EpollReactor {
             ready: Vec::new(),
             backoff: Vec::new(),
             fired: Vec::new(),
+            skipped_waits: 0,
             write_dirty: Vec::new(),
         })
     }
@@ -441,6 +445,17 @@ impl Io for EpollReactor {
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()> {
+        // Completions already queued (a send that finished when submitted, say) answer this
+        // poll without an `epoll_wait`: it would return nothing new but cost a syscall per
+        // request. Every few turns the kernel is asked anyway, so readiness is never starved.
+        const MAX_SKIPPED_WAITS: u32 = 8;
+        if !self.ready.is_empty() && self.skipped_waits < MAX_SKIPPED_WAITS {
+            self.skipped_waits += 1;
+            self.expire_backoffs();
+            out.append(&mut self.ready);
+            return Ok(());
+        }
+        self.skipped_waits = 0;
         let backoff = self.expire_backoffs();
         let timeout = if self.ready.is_empty() {
             io::min_timeout(timeout, backoff)
