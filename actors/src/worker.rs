@@ -23,6 +23,7 @@ use crate::driver::{Driver, Unpark};
 use crate::inbound::{Inbound, Pop};
 use crate::metrics::WorkerStats;
 use crate::park::Sleeper;
+use crate::rng::SplitMix64;
 use crate::system::SystemShared;
 use crate::timer::{duration_ticks, TimerFn, TimerHandle, TimerNext, TimerWheel};
 
@@ -271,7 +272,7 @@ pub(crate) struct WorkerLocal {
     ready_tasks: RefCell<VecDeque<(u32, u32)>>,
     pub(crate) clock: Clock,
     pub(crate) batch: usize,
-    chooser: Option<Cell<u64>>,
+    chooser: Option<Cell<SplitMix64>>,
     trace: RefCell<Vec<TraceEvent>>,
     terminate: Cell<bool>,
     turn_messages: Cell<usize>,
@@ -302,7 +303,7 @@ impl WorkerLocal {
             ready_tasks: RefCell::new(VecDeque::new()),
             clock,
             batch: batch.max(1),
-            chooser: seed.map(Cell::new),
+            chooser: seed.map(|s| Cell::new(SplitMix64::new(s))),
             trace: RefCell::new(Vec::new()),
             terminate: Cell::new(false),
             turn_messages: Cell::new(0),
@@ -457,13 +458,10 @@ impl WorkerLocal {
     fn pick(&self, n: usize) -> usize {
         match &self.chooser {
             Some(state) => {
-                // splitmix64: small, fast, and identical on every platform.
-                let mut z = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
-                state.set(z);
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                (z % n as u64) as usize
+                let mut rng = state.get();
+                let r = rng.next_u64();
+                state.set(rng);
+                (r % n as u64) as usize
             }
             None => 0,
         }

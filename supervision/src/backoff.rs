@@ -67,25 +67,9 @@ impl Backoff {
     }
 }
 
-/// A small seeded generator for jitter (splitmix64): deterministic under a seed, so restart
-/// timing replays exactly in deterministic mode.
-#[derive(Clone, Debug)]
-pub(crate) struct Jitter(u64);
-
-impl Jitter {
-    pub(crate) fn new(seed: u64) -> Self {
-        Jitter(seed)
-    }
-
-    pub(crate) fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// Seeded randomness for jitter: the project's one generator, so restart timing replays
+/// exactly in deterministic mode.
+pub(crate) type Jitter = sinew_actors::SplitMix64;
 
 #[cfg(test)]
 mod tests {

@@ -1,19 +1,18 @@
 //! The simulation's only source of randomness: a seeded SplitMix64.
 
-/// A small, fast, seeded generator; the same seed gives the same sequence everywhere.
-pub(crate) struct Rng(u64);
+use sinew_actors::SplitMix64;
+
+/// The project's seeded generator with the draws the network model needs; the same seed gives
+/// the same sequence everywhere.
+pub(crate) struct Rng(SplitMix64);
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// True with probability `p` (clamped to 0..=1). Draws nothing when `p <= 0`, so a clean
@@ -25,8 +24,7 @@ impl Rng {
         if p >= 1.0 {
             return true;
         }
-        // 53 random bits as a float in [0, 1).
-        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+        self.0.next_f64() < p
     }
 
     /// Uniform in `0..=max`.
