@@ -195,6 +195,17 @@ pub fn print_json(rows: &[Row]) {
     println!("{s}");
 }
 
+/// Warns on stderr when the machine is visibly busy (1-minute load average >= 0.5): on 2 shared
+/// cores another process's build skews every figure of `suite`.
+pub fn warn_if_busy(suite: &str) {
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
+    if let Some(l) = load.filter(|l| *l >= 0.5) {
+        eprintln!("[{suite}] warning: 1-minute load average is {l:.2}; figures may be skewed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,7 +314,7 @@ fn parse_child_output(out: &str) -> Outcome {
 
 /// Runs the suite and returns one row per (case, system) with the median over repeats.
 pub fn run(opts: &Options) -> Vec<Row> {
-    warn_if_busy();
+    crate::report::warn_if_busy("actors");
     let systems: Vec<System> = if opts.systems.is_empty() {
         System::ALL.to_vec()
     } else {
@@ -377,17 +377,6 @@ pub fn run(opts: &Options) -> Vec<Row> {
         }
     }
     rows
-}
-
-/// Warns on stderr when the machine is visibly busy (1-minute load average >= 0.5):
-/// on 2 shared cores another process's build skews every figure.
-fn warn_if_busy() {
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
-    if let Some(l) = load.filter(|l| *l >= 0.5) {
-        eprintln!("[actors] warning: 1-minute load average is {l:.2}; figures may be skewed");
-    }
 }
 
 /// How the actors table compares: sinew against the best of actix/ractor/kameo, with

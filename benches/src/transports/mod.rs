@@ -738,7 +738,7 @@ fn count_syscalls(
 /// Runs the suite and returns one row per (case, system, metric) with the median over
 /// repeats.
 pub fn run(opts: &Options) -> Vec<Row> {
-    warn_if_busy();
+    crate::report::warn_if_busy("transports");
     let systems: Vec<System> = if opts.systems.is_empty() {
         System::ALL.to_vec()
     } else {
@@ -894,16 +894,6 @@ pub fn goal_lines(rows: &[Row]) -> Vec<String> {
         }
     }
     out
-}
-
-/// Warns on stderr when the machine is visibly busy (1-minute load average >= 0.5).
-fn warn_if_busy() {
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok());
-    if let Some(l) = load.filter(|l| *l >= 0.5) {
-        eprintln!("[transports] warning: 1-minute load average is {l:.2}; figures may be skewed");
-    }
 }
 
 /// How the transports table compares: every row against the best of the crates.io
