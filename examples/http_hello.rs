@@ -67,15 +67,15 @@ fn parse_args() -> Result<Args, String> {
                 args.io_workers = value()?.parse().map_err(|e| format!("--io-workers: {e}"))?
             }
             "--transport" => {
-                args.transport = match value()?.as_str() {
-                    "auto" => Backend::Auto,
-                    "uring" => Backend::Uring,
-                    "mio" => Backend::Mio,
-                    other => {
+                // The transports' own parser; the simulated network cannot serve real clients.
+                let name = value()?;
+                args.transport = match name.parse::<Backend>() {
+                    Ok(Backend::Sim) | Err(_) => {
                         return Err(format!(
-                            "--transport: unknown backend {other:?} (auto|uring|mio)"
+                            "--transport: unknown backend {name:?} (auto|uring|mio)"
                         ))
                     }
+                    Ok(b) => b,
                 }
             }
             "--run-for-secs" => {
