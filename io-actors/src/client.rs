@@ -21,6 +21,24 @@ use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
 
+/// A client protocol whose connections can live in actors: codec, requests and responses
+/// cross threads. Implemented for every such protocol.
+pub trait PooledProtocol:
+    ClientProtocol<Codec: Send + 'static>
+    + Protocol<Request: Send + 'static, Response: Send + 'static>
+    + Send
+    + 'static
+{
+}
+
+impl<T> PooledProtocol for T where
+    T: ClientProtocol<Codec: Send + 'static>
+        + Protocol<Request: Send + 'static, Response: Send + 'static>
+        + Send
+        + 'static
+{
+}
+
 /// Why a call failed.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum ClientError {
@@ -82,13 +100,7 @@ where
     timer: Deadline,
 }
 
-impl<P> ClientConn<P>
-where
-    P: ClientProtocol + Send + 'static,
-    P::Codec: Send + 'static,
-    P::Request: Send + 'static,
-    P::Response: Send + 'static,
-{
+impl<P: PooledProtocol> ClientConn<P> {
     /// A connection to `addr`, opened when the actor starts.
     pub fn new(protocol: P, addr: SocketAddr) -> Self {
         let codec = protocol.new_codec(Instant::now());
@@ -249,13 +261,7 @@ where
     }
 }
 
-impl<P> Actor for ClientConn<P>
-where
-    P: ClientProtocol + Send + 'static,
-    P::Codec: Send + 'static,
-    P::Request: Send + 'static,
-    P::Response: Send + 'static,
-{
+impl<P: PooledProtocol> Actor for ClientConn<P> {
     type Msg = ClientMsg<P>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {

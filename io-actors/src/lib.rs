@@ -27,14 +27,12 @@ mod proxy;
 mod server;
 mod worker_io;
 
-pub use client::{CallResult, ClientConn, ClientError, ClientMsg};
+pub use client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
-pub use pool::{
-    CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult, PooledProtocol,
-};
+pub use pool::{CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult};
 pub use proxy::{Forwarded, Proxy, ProxyConfig, ProxyError, ProxyMsg, ProxyStats};
 pub use server::{
-    serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServerConfig, ServerConn,
-    ServerListener,
+    serve, ConnMsg, Incoming, IncomingFor, Overload, ServeError, ServedProtocol, ServerConfig,
+    ServerConn, ServerListener,
 };
 pub use worker_io::{io_driver, WorkerIo};

@@ -11,32 +11,14 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sinew_actors::{Actor, ActorId, Addr, Context, ReplyError, ReplyTo, Terminated};
-use sinew_protocols::protocol::{ClientProtocol, Protocol};
+use sinew_protocols::protocol::Protocol;
 use sinew_supervision::resilience::breaker::{
     BreakerConfig, BreakerError, BreakerState, CircuitBreaker, Outcome, Permit,
 };
 use sinew_supervision::resilience::retry::{Idempotency, RetryBudget, RetryPolicy};
 use sinew_supervision::Backoff;
 
-use crate::client::{CallResult, ClientConn, ClientError, ClientMsg};
-
-/// A client protocol whose connections can live in actors: codec, requests and responses
-/// cross threads. Implemented for every such protocol.
-pub trait PooledProtocol:
-    ClientProtocol<Codec: Send + 'static>
-    + Protocol<Request: Send + 'static, Response: Send + 'static>
-    + Send
-    + 'static
-{
-}
-
-impl<T> PooledProtocol for T where
-    T: ClientProtocol<Codec: Send + 'static>
-        + Protocol<Request: Send + 'static, Response: Send + 'static>
-        + Send
-        + 'static
-{
-}
+use crate::client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
 
 /// Pool settings.
 #[derive(Clone, Debug)]

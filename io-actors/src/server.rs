@@ -17,11 +17,32 @@ use sinew_actors::{
     Actor, Context, Placement, Recipient, ReplyError, ReplyTo, SendError, SpawnError, SpawnOptions,
     SystemHandle,
 };
-use sinew_protocols::protocol::{RequestId, ServerCodec, ServerEvent, ServerProtocol};
+use sinew_protocols::protocol::{Protocol, RequestId, ServerCodec, ServerEvent, ServerProtocol};
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 
 use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
+
+/// A server protocol whose connections can live in actors: shared by every connection of a
+/// listener (`Sync`), with a codec, requests and responses that cross threads. Implemented for
+/// every such protocol.
+pub trait ServedProtocol:
+    ServerProtocol<Codec: Send + 'static>
+    + Protocol<Request: Send + 'static, Response: Send + 'static>
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> ServedProtocol for T where
+    T: ServerProtocol<Codec: Send + 'static>
+        + Protocol<Request: Send + 'static, Response: Send + 'static>
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// A request for the application, with the address its answer goes to.
 pub struct Incoming<Req, Resp: Send + 'static> {
@@ -105,10 +126,7 @@ where
 
 impl<P> ServerConn<P>
 where
-    P: ServerProtocol + Send + Sync + 'static,
-    P::Codec: Send + 'static,
-    P::Request: Send + 'static,
-    P::Response: Send + 'static,
+    P: ServedProtocol,
 {
     fn new(
         protocol: Arc<P>,
@@ -234,10 +252,7 @@ where
 
 impl<P> Actor for ServerConn<P>
 where
-    P: ServerProtocol + Send + Sync + 'static,
-    P::Codec: Send + 'static,
-    P::Request: Send + 'static,
-    P::Response: Send + 'static,
+    P: ServedProtocol,
 {
     type Msg = ConnMsg<P>;
 
@@ -343,10 +358,7 @@ where
 
 impl<P> Actor for ServerListener<P>
 where
-    P: ServerProtocol + Send + Sync + 'static,
-    P::Codec: Send + 'static,
-    P::Request: Send + 'static,
-    P::Response: Send + 'static,
+    P: ServedProtocol,
 {
     type Msg = Completion;
 
@@ -419,10 +431,7 @@ pub fn serve<P>(
     config: ServerConfig,
 ) -> Result<SocketAddr, ServeError>
 where
-    P: ServerProtocol + Send + Sync + 'static,
-    P::Codec: Send + 'static,
-    P::Request: Send + 'static,
-    P::Response: Send + 'static,
+    P: ServedProtocol,
 {
     let protocol = Arc::new(protocol);
     let mut bound = addr;
