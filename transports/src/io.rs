@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sinew_actors::Unpark;
@@ -108,6 +108,32 @@ pub(crate) fn ensure_spare(buf: &mut BytesMut) {
     if buf.capacity() == buf.len() {
         buf.reserve(DEFAULT_RECV);
     }
+}
+
+/// Splits the listeners whose accept backoff (after `EMFILE`/`ENFILE`) has elapsed at `now`
+/// from those still waiting. `retry_at` reads a listener's deadline; one without a deadline
+/// (closed, or no longer backing off) leaves the list. Returns the due listeners and the time
+/// to the next deadline; each backend re-arms the due accepts its own way.
+pub(crate) fn due_backoffs(
+    backoff: &mut Vec<SocketId>,
+    now: Instant,
+    retry_at: impl Fn(SocketId) -> Option<Instant>,
+) -> (Vec<SocketId>, Option<Duration>) {
+    let mut next: Option<Duration> = None;
+    let mut due = Vec::new();
+    backoff.retain(|&id| {
+        let Some(at) = retry_at(id) else {
+            return false;
+        };
+        if at <= now {
+            due.push(id);
+            false
+        } else {
+            next = min_timeout(next, Some(at - now));
+            true
+        }
+    });
+    (due, next)
 }
 
 /// The earlier of two optional deadlines expressed as timeouts.

@@ -204,25 +204,12 @@ impl EpollReactor {
 
     /// Retries accepts whose backoff has elapsed; returns the time to the next deadline.
     fn expire_backoffs(&mut self) -> Option<Duration> {
-        let now = Instant::now();
-        let mut next: Option<Duration> = None;
-        let mut due = Vec::new();
-        self.backoff.retain(|&id| {
-            let Some(at) = self
-                .sockets
+        let sockets = &self.sockets;
+        let (due, next) = io::due_backoffs(&mut self.backoff, Instant::now(), |id| {
+            sockets
                 .get(id)
                 .and_then(|s| s.accept.as_ref())
                 .and_then(|a| a.retry_at)
-            else {
-                return false;
-            };
-            if at <= now {
-                due.push(id);
-                false
-            } else {
-                next = io::min_timeout(next, Some(at - now));
-                true
-            }
         });
         for id in due {
             if let Some(acc) = self.sockets.get_mut(id).and_then(|s| s.accept.as_mut()) {
