@@ -25,13 +25,19 @@ impl Actor for Hello {
     }
 }
 
-fn backend(addr: SocketAddr) -> (System, SocketAddr) {
-    let sys = System::builder()
+/// A one-worker system whose workers park in their own reactors.
+fn io_system() -> System {
+    System::builder()
         .workers(1)
         .try_driver(io_driver(Backend::Auto))
         .build()
-        .expect("backend");
-    let app = sys.spawn(Hello).expect("app");
+        .expect("system")
+}
+
+/// Serves `app` over HTTP on `addr` in a system of its own.
+fn serve_app<A: Actor<Msg = IncomingFor<Http1>>>(app: A, addr: SocketAddr) -> (System, SocketAddr) {
+    let sys = io_system();
+    let app = sys.spawn(app).expect("app");
     let bound = serve(
         &sys.handle(),
         Http1::default(),
@@ -42,6 +48,11 @@ fn backend(addr: SocketAddr) -> (System, SocketAddr) {
     )
     .expect("serve");
     (sys, bound)
+}
+
+/// The healthy backend.
+fn backend(addr: SocketAddr) -> (System, SocketAddr) {
+    serve_app(Hello, addr)
 }
 
 fn get() -> Request {
@@ -88,11 +99,7 @@ fn config() -> PoolConfig {
 #[test]
 fn calls_spread_over_a_bounded_number_of_connections() {
     let (backend_sys, addr) = backend("127.0.0.1:0".parse().unwrap());
-    let client = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .unwrap();
+    let client = io_system();
     let pool = client
         .spawn(Pool::new(addr, Http1::default, config()))
         .unwrap();
@@ -116,11 +123,7 @@ fn calls_spread_over_a_bounded_number_of_connections() {
 #[test]
 fn circuit_opens_when_the_backend_dies_and_closes_when_it_returns() {
     let (backend_sys, addr) = backend("127.0.0.1:0".parse().unwrap());
-    let client = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .unwrap();
+    let client = io_system();
     let pool = client
         .spawn(Pool::new(addr, Http1::default, config()))
         .unwrap();
@@ -185,26 +188,8 @@ impl Actor for Broken {
 
 #[test]
 fn server_errors_classified_as_failures_open_the_circuit() {
-    let sys = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .unwrap();
-    let app = sys.spawn(Broken).unwrap();
-    let addr = serve(
-        &sys.handle(),
-        Http1::default(),
-        "127.0.0.1:0".parse().unwrap(),
-        0..1,
-        app.recipient(),
-        ServerConfig::default(),
-    )
-    .unwrap();
-    let client = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .unwrap();
+    let (sys, addr) = serve_app(Broken, "127.0.0.1:0".parse().unwrap());
+    let client = io_system();
     let pool = client
         .spawn(Pool::new(addr, Http1::default, config()).classify(|r: &Response| r.status >= 500))
         .unwrap();
@@ -233,26 +218,8 @@ impl Actor for CountingBroken {
 fn retry_budget_caps_extra_load_on_a_failing_backend() {
     use sinew_supervision::resilience::retry::{RetryBudget, RetryPolicy};
     let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sys = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .unwrap();
-    let app = sys.spawn(CountingBroken(seen.clone())).unwrap();
-    let addr = serve(
-        &sys.handle(),
-        Http1::default(),
-        "127.0.0.1:0".parse().unwrap(),
-        0..1,
-        app.recipient(),
-        ServerConfig::default(),
-    )
-    .unwrap();
-    let client = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .unwrap();
+    let (sys, addr) = serve_app(CountingBroken(seen.clone()), "127.0.0.1:0".parse().unwrap());
+    let client = io_system();
     let mut cfg = config();
     // Keep the breaker out of the way: this test is about the budget.
     cfg.breaker.failure_rate = 2.0;
