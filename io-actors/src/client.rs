@@ -182,16 +182,15 @@ impl<P: PooledProtocol> ClientConn<P> {
             }
             self.rbuf = Some(buf);
         }
-        self.flush(ctx);
+        self.flush(ctx, now);
         self.read(ctx);
         self.arm_timer(ctx, now);
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
+    fn flush(&mut self, ctx: &mut Context<Self>, now: Instant) {
         if !self.connected {
             return;
         }
-        let now = ctx.now();
         let mut out: Vec<Bytes> = Vec::new();
         while let Some(b) = self.codec.poll_transmit(now) {
             out.push(b);

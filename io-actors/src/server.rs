@@ -174,7 +174,7 @@ where
                 ServerEvent::BodyChunk { .. } | ServerEvent::BodyEnd { .. } => {}
             }
         }
-        self.flush(ctx);
+        self.flush(ctx, now);
         self.read(ctx);
         self.arm_timer(ctx, now);
     }
@@ -199,8 +199,7 @@ where
         }
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>) {
-        let now = ctx.now();
+    fn flush(&mut self, ctx: &mut Context<Self>, now: Instant) {
         // The codec formats the date at most once per second; this is one clock read.
         self.codec.set_wall_clock(std::time::SystemTime::now());
         let mut out: Vec<Bytes> = Vec::new();
