@@ -7,12 +7,12 @@
 //! correlation. When the connection fails, times out or closes, every outstanding call is
 //! answered with an error at once.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use sinew_actors::{Actor, Context, ReplyTo};
+use sinew_actors::{Actor, Context, Recipient, ReplyTo, SendError};
 use sinew_protocols::protocol::{
     ClientCodec, ClientEvent, ClientProtocol, ConnectionInfo, DisconnectReason, Protocol, RequestId,
 };
@@ -74,6 +74,10 @@ where
     Io(Completion),
     /// A codec deadline may have passed.
     Timer,
+    /// The connect deadline passed.
+    ConnectTimeout,
+    /// The push recipient has room again.
+    Resume,
 }
 
 /// A connection to one destination.
@@ -89,7 +93,13 @@ where
     connected: bool,
     /// Calls made before the connection was up.
     queued: Vec<(P::Request, ReplyTo<CallResult<P>>)>,
-    waiting: HashMap<RequestId, ReplyTo<CallResult<P>>>,
+    /// Outstanding calls in send order: pipelined protocols answer the front, so lookups
+    /// are O(1) there (multiplexed ones search).
+    waiting: VecDeque<(RequestId, ReplyTo<CallResult<P>>)>,
+    /// Where messages that answer no call go (pub/sub), if anywhere.
+    pushes: Option<Recipient<P::Response>>,
+    /// A push the recipient had no room for: events and reads wait until it is taken.
+    held_push: Option<P::Response>,
     rbuf: Option<BytesMut>,
     reading: bool,
     writes_in_flight: usize,
@@ -112,13 +122,57 @@ impl<P: PooledProtocol> ClientConn<P> {
             token: None,
             connected: false,
             queued: Vec::new(),
-            waiting: HashMap::new(),
+            waiting: VecDeque::new(),
+            pushes: None,
+            held_push: None,
             rbuf: Some(BytesMut::with_capacity(16 * 1024)),
             reading: false,
             writes_in_flight: 0,
             closing: false,
             eof: false,
             timer: Deadline::default(),
+        }
+    }
+
+    /// Sends messages the peer pushes on its own (pub/sub deliveries, RESP3 pushes) to
+    /// `recipient`. Without one they are dropped. A full recipient pauses this connection
+    /// (no more decoding or reading) until it has room: nothing is lost, and the server sees
+    /// TCP back-pressure.
+    pub fn with_pushes(mut self, recipient: Recipient<P::Response>) -> Self {
+        self.pushes = Some(recipient);
+        self
+    }
+
+    fn take_waiting(&mut self, id: RequestId) -> Option<ReplyTo<CallResult<P>>> {
+        match self.waiting.front() {
+            Some((front, _)) if *front == id => self.waiting.pop_front().map(|(_, r)| r),
+            _ => {
+                let at = self.waiting.iter().position(|(i, _)| *i == id)?;
+                self.waiting.remove(at).map(|(_, r)| r)
+            }
+        }
+    }
+
+    /// Offers a push to the recipient; false when it is full and the push is now held.
+    fn deliver_push(&mut self, message: P::Response, ctx: &mut Context<Self>) -> bool {
+        let Some(to) = &self.pushes else {
+            tracing::debug!("push dropped: no push recipient");
+            return true;
+        };
+        match to.try_send(message) {
+            Ok(()) => true,
+            Err(SendError::Full(message)) => {
+                self.held_push = Some(message);
+                let me = ctx.addr();
+                to.notify_when_room(move || {
+                    let _ = me.send_reply(ClientMsg::Resume);
+                });
+                false
+            }
+            Err(SendError::Closed(_)) => {
+                tracing::debug!("push dropped: push recipient stopped");
+                true
+            }
         }
     }
 
@@ -132,7 +186,7 @@ impl<P: PooledProtocol> ClientConn<P> {
     fn send_call(&mut self, req: P::Request, reply: ReplyTo<CallResult<P>>) {
         match self.codec.send_request(req) {
             Ok(id) => {
-                self.waiting.insert(id, reply);
+                self.waiting.push_back((id, reply));
             }
             // A connection that is closing (the peer said `Connection: close`) refuses new
             // requests: nothing was sent, so that is a connection error, safe to retry.
@@ -152,12 +206,18 @@ impl<P: PooledProtocol> ClientConn<P> {
     fn step(&mut self, ctx: &mut Context<Self>) {
         let now = ctx.now();
         if let Some(mut buf) = self.rbuf.take() {
-            while let Some(ev) = self.codec.poll_event(&mut buf, now) {
+            while self.held_push.is_none() {
+                let Some(ev) = self.codec.poll_event(&mut buf, now) else {
+                    break;
+                };
                 match ev {
                     ClientEvent::Response { id, response } => {
-                        if let Some(r) = self.waiting.remove(&id) {
+                        if let Some(r) = self.take_waiting(id) {
                             r.send(Ok(response));
                         }
+                    }
+                    ClientEvent::Push { message } => {
+                        self.deliver_push(message, ctx);
                     }
                     ClientEvent::Error { id, error } => {
                         let err = if self.eof {
@@ -169,7 +229,7 @@ impl<P: PooledProtocol> ClientConn<P> {
                         };
                         match id {
                             Some(id) => {
-                                if let Some(r) = self.waiting.remove(&id) {
+                                if let Some(r) = self.take_waiting(id) {
                                     r.send(Err(err));
                                 }
                             }
@@ -216,7 +276,7 @@ impl<P: PooledProtocol> ClientConn<P> {
     }
 
     fn read(&mut self, ctx: &mut Context<Self>) {
-        if !self.connected || self.reading || self.closing {
+        if !self.connected || self.reading || self.closing || self.held_push.is_some() {
             return;
         }
         let (Some(io), Some(token), Some(socket)) =
@@ -240,7 +300,7 @@ impl<P: PooledProtocol> ClientConn<P> {
     }
 
     fn fail_all(&mut self, err: ClientError) {
-        for (_, r) in self.waiting.drain() {
+        for (_, r) in self.waiting.drain(..) {
             r.send(Err(err.clone()));
         }
         for (_, r) in self.queued.drain(..) {
@@ -269,6 +329,10 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
         };
         let token = io.register(ctx.addr().recipient_map(ClientMsg::Io));
         self.token = Some(token);
+        // The protocol's request-read timeout bounds connection setup on the client side.
+        if let Some(limit) = self.protocol.timeouts().request_read {
+            ctx.send_after(limit, ClientMsg::ConnectTimeout);
+        }
         let socket = io
             .reactor()
             .connect(self.addr, &[SockOpt::NoDelay(true)], token);
@@ -334,6 +398,20 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                     self.close(ctx);
                 }
             },
+            ClientMsg::ConnectTimeout => {
+                if !self.connected && !self.closing {
+                    self.fail_all(ClientError::Connection("connect timed out".into()));
+                    self.close(ctx);
+                }
+            }
+            ClientMsg::Resume => {
+                if let Some(message) = self.held_push.take() {
+                    if !self.deliver_push(message, ctx) {
+                        return;
+                    }
+                }
+                self.step(ctx);
+            }
             ClientMsg::Timer => {
                 self.timer.fired();
                 let now = ctx.now();

@@ -50,6 +50,79 @@ pub struct Incoming<Req, Resp: Send + 'static> {
     pub request: Req,
     /// Where the response goes (the connection actor that read the request).
     pub reply: ReplyTo<Resp>,
+    /// A handle for messages that answer no request (pub/sub deliveries), present when the
+    /// protocol says this request needs one ([`ServerProtocol::needs_push`]).
+    pub push: Option<Pusher<Resp>>,
+}
+
+/// Sends a connection messages that answer no request (a RESP subscriber's deliveries).
+///
+/// Pushes go through the connection's bounded mailbox: a subscriber that cannot keep up gets
+/// [`PushError::Full`], and the sender decides (Redis disconnects slow subscribers:
+/// [`Pusher::disconnect`]). Two pushers are equal when they reach the same connection.
+pub struct Pusher<Resp> {
+    target: Recipient<Resp>,
+}
+
+impl<Resp> Clone for Pusher<Resp> {
+    fn clone(&self) -> Self {
+        Pusher {
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl<Resp: Send + 'static> std::fmt::Debug for Pusher<Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pusher")
+            .field("connection", &self.target.id())
+            .finish()
+    }
+}
+
+impl<Resp: Send + 'static> PartialEq for Pusher<Resp> {
+    fn eq(&self, other: &Self) -> bool {
+        self.target.id() == other.target.id()
+    }
+}
+
+impl<Resp: Send + 'static> Eq for Pusher<Resp> {}
+
+/// Why a push was not queued.
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The connection's mailbox is full: the subscriber is not keeping up (transient).
+    #[error("subscriber connection is not keeping up")]
+    Full,
+    /// The connection is gone (fatal: forget this pusher).
+    #[error("connection closed")]
+    Closed,
+}
+
+impl<Resp: Send + 'static> Pusher<Resp> {
+    /// Queues `message` for the connection.
+    pub fn push(&self, message: Resp) -> Result<(), PushError> {
+        self.target.try_send(message).map_err(|e| match e {
+            SendError::Full(_) => PushError::Full,
+            SendError::Closed(_) => PushError::Closed,
+        })
+    }
+
+    /// The connection actor's id: stable for the connection's lifetime, so a pub/sub hub can
+    /// key its subscriptions by it.
+    pub fn connection(&self) -> sinew_actors::ActorId {
+        self.target.id()
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_alive(&self) -> bool {
+        self.target.is_alive()
+    }
+
+    /// Closes the connection (what Redis does to a subscriber past its output limit).
+    pub fn disconnect(&self) {
+        self.target.actor_ref().stop();
+    }
 }
 
 impl<Req, Resp: Send + 'static> std::fmt::Debug for Incoming<Req, Resp> {
@@ -102,6 +175,8 @@ pub enum ConnMsg<P: ServerProtocol> {
     Timer,
     /// The application has room again.
     Resume,
+    /// A message that answers no request (see [`Pusher`]).
+    Push(P::Response),
 }
 
 /// One connection.
@@ -181,7 +256,14 @@ where
 
     fn dispatch(&mut self, id: RequestId, request: P::Request, ctx: &mut Context<Self>) {
         let reply = ctx.reply_to(move |r| ConnMsg::Reply(id, r));
-        let incoming = Incoming { request, reply };
+        let push = self.protocol.needs_push(&request).then(|| Pusher {
+            target: ctx.addr().recipient_map(ConnMsg::Push),
+        });
+        let incoming = Incoming {
+            request,
+            reply,
+            push,
+        };
         match self.handler.try_send(incoming) {
             Ok(()) => {}
             Err(SendError::Full(incoming)) => match self.config.overload {
@@ -301,6 +383,12 @@ where
                 let response = result.unwrap_or_else(|_| self.protocol.unavailable_response());
                 if self.codec.send_response(id, response).is_err() {
                     tracing::debug!(?id, "response not accepted by the codec");
+                }
+                self.step(ctx);
+            }
+            ConnMsg::Push(message) => {
+                if !self.codec.send_push(message) {
+                    tracing::debug!("push not accepted by the codec");
                 }
                 self.step(ctx);
             }

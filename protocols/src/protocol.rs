@@ -159,6 +159,13 @@ pub enum ClientEvent<Resp, Trailers, Err> {
         /// Trailing fields, if any.
         trailers: Option<Trailers>,
     },
+    /// A message the peer sent on its own, answering no request: a RESP3 push, a RESP2
+    /// pub/sub message, a server-sent notification. Protocols without the notion never
+    /// produce it.
+    Push {
+        /// The message.
+        message: Resp,
+    },
     /// Request `id` (or the connection, if `None`) failed; every outstanding request gets
     /// exactly one such event or a response, so no caller hangs.
     Error {
@@ -208,6 +215,12 @@ pub trait ServerProtocol: Protocol {
     fn unavailable_response(&self) -> Self::Response;
     /// A canned "healthy" answer for health-check routes.
     fn health_check_response(&self) -> Self::Response;
+    /// Whether the application needs a way to send this connection messages that answer no
+    /// request (a RESP `SUBSCRIBE`): the I/O layer then hands it a push handle with the
+    /// request. Default: never.
+    fn needs_push(&self, _request: &Self::Request) -> bool {
+        false
+    }
 
     /// Called when a connection is accepted.
     fn on_connect(&self, _info: &ConnectionInfo) {}
@@ -286,6 +299,13 @@ pub trait ServerCodec {
         id: RequestId,
         trailers: Option<Self::Trailers>,
     ) -> Result<(), Self::Error>;
+    /// Queues a message that answers no request (RESP pub/sub messages and RESP3 pushes,
+    /// WebSocket server frames): it goes out after the answers already queued in order, ahead
+    /// of answers still missing. Returns `false` (and drops the message) when the protocol or
+    /// the connection's current state has no such notion; the default is that.
+    fn send_push(&mut self, _message: Self::Response) -> bool {
+        false
+    }
     /// The application starts reading request `id`'s streamed body (HTTP: sends
     /// `100 Continue` if the client asked for it). A no-op for protocols without the notion.
     fn read_body(&mut self, _id: RequestId) {}

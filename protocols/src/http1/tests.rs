@@ -1159,6 +1159,7 @@ proptest! {
                     ClientEvent::BodyChunk { data, .. } => got_body.extend_from_slice(&data),
                     ClientEvent::BodyEnd { .. } => {}
                     ClientEvent::Error { error, .. } => prop_assert!(false, "error {:?}", error),
+                    ClientEvent::Push { .. } => prop_assert!(false, "HTTP/1.1 has no pushes"),
                 }
             }
         }
