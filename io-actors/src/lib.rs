@@ -32,7 +32,7 @@ pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use pool::{CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult};
 pub use proxy::{Forwarded, Proxy, ProxyConfig, ProxyError, ProxyMsg, ProxyStats};
 pub use server::{
-    serve, ConnMsg, Incoming, IncomingFor, Overload, PushError, Pusher, ServeError, ServedProtocol,
-    ServerConfig, ServerConn, ServerListener,
+    serve, ConnMsg, Incoming, IncomingFor, Overload, PushError, Pusher, Routes, ServeError,
+    ServedProtocol, ServerConfig, ServerConn, ServerListener,
 };
 pub use worker_io::{io_driver, WorkerIo};

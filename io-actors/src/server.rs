@@ -165,6 +165,63 @@ pub type IncomingFor<P> = Incoming<
     <P as sinew_protocols::protocol::Protocol>::Response,
 >;
 
+/// Where a connection sends each request: one handler, or one of several picked by a function
+/// of the request (key-hash sharding, a command table). Picking happens on the connection's
+/// worker as the request is decoded, so routing adds no actor hop.
+pub struct Routes<P: ServerProtocol>
+where
+    P::Response: Send + 'static,
+{
+    targets: Vec<Recipient<IncomingFor<P>>>,
+    pick: Option<Picker<P>>,
+}
+
+type Picker<P> = Box<dyn Fn(&<P as Protocol>::Request) -> usize + Send + Sync>;
+
+impl<P: ServerProtocol> Routes<P>
+where
+    P::Response: Send + 'static,
+{
+    /// Every request goes to `handler`.
+    pub fn single(handler: Recipient<IncomingFor<P>>) -> Self {
+        Routes {
+            targets: vec![handler],
+            pick: None,
+        }
+    }
+
+    /// Each request goes to `targets[pick(&request) % targets.len()]`.
+    ///
+    /// # Panics
+    /// If `targets` is empty.
+    pub fn by(
+        targets: Vec<Recipient<IncomingFor<P>>>,
+        pick: impl Fn(&P::Request) -> usize + Send + Sync + 'static,
+    ) -> Self {
+        assert!(!targets.is_empty(), "Routes::by needs at least one target");
+        Routes {
+            targets,
+            pick: Some(Box::new(pick)),
+        }
+    }
+
+    fn index(&self, request: &P::Request) -> usize {
+        match &self.pick {
+            Some(pick) if self.targets.len() > 1 => pick(request) % self.targets.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl<P: ServerProtocol> From<Recipient<IncomingFor<P>>> for Routes<P>
+where
+    P::Response: Send + 'static,
+{
+    fn from(handler: Recipient<IncomingFor<P>>) -> Self {
+        Routes::single(handler)
+    }
+}
+
 /// Messages of a connection actor.
 pub enum ConnMsg<P: ServerProtocol> {
     /// A completion from the worker's reactor.
@@ -188,12 +245,13 @@ where
     codec: P::Codec,
     socket: SocketId,
     token: Option<Token>,
-    handler: Recipient<IncomingFor<P>>,
+    routes: Arc<Routes<P>>,
     config: ServerConfig,
     /// The receive buffer when no read is in flight.
     rbuf: Option<BytesMut>,
     reading: bool,
-    paused: Option<IncomingFor<P>>,
+    /// A request its target had no room for, with the target's index.
+    paused: Option<(usize, IncomingFor<P>)>,
     writes_in_flight: usize,
     closing: bool,
     timer: Deadline,
@@ -206,7 +264,7 @@ where
     fn new(
         protocol: Arc<P>,
         socket: SocketId,
-        handler: Recipient<IncomingFor<P>>,
+        routes: Arc<Routes<P>>,
         config: ServerConfig,
     ) -> Self {
         let codec = protocol.new_codec(Instant::now());
@@ -215,7 +273,7 @@ where
             codec,
             socket,
             token: None,
-            handler,
+            routes,
             config,
             rbuf: Some(BytesMut::with_capacity(config.read_buffer)),
             reading: false,
@@ -259,26 +317,31 @@ where
         let push = self.protocol.needs_push(&request).then(|| Pusher {
             target: ctx.addr().recipient_map(ConnMsg::Push),
         });
+        let target = self.routes.index(&request);
         let incoming = Incoming {
             request,
             reply,
             push,
         };
-        match self.handler.try_send(incoming) {
+        match self.routes.targets[target].try_send(incoming) {
             Ok(()) => {}
             Err(SendError::Full(incoming)) => match self.config.overload {
                 Overload::Pause => {
-                    self.paused = Some(incoming);
-                    let me = ctx.addr();
-                    self.handler.notify_when_room(move || {
-                        let _ = me.send_reply(ConnMsg::Resume);
-                    });
+                    self.paused = Some((target, incoming));
+                    self.wait_for_room(target, ctx);
                 }
                 // Dropping the request drops its ReplyTo: the answer is "unavailable".
                 Overload::Shed => drop(incoming),
             },
             Err(SendError::Closed(incoming)) => drop(incoming),
         }
+    }
+
+    fn wait_for_room(&self, target: usize, ctx: &mut Context<Self>) {
+        let me = ctx.addr();
+        self.routes.targets[target].notify_when_room(move || {
+            let _ = me.send_reply(ConnMsg::Resume);
+        });
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>, now: Instant) {
@@ -401,15 +464,12 @@ where
                 self.step(ctx);
             }
             ConnMsg::Resume => {
-                if let Some(incoming) = self.paused.take() {
-                    match self.handler.try_send(incoming) {
+                if let Some((target, incoming)) = self.paused.take() {
+                    match self.routes.targets[target].try_send(incoming) {
                         Ok(()) => {}
                         Err(SendError::Full(incoming)) => {
-                            self.paused = Some(incoming);
-                            let me = ctx.addr();
-                            self.handler.notify_when_room(move || {
-                                let _ = me.send_reply(ConnMsg::Resume);
-                            });
+                            self.paused = Some((target, incoming));
+                            self.wait_for_room(target, ctx);
                             return;
                         }
                         Err(SendError::Closed(incoming)) => drop(incoming),
@@ -438,7 +498,7 @@ where
 {
     protocol: Arc<P>,
     addr: SocketAddr,
-    handler: Recipient<IncomingFor<P>>,
+    routes: Arc<Routes<P>>,
     config: ServerConfig,
     ready: Option<mpsc::Sender<Result<SocketAddr, String>>>,
 }
@@ -485,7 +545,7 @@ where
             let conn = ServerConn::new(
                 self.protocol.clone(),
                 socket,
-                self.handler.clone(),
+                self.routes.clone(),
                 self.config,
             );
             if let Err(e) = ctx.spawn(conn) {
@@ -508,26 +568,28 @@ pub enum ServeError {
 
 /// Serves `protocol` on `addr` with one listener per worker in `workers` (SO_REUSEPORT: the
 /// kernel spreads connections across them; each connection stays on the worker that accepted
-/// it). Requests go to `handler`. Returns the bound address (useful with port 0).
+/// it). Requests go to `handler`: one recipient, or [`Routes`] that pick one per request.
+/// Returns the bound address (useful with port 0).
 pub fn serve<P>(
     system: &SystemHandle,
     protocol: P,
     addr: SocketAddr,
     workers: impl IntoIterator<Item = usize>,
-    handler: Recipient<IncomingFor<P>>,
+    handler: impl Into<Routes<P>>,
     config: ServerConfig,
 ) -> Result<SocketAddr, ServeError>
 where
     P: ServedProtocol,
 {
     let protocol = Arc::new(protocol);
+    let routes = Arc::new(handler.into());
     let mut bound = addr;
     for w in workers {
         let (tx, rx) = mpsc::channel();
         let listener = ServerListener {
             protocol: protocol.clone(),
             addr: bound,
-            handler: handler.clone(),
+            routes: routes.clone(),
             config,
             ready: Some(tx),
         };
