@@ -56,7 +56,9 @@ fi
 
 step "fuzz the parsers briefly (cargo-fuzz; campaigns run longer outside CI)"
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
-  (cd fuzz && cargo +nightly fuzz run http1_request -- -max_total_time=30 -rss_limit_mb=2048)
+  for target in http1_request resp_decode; do
+    (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time=30 -rss_limit_mb=2048)
+  done
 else
   echo "skipped: cargo-fuzz on a nightly toolchain not available (cargo install cargo-fuzz)"
 fi

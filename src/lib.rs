@@ -15,6 +15,7 @@
 //! | `protocols` | `sinew-protocols` | `protocols` |
 //! | `io_actors` | `sinew-io-actors` | `io-actors` |
 //! | [`testkit`] | deterministic simulation and fault injection | always |
+//! | `redis` | a Redis-compatible server built from the parts above | `io-actors` |
 //!
 //! ```
 //! use sinew::prelude::*;
@@ -44,6 +45,8 @@ pub use sinew_supervision as supervision;
 #[cfg(feature = "transports")]
 pub use sinew_transports as transports;
 
+#[cfg(feature = "io-actors")]
+pub mod redis;
 pub mod testkit;
 
 /// The names most programs need.

@@ -638,6 +638,9 @@ impl<A: Actor> Runnable for ActorSlot<A> {
                         break;
                     }
                 }
+                if n > 0 && self.ctx.stop_request.is_none() {
+                    self.actor.handled_batch(&mut self.ctx);
+                }
             }));
             self.ctx.cell.mb.release(n);
             if let Err(p) = r {

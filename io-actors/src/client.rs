@@ -100,6 +100,8 @@ where
     pushes: Option<Recipient<P::Response>>,
     /// A push the recipient had no room for: events and reads wait until it is taken.
     held_push: Option<P::Response>,
+    /// Something changed this turn: decode, write and read once the turn's messages are in.
+    dirty: bool,
     rbuf: Option<BytesMut>,
     reading: bool,
     writes_in_flight: usize,
@@ -125,6 +127,7 @@ impl<P: PooledProtocol> ClientConn<P> {
             waiting: VecDeque::new(),
             pushes: None,
             held_push: None,
+            dirty: false,
             rbuf: Some(BytesMut::with_capacity(16 * 1024)),
             reading: false,
             writes_in_flight: 0,
@@ -345,6 +348,14 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
         }
     }
 
+    /// Decoding, dispatching and writing happen once per run of messages: sixteen answers
+    /// that arrive together leave in one send.
+    fn handled_batch(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.dirty) {
+            self.step(ctx);
+        }
+    }
+
     fn handle(&mut self, msg: ClientMsg<P>, ctx: &mut Context<Self>) {
         match msg {
             ClientMsg::Call(req, reply) => {
@@ -352,7 +363,7 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                     reply.send(Err(ClientError::Connection("connection closing".into())));
                 } else if self.connected {
                     self.send_call(req, reply);
-                    self.step(ctx);
+                    self.dirty = true;
                 } else {
                     self.queued.push((req, reply));
                 }
@@ -364,7 +375,7 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                     for (req, reply) in std::mem::take(&mut self.queued) {
                         self.send_call(req, reply);
                     }
-                    self.step(ctx);
+                    self.dirty = true;
                 }
                 Event::Connected { result: Err(e), .. } => {
                     self.fail_all(ClientError::Connection(e.to_string()));
@@ -378,16 +389,17 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                     if n == 0 {
                         self.eof = true;
                         self.codec.on_eof();
+                        // Deliver what the close completed before failing the rest.
                         self.step(ctx);
                         self.fail_all(ClientError::Connection("peer closed".into()));
                         self.close(ctx);
                     } else {
-                        self.step(ctx);
+                        self.dirty = true;
                     }
                 }
                 Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
                     self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    self.step(ctx);
+                    self.dirty = true;
                 }
                 Event::Closed { .. } => {
                     self.fail_all(ClientError::Connection("connection closed".into()));
@@ -410,7 +422,7 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                         return;
                     }
                 }
-                self.step(ctx);
+                self.dirty = true;
             }
             ClientMsg::Timer => {
                 self.timer.fired();
@@ -420,7 +432,7 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                     self.fail_all(ClientError::Timeout);
                     self.close(ctx);
                 } else {
-                    self.step(ctx);
+                    self.dirty = true;
                 }
             }
         }

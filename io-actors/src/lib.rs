@@ -24,6 +24,7 @@ mod deadline;
 mod layout;
 mod pool;
 mod proxy;
+pub mod redis;
 mod server;
 mod worker_io;
 
@@ -31,6 +32,7 @@ pub use client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol}
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use pool::{CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult};
 pub use proxy::{Forwarded, Proxy, ProxyConfig, ProxyError, ProxyMsg, ProxyStats};
+pub use redis::{Message, RedisClient, RedisClientConfig, RedisError, RedisResult};
 pub use server::{
     serve, ConnMsg, Incoming, IncomingFor, Overload, PushError, Pusher, Routes, ServeError,
     ServedProtocol, ServerConfig, ServerConn, ServerListener,

@@ -234,7 +234,15 @@ pub enum ConnMsg<P: ServerProtocol> {
     Resume,
     /// A message that answers no request (see [`Pusher`]).
     Push(P::Response),
+    /// A lingering close ran out of time.
+    LingerDone,
 }
+
+/// How long a closing connection keeps reading (and discarding) after its last answer, and
+/// how much: closing a socket with unread input makes the kernel send a reset, which can
+/// destroy the error response still in flight to the client (nginx's `lingering_close`).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 
 /// One connection.
 pub struct ServerConn<P: ServerProtocol>
@@ -254,6 +262,13 @@ where
     paused: Option<(usize, IncomingFor<P>)>,
     writes_in_flight: usize,
     closing: bool,
+    /// Set once the write side is shut: input is read and discarded (bytes so far) until
+    /// the peer closes or a limit is reached.
+    linger: Option<usize>,
+    /// The peer closed its side.
+    peer_eof: bool,
+    /// Something changed this turn: decode, write and read once the turn's messages are in.
+    dirty: bool,
     timer: Deadline,
 }
 
@@ -280,6 +295,9 @@ where
             paused: None,
             writes_in_flight: 0,
             closing: false,
+            linger: None,
+            peer_eof: false,
+            dirty: false,
             timer: Deadline::default(),
         }
     }
@@ -366,13 +384,36 @@ where
             }
         }
         if self.codec.should_close() && self.writes_in_flight == 0 && !self.closing {
-            self.closing = true;
-            io.reactor().close(self.socket, token);
+            if self.peer_eof || self.linger.is_some() {
+                if self.peer_eof {
+                    self.close(ctx);
+                }
+            } else {
+                self.linger = Some(0);
+                io.reactor()
+                    .shutdown(self.socket, std::net::Shutdown::Write, token);
+                ctx.send_after(LINGER_TIME, ConnMsg::LingerDone);
+            }
+        }
+    }
+
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        if let (Some(io), Some(t)) = (Self::io(ctx), self.token) {
+            io.reactor().close(self.socket, t);
         }
     }
 
     fn read(&mut self, ctx: &mut Context<Self>) {
-        if self.reading || self.closing || self.paused.is_some() || !self.codec.wants_read() {
+        let lingering = self.linger.is_some();
+        if self.reading
+            || self.closing
+            || self.peer_eof
+            || (!lingering && (self.paused.is_some() || !self.codec.wants_read()))
+        {
             return;
         }
         let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
@@ -409,6 +450,14 @@ where
         self.step(ctx);
     }
 
+    /// Decoding, dispatching and writing happen once per run of messages: sixteen answers
+    /// that arrive together leave in one send.
+    fn handled_batch(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::take(&mut self.dirty) {
+            self.step(ctx);
+        }
+    }
+
     fn handle(&mut self, msg: ConnMsg<P>, ctx: &mut Context<Self>) {
         match msg {
             ConnMsg::Io(c) => match c.event {
@@ -416,44 +465,54 @@ where
                     buf, result: Ok(n), ..
                 } => {
                     self.reading = false;
+                    if let Some(discarded) = self.linger.as_mut() {
+                        // Closing: input is no longer decoded, only drained.
+                        *discarded += n;
+                        let mut buf = buf;
+                        buf.clear();
+                        self.rbuf = Some(buf);
+                        if n == 0 || *discarded > LINGER_BYTES {
+                            self.peer_eof = n == 0;
+                            return self.close(ctx);
+                        }
+                        return self.read(ctx);
+                    }
                     self.rbuf = Some(buf);
                     if n == 0 {
+                        self.peer_eof = true;
                         if let Some(ServerEvent::Error { .. }) = self.codec.on_eof() {
                             tracing::debug!("connection closed mid-request");
                         }
                         self.codec.shutdown();
                     }
-                    self.step(ctx);
+                    self.dirty = true;
                 }
+                Event::Shutdown { result: Ok(()), .. } => {}
                 Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
                     self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    self.step(ctx);
+                    self.dirty = true;
                 }
                 Event::Closed { .. } => ctx.stop(),
                 // Reset, broken pipe, or a cancelled operation: the connection is done.
                 _ => {
                     self.reading = false;
                     self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    if !self.closing {
-                        self.closing = true;
-                        if let (Some(io), Some(t)) = (Self::io(ctx), self.token) {
-                            io.reactor().close(self.socket, t);
-                        }
-                    }
+                    self.close(ctx);
                 }
             },
+            ConnMsg::LingerDone => self.close(ctx),
             ConnMsg::Reply(id, result) => {
                 let response = result.unwrap_or_else(|_| self.protocol.unavailable_response());
                 if self.codec.send_response(id, response).is_err() {
                     tracing::debug!(?id, "response not accepted by the codec");
                 }
-                self.step(ctx);
+                self.dirty = true;
             }
             ConnMsg::Push(message) => {
                 if !self.codec.send_push(message) {
                     tracing::debug!("push not accepted by the codec");
                 }
-                self.step(ctx);
+                self.dirty = true;
             }
             ConnMsg::Timer => {
                 self.timer.fired();
@@ -461,7 +520,7 @@ where
                 if let Some(kind) = self.codec.on_timeout(now) {
                     tracing::debug!(?kind, "connection timer fired");
                 }
-                self.step(ctx);
+                self.dirty = true;
             }
             ConnMsg::Resume => {
                 if let Some((target, incoming)) = self.paused.take() {
@@ -475,7 +534,7 @@ where
                         Err(SendError::Closed(incoming)) => drop(incoming),
                     }
                 }
-                self.step(ctx);
+                self.dirty = true;
             }
         }
     }

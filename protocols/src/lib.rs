@@ -8,8 +8,9 @@
 //! - [`protocol`]: the traits every protocol implements (`Protocol`, `ServerProtocol`,
 //!   `ClientProtocol`, and the per-connection `ServerCodec` / `ClientCodec`).
 //! - [`http1`]: HTTP/1.1 server and client.
+//! - [`resp`]: Redis RESP2/RESP3 server and client (pipelining, `HELLO`, pub/sub pushes).
 //!
-//! Later protocols (HTTP/2, gRPC, RESP, PostgreSQL, Kafka, WebSocket) arrive with their issues.
+//! Later protocols (HTTP/2, gRPC, PostgreSQL, Kafka, WebSocket) arrive with their issues.
 //!
 //! ## Example: one pipelined exchange on the server side
 //!
@@ -48,6 +49,7 @@
 
 pub mod http1;
 pub mod protocol;
+pub mod resp;
 
 /// The name of this layer, as used in diagnostics and docs.
 pub const LAYER: &str = "protocols";

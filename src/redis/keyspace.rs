@@ -1,0 +1,423 @@
+//! One shard's keys: string values with optional expiry. Plain data, no actors and no clock
+//! of its own (callers pass `now`), so it is tested directly and stays deterministic in
+//! simulation.
+//!
+//! Expiry is lazy (a read of an expired key deletes it) plus active: [`Keyspace::expire_due`]
+//! pops due deadlines from a heap, a bounded number per call, as Redis's active expire cycle
+//! does. Heap entries go stale when a key is overwritten; they carry the deadline they were
+//! pushed with and are skipped unless it still matches.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Bytes,
+    expires_at: Option<Instant>,
+}
+
+/// Why an arithmetic command failed (Redis's wording is in [`ArithError::message`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithError {
+    /// The stored value is not a decimal 64-bit integer.
+    NotInteger,
+    /// The result does not fit in 64 bits.
+    Overflow,
+}
+
+impl ArithError {
+    /// The error reply Redis sends.
+    pub fn message(self) -> &'static str {
+        match self {
+            ArithError::NotInteger => "ERR value is not an integer or out of range",
+            ArithError::Overflow => "ERR increment or decrement would overflow",
+        }
+    }
+}
+
+/// What `SET` does with an existing key and its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetOptions {
+    /// Only set if the key does not exist (`NX`).
+    pub only_if_absent: bool,
+    /// Only set if the key exists (`XX`).
+    pub only_if_present: bool,
+    /// Absolute expiry (`EX`/`PX`), or `None`.
+    pub expires_at: Option<Instant>,
+    /// Keep the key's current expiry (`KEEPTTL`).
+    pub keep_ttl: bool,
+}
+
+/// When `EXPIRE` applies (its `NX`/`XX`/`GT`/`LT` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpireCondition {
+    /// Always.
+    #[default]
+    Always,
+    /// Only when the key has no expiry.
+    NoExpiry,
+    /// Only when the key has an expiry.
+    HasExpiry,
+    /// Only when the new expiry is later than the current one (no expiry counts as infinite).
+    Greater,
+    /// Only when the new expiry is earlier than the current one.
+    Less,
+}
+
+/// Remaining time to live of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// No such key.
+    Missing,
+    /// The key never expires.
+    Persistent,
+    /// Time left.
+    Left(Duration),
+}
+
+/// The keys of one shard.
+#[derive(Debug, Default)]
+pub struct Keyspace {
+    map: HashMap<Bytes, Entry>,
+    deadlines: BinaryHeap<Reverse<(Instant, Bytes)>>,
+}
+
+impl Keyspace {
+    /// An empty keyspace.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Live keys (expired keys not yet collected are counted until collected).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
+        let expired =
+            matches!(self.map.get(key), Some(e) if e.expires_at.is_some_and(|t| t <= now));
+        if expired {
+            self.map.remove(key);
+            return None;
+        }
+        self.map.get_mut(key)
+    }
+
+    fn track(&mut self, key: &Bytes, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.deadlines.push(Reverse((at, key.clone())));
+        }
+    }
+
+    /// The value of `key`.
+    pub fn get(&mut self, key: &[u8], now: Instant) -> Option<Bytes> {
+        self.live(key, now).map(|e| e.value.clone())
+    }
+
+    /// Whether `key` exists.
+    pub fn exists(&mut self, key: &[u8], now: Instant) -> bool {
+        self.live(key, now).is_some()
+    }
+
+    /// `SET`: returns whether the value was stored, and the previous value (for `GET`).
+    pub fn set(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+        opts: SetOptions,
+        now: Instant,
+    ) -> (bool, Option<Bytes>) {
+        let current = self
+            .live(&key, now)
+            .map(|e| (e.value.clone(), e.expires_at));
+        let present = current.is_some();
+        if (opts.only_if_absent && present) || (opts.only_if_present && !present) {
+            return (false, current.map(|(v, _)| v));
+        }
+        let expires_at = if opts.keep_ttl {
+            current.as_ref().and_then(|(_, t)| *t)
+        } else {
+            opts.expires_at
+        };
+        self.track(&key, expires_at);
+        let old = self.map.insert(key, Entry { value, expires_at });
+        (true, old.map(|e| e.value))
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub fn del(&mut self, key: &[u8], now: Instant) -> bool {
+        self.live(key, now).is_some() && self.map.remove(key).is_some()
+    }
+
+    /// `INCRBY`: adds `by` to the integer at `key` (0 if missing), keeping its expiry.
+    pub fn incr_by(&mut self, key: &Bytes, by: i64, now: Instant) -> Result<i64, ArithError> {
+        let (current, expires_at) = match self.live(key, now) {
+            Some(e) => (
+                parse_i64(&e.value).ok_or(ArithError::NotInteger)?,
+                e.expires_at,
+            ),
+            None => (0, None),
+        };
+        let next = current.checked_add(by).ok_or(ArithError::Overflow)?;
+        let value = Bytes::from(next.to_string());
+        self.map.insert(key.clone(), Entry { value, expires_at });
+        Ok(next)
+    }
+
+    /// `EXPIRE`-family: sets an absolute deadline. A deadline at or before `now` deletes the
+    /// key. Returns whether the key existed and the condition held.
+    pub fn expire_at(
+        &mut self,
+        key: &[u8],
+        at: Instant,
+        cond: ExpireCondition,
+        now: Instant,
+    ) -> bool {
+        let Some(e) = self.live(key, now) else {
+            return false;
+        };
+        let ok = match (cond, e.expires_at) {
+            (ExpireCondition::Always, _) => true,
+            (ExpireCondition::NoExpiry, cur) => cur.is_none(),
+            (ExpireCondition::HasExpiry, cur) => cur.is_some(),
+            (ExpireCondition::Greater, Some(cur)) => at > cur,
+            (ExpireCondition::Greater, None) => false,
+            (ExpireCondition::Less, Some(cur)) => at < cur,
+            (ExpireCondition::Less, None) => true,
+        };
+        if !ok {
+            return false;
+        }
+        if at <= now {
+            self.map.remove(key);
+            return true;
+        }
+        e.expires_at = Some(at);
+        let key = Bytes::copy_from_slice(key);
+        self.track(&key, Some(at));
+        true
+    }
+
+    /// `PERSIST`: removes the expiry; returns whether there was one.
+    pub fn persist(&mut self, key: &[u8], now: Instant) -> bool {
+        match self.live(key, now) {
+            Some(e) => e.expires_at.take().is_some(),
+            None => false,
+        }
+    }
+
+    /// Time to live of `key`.
+    pub fn ttl(&mut self, key: &[u8], now: Instant) -> Ttl {
+        match self.live(key, now) {
+            None => Ttl::Missing,
+            Some(Entry {
+                expires_at: None, ..
+            }) => Ttl::Persistent,
+            Some(Entry {
+                expires_at: Some(t),
+                ..
+            }) => Ttl::Left(t.saturating_duration_since(now)),
+        }
+    }
+
+    /// Removes every key.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.deadlines.clear();
+    }
+
+    /// Deletes up to `budget` keys whose deadline passed; returns how many were deleted.
+    pub fn expire_due(&mut self, now: Instant, budget: usize) -> usize {
+        let mut deleted = 0;
+        let mut examined = 0;
+        while examined < budget {
+            let due = matches!(self.deadlines.peek(), Some(Reverse((t, _))) if *t <= now);
+            if !due {
+                break;
+            }
+            let Some(Reverse((at, key))) = self.deadlines.pop() else {
+                break;
+            };
+            examined += 1;
+            // Only the deadline the key still has counts; older heap entries are stale.
+            if matches!(self.map.get(&key), Some(e) if e.expires_at == Some(at)) {
+                self.map.remove(&key);
+                deleted += 1;
+            }
+        }
+        // Overwrites leave stale deadlines behind; rebuild when they dominate the heap.
+        if self.deadlines.len() > 1024 && self.deadlines.len() > 4 * self.map.len() {
+            let map = &self.map;
+            let live: Vec<_> = self
+                .deadlines
+                .drain()
+                .filter(|Reverse((t, k))| map.get(k).is_some_and(|e| e.expires_at == Some(*t)))
+                .collect();
+            self.deadlines = live.into();
+        }
+        deleted
+    }
+}
+
+/// Parses a Redis integer argument or value: optional `-`, decimal digits, no spaces, no `+`,
+/// no leading zeros (except `0` itself), within `i64`.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    let (neg, digits) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    if neg && digits == b"0" {
+        return None;
+    }
+    let mut v: i128 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + i128::from(c - b'0');
+    }
+    if neg {
+        v = -v;
+    }
+    i64::try_from(v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn set_get_and_conditions() {
+        let now = Instant::now();
+        let mut ks = Keyspace::new();
+        assert_eq!(ks.get(b"a", now), None);
+        assert!(ks.set(k("a"), k("1"), SetOptions::default(), now).0);
+        assert_eq!(ks.get(b"a", now), Some(k("1")));
+        let nx = SetOptions {
+            only_if_absent: true,
+            ..Default::default()
+        };
+        assert_eq!(ks.set(k("a"), k("2"), nx, now), (false, Some(k("1"))));
+        let xx = SetOptions {
+            only_if_present: true,
+            ..Default::default()
+        };
+        assert!(!ks.set(k("b"), k("2"), xx, now).0);
+        assert!(!ks.exists(b"b", now));
+        assert_eq!(ks.set(k("a"), k("3"), xx, now), (true, Some(k("1"))));
+    }
+
+    #[test]
+    fn expiry_is_lazy_and_active() {
+        let now = Instant::now();
+        let mut ks = Keyspace::new();
+        let ex = SetOptions {
+            expires_at: Some(now + Duration::from_secs(10)),
+            ..Default::default()
+        };
+        ks.set(k("a"), k("1"), ex, now);
+        ks.set(k("b"), k("1"), ex, now);
+        assert_eq!(ks.ttl(b"a", now), Ttl::Left(Duration::from_secs(10)));
+        let later = now + Duration::from_secs(11);
+        assert_eq!(ks.get(b"a", later), None, "lazy expiry on read");
+        assert_eq!(ks.len(), 1);
+        assert_eq!(ks.expire_due(later, 100), 1, "active expiry collects b");
+        assert!(ks.is_empty());
+    }
+
+    #[test]
+    fn overwrite_drops_old_deadline_and_keepttl_keeps_it() {
+        let now = Instant::now();
+        let mut ks = Keyspace::new();
+        let ex = SetOptions {
+            expires_at: Some(now + Duration::from_secs(1)),
+            ..Default::default()
+        };
+        ks.set(k("a"), k("1"), ex, now);
+        ks.set(k("a"), k("2"), SetOptions::default(), now);
+        let later = now + Duration::from_secs(2);
+        assert_eq!(ks.expire_due(later, 100), 0, "stale deadline skipped");
+        assert_eq!(ks.ttl(b"a", later), Ttl::Persistent);
+        ks.expire_at(
+            b"a",
+            later + Duration::from_secs(5),
+            ExpireCondition::Always,
+            later,
+        );
+        let keep = SetOptions {
+            keep_ttl: true,
+            ..Default::default()
+        };
+        ks.set(k("a"), k("3"), keep, later);
+        assert_eq!(ks.ttl(b"a", later), Ttl::Left(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn incr_keeps_expiry_and_checks_overflow() {
+        let now = Instant::now();
+        let mut ks = Keyspace::new();
+        assert_eq!(ks.incr_by(&k("n"), 5, now), Ok(5));
+        assert_eq!(ks.incr_by(&k("n"), -7, now), Ok(-2));
+        ks.set(k("n"), k(&i64::MAX.to_string()), SetOptions::default(), now);
+        assert_eq!(ks.incr_by(&k("n"), 1, now), Err(ArithError::Overflow));
+        ks.set(k("s"), k("abc"), SetOptions::default(), now);
+        assert_eq!(ks.incr_by(&k("s"), 1, now), Err(ArithError::NotInteger));
+    }
+
+    #[test]
+    fn expire_conditions() {
+        let now = Instant::now();
+        let mut ks = Keyspace::new();
+        ks.set(k("a"), k("1"), SetOptions::default(), now);
+        let t = now + Duration::from_secs(5);
+        assert!(!ks.expire_at(b"a", t, ExpireCondition::HasExpiry, now));
+        assert!(!ks.expire_at(b"a", t, ExpireCondition::Greater, now));
+        assert!(ks.expire_at(b"a", t, ExpireCondition::NoExpiry, now));
+        assert!(!ks.expire_at(
+            b"a",
+            t - Duration::from_secs(1),
+            ExpireCondition::Greater,
+            now
+        ));
+        assert!(ks.expire_at(b"a", t - Duration::from_secs(1), ExpireCondition::Less, now));
+        assert!(ks.persist(b"a", now));
+        assert!(ks.expire_at(b"a", now, ExpireCondition::Always, now));
+        assert!(!ks.exists(b"a", now), "a past deadline deletes");
+        assert!(!ks.expire_at(b"missing", t, ExpireCondition::Always, now));
+    }
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"01",
+            b"-0",
+            b"1.5",
+            b"9223372036854775808",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
