@@ -1,6 +1,6 @@
 //! `sinew-bench`: comparative benchmarks of Sinew against its peers.
 //!
-//! Each suite is a subcommand (`actors`, `transports`; `http`, `redis` later) that
+//! Each suite is a subcommand (`actors`, `transports`, `http`; `redis` later) that
 //! produces [`report::Row`]s, printed as a human table or, with `--json`, as ONE JSON
 //! array on stdout (diagnostics go to stderr).
 //!
@@ -8,10 +8,13 @@
 //! sinew-bench actors [--json] [--quick] [--repeats N] [--system S]... [--case C]...
 //! sinew-bench transports [--json] [--quick] [--repeats N] [--system S]... [--case C]...
 //!     [--no-syscalls]
+//! sinew-bench http [--json] [--quick] [--repeats N] [--system S]... [--case C]...
+//!     [--connections N] [--duration-secs N]
 //! ```
 
 mod actors;
 mod alloc;
+mod http;
 mod report;
 mod transports;
 
@@ -40,7 +43,8 @@ struct CommonArgs {
     /// Small iteration counts and 3 repeats: a smoke test that finishes in seconds.
     #[arg(long)]
     quick: bool,
-    /// Repeats per measurement (the median is reported); default 5, or 3 with --quick.
+    /// Repeats per measurement (the median is reported); default 5, or 3 with --quick
+    /// (`http`: 3, or 1 with --quick).
     #[arg(long)]
     repeats: Option<usize>,
 }
@@ -50,6 +54,13 @@ impl CommonArgs {
     fn repeats(&self) -> usize {
         self.repeats
             .unwrap_or(if self.quick { 3 } else { 5 })
+            .max(1)
+    }
+
+    /// Repeats of the `http` suite (its runs take seconds each): 3, or 1 with `--quick`.
+    fn http_repeats(&self) -> usize {
+        self.repeats
+            .unwrap_or(if self.quick { 1 } else { 3 })
             .max(1)
     }
 }
@@ -93,6 +104,39 @@ enum Cmd {
         #[arg(long)]
         syscalls: bool,
     },
+    /// HTTP/1.1 servers under wrk (plaintext, 16-deep pipelined plaintext, json): Sinew on
+    /// io_uring and mio vs hyper, actix-web, may-minihttp, nginx and a canned-response
+    /// io_uring server, one server core each, ranked by requests per server CPU-second.
+    Http(HttpArgs),
+    /// Internal: serve HTTP as one system in this process until killed.
+    #[command(name = "__http-serve", hide = true)]
+    HttpServe {
+        /// System to serve as (not nginx, which is started directly).
+        #[arg(long, value_enum)]
+        system: http::System,
+        /// Address to listen on.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+    },
+}
+
+/// Options of `http`.
+#[derive(Debug, Args)]
+struct HttpArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only these systems (repeatable; default all).
+    #[arg(long = "system", value_enum)]
+    systems: Vec<http::System>,
+    /// Only these cases (repeatable; default all).
+    #[arg(long = "case", value_enum)]
+    cases: Vec<http::Case>,
+    /// wrk connections (`-c`).
+    #[arg(long, default_value_t = http::CONNECTIONS)]
+    connections: usize,
+    /// Seconds per timed wrk run (default 5, or 1 with --quick).
+    #[arg(long)]
+    duration_secs: Option<u64>,
 }
 
 /// Options of `transports`.
@@ -208,6 +252,45 @@ fn main() {
             let p: transports::Params =
                 serde_json::from_str(&params).expect("--params is JSON Params");
             transports::child_main(system, case, &p, syscalls);
+        }
+        Cmd::Http(args) => {
+            let mut opts = http::Options::new(args.common.quick, args.common.http_repeats());
+            opts.systems = args.systems;
+            opts.cases = args.cases;
+            opts.connections = args.connections.max(1);
+            if let Some(s) = args.duration_secs {
+                opts.duration = Duration::from_secs(s.max(1));
+            }
+            let t = Instant::now();
+            let rows = match http::run(&opts) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    eprintln!("[http] error: {e}");
+                    std::process::exit(1);
+                }
+            };
+            eprintln!(
+                "[http] done in {:.1}s ({} repeats of {}s)",
+                t.elapsed().as_secs_f64(),
+                opts.repeats,
+                opts.duration.as_secs()
+            );
+            emit(&rows, &args.common, &http::TABLE);
+            if !args.common.json {
+                println!(
+                    "\ngoals (requests per server CPU-second: >= may-minihttp, \
+                     >= 1.5x hyper pipelined, within 10% of canned):"
+                );
+                for line in http::goal_lines(&rows) {
+                    println!("{line}");
+                }
+            }
+        }
+        Cmd::HttpServe { system, addr } => {
+            if let Err(e) = http::serve_main(system, addr) {
+                eprintln!("[http] {} server: {e}", system.name());
+                std::process::exit(1);
+            }
         }
     }
 }

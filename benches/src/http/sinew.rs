@@ -1,0 +1,57 @@
+//! Sinew: the `examples/http_hello.rs` application behind `sinew_io_actors::serve`.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use sinew_actors::{Actor, Context, System};
+use sinew_io_actors::{io_driver, serve as serve_http, IncomingFor, ServerConfig};
+use sinew_protocols::http1::{Body, Http1, Response};
+use sinew_transports::Backend;
+
+use super::{JSON_BODY, PLAINTEXT_BODY};
+
+/// Answers `/plaintext` and `/json` (the same actor as the example).
+struct Hello;
+
+impl Actor for Hello {
+    type Msg = IncomingFor<Http1>;
+
+    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
+        let resp = match &inc.request.target[..] {
+            b"/plaintext" => Response::new(200)
+                .header("server", "sinew")
+                .header("content-type", "text/plain")
+                .with_body(Body::Full(Bytes::from_static(PLAINTEXT_BODY.as_bytes()))),
+            b"/json" => Response::new(200)
+                .header("server", "sinew")
+                .header("content-type", "application/json")
+                .with_body(Body::Full(Bytes::from_static(JSON_BODY.as_bytes()))),
+            _ => Response::new(404),
+        };
+        inc.reply.send(resp);
+    }
+}
+
+/// Serves on `addr` with one pinned worker parked in a `backend` reactor, until killed.
+pub fn serve(backend: Backend, addr: SocketAddr) -> Result<(), String> {
+    let system = System::builder()
+        .workers(1)
+        .pin_workers(true)
+        .try_driver(io_driver(backend))
+        .build()
+        .map_err(|e| format!("sinew system on {backend}: {e}"))?;
+    let app = system
+        .spawn(Hello)
+        .map_err(|e| format!("spawn the application actor: {e}"))?;
+    serve_http(
+        &system.handle(),
+        Http1::default(),
+        addr,
+        0..system.workers(),
+        app.recipient(),
+        ServerConfig::default(),
+    )
+    .map_err(|e| format!("serve on {addr}: {e}"))?;
+    system.join();
+    Ok(())
+}
