@@ -364,7 +364,9 @@ where
 
     fn flush(&mut self, ctx: &mut Context<Self>, now: Instant) {
         // The codec formats the date at most once per second; this is one clock read.
-        self.codec.set_wall_clock(std::time::SystemTime::now());
+        if self.codec.wants_wall_clock() {
+            self.codec.set_wall_clock(std::time::SystemTime::now());
+        }
         let mut out: Vec<Bytes> = Vec::new();
         while let Some(b) = self.codec.poll_transmit(now) {
             out.push(b);

@@ -8,7 +8,10 @@
 //! pushed with and are skipped unless it still matches.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::{Entry as Slot, HashTable};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -78,10 +81,60 @@ pub enum Ttl {
     Left(Duration),
 }
 
+/// Key to entry, hashed once per operation: the raw table lets a lookup that turns into an
+/// insert or a removal reuse its probe (the keyspace is memory-bound: every extra probe is a
+/// cache miss). The hasher is randomly seeded, so clients cannot choose colliding keys.
+#[derive(Default)]
+struct Map {
+    table: HashTable<(Bytes, Entry)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Map {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.table
+            .find(self.hash(key), |(k, _)| k[..] == *key)
+            .map(|(_, e)| e)
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let h = self.hash(key);
+        self.table
+            .find_entry(h, |(k, _)| k[..] == *key)
+            .ok()
+            .map(|o| o.remove().0 .1)
+    }
+
+    fn slot(&mut self, key: &[u8]) -> Slot<'_, (Bytes, Entry)> {
+        let h = self.hash(key);
+        let hasher = &self.hasher;
+        self.table
+            .entry(h, |(k, _)| k[..] == *key, |(k, _)| hasher.hash_one(&k[..]))
+    }
+
+    fn clear(&mut self) {
+        self.table.clear();
+    }
+}
+
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map").field("len", &self.len()).finish()
+    }
+}
+
 /// The keys of one shard.
 #[derive(Debug, Default)]
 pub struct Keyspace {
-    map: HashMap<Bytes, Entry>,
+    map: Map,
     deadlines: BinaryHeap<Reverse<(Instant, Bytes)>>,
 }
 
@@ -98,17 +151,18 @@ impl Keyspace {
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.len() == 0
     }
 
     fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut Entry> {
-        let expired =
-            matches!(self.map.get(key), Some(e) if e.expires_at.is_some_and(|t| t <= now));
-        if expired {
-            self.map.remove(key);
-            return None;
+        match self.map.slot(key) {
+            Slot::Occupied(o) if o.get().1.expires_at.is_some_and(|t| t <= now) => {
+                o.remove();
+                None
+            }
+            Slot::Occupied(o) => Some(&mut o.into_mut().1),
+            Slot::Vacant(_) => None,
         }
-        self.map.get_mut(key)
     }
 
     fn track(&mut self, key: &Bytes, at: Option<Instant>) {
@@ -135,21 +189,51 @@ impl Keyspace {
         opts: SetOptions,
         now: Instant,
     ) -> (bool, Option<Bytes>) {
-        let current = self
-            .live(&key, now)
-            .map(|e| (e.value.clone(), e.expires_at));
-        let present = current.is_some();
-        if (opts.only_if_absent && present) || (opts.only_if_present && !present) {
-            return (false, current.map(|(v, _)| v));
-        }
-        let expires_at = if opts.keep_ttl {
-            current.as_ref().and_then(|(_, t)| *t)
-        } else {
-            opts.expires_at
+        // Keys and values arrive as slices of a connection's receive buffer; stored as they
+        // are, one small value would pin that whole buffer for its lifetime. Copy them out.
+        let track = |deadlines: &mut BinaryHeap<_>, key: &Bytes, at: Option<Instant>| {
+            if let Some(at) = at {
+                deadlines.push(Reverse((at, key.clone())));
+            }
         };
-        self.track(&key, expires_at);
-        let old = self.map.insert(key, Entry { value, expires_at });
-        (true, old.map(|e| e.value))
+        match self.map.slot(&key) {
+            Slot::Occupied(mut o) => {
+                let (k, e) = o.get_mut();
+                let expired = e.expires_at.is_some_and(|t| t <= now);
+                if expired {
+                    if opts.only_if_present {
+                        o.remove();
+                        return (false, None);
+                    }
+                } else if opts.only_if_absent {
+                    return (false, Some(e.value.clone()));
+                }
+                let expires_at = match (opts.keep_ttl, expired) {
+                    (true, false) => e.expires_at,
+                    (true, true) => None,
+                    (false, _) => opts.expires_at,
+                };
+                if expires_at != e.expires_at {
+                    track(&mut self.deadlines, k, expires_at);
+                }
+                e.expires_at = expires_at;
+                let old = std::mem::replace(&mut e.value, Bytes::copy_from_slice(&value));
+                (true, (!expired).then_some(old))
+            }
+            Slot::Vacant(v) => {
+                if opts.only_if_present {
+                    return (false, None);
+                }
+                let key = Bytes::copy_from_slice(&key);
+                track(&mut self.deadlines, &key, opts.expires_at);
+                let entry = Entry {
+                    value: Bytes::copy_from_slice(&value),
+                    expires_at: opts.expires_at,
+                };
+                v.insert((key, entry));
+                (true, None)
+            }
+        }
     }
 
     /// Deletes `key`; returns whether it existed.
@@ -168,7 +252,12 @@ impl Keyspace {
         };
         let next = current.checked_add(by).ok_or(ArithError::Overflow)?;
         let value = Bytes::from(next.to_string());
-        self.map.insert(key.clone(), Entry { value, expires_at });
+        match self.map.slot(key) {
+            Slot::Occupied(mut o) => o.get_mut().1.value = value,
+            Slot::Vacant(v) => {
+                v.insert((Bytes::copy_from_slice(key), Entry { value, expires_at }));
+            }
+        }
         Ok(next)
     }
 

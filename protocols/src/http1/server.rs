@@ -780,6 +780,9 @@ impl ServerCodec for ServerConnection {
     fn read_body(&mut self, id: RequestId) {
         ServerConnection::read_body(self, id)
     }
+    fn wants_wall_clock(&self) -> bool {
+        true
+    }
     fn set_wall_clock(&mut self, now: SystemTime) {
         self.set_date(now);
     }
