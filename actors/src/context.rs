@@ -272,6 +272,29 @@ impl<A: Actor> Context<A> {
         ReplyTo::from_fn(move |r| cell.deliver_forced(map(r)))
     }
 
+    /// A reusable source of reply addresses into this actor's mailbox: `map(tag, answer)`
+    /// builds the message. Where [`Context::reply_to`] boxes a closure per address, a channel
+    /// is made once and each address costs a reference count: the shape for actors that create
+    /// one per request (connections).
+    pub fn reply_channel<T: Send + 'static>(
+        &self,
+        map: fn(u64, Result<T, ReplyError>) -> A::Msg,
+    ) -> crate::reply::ReplyChannel<T> {
+        struct CellSink<A: Actor, T> {
+            cell: Arc<ActorCell<A>>,
+            map: fn(u64, Result<T, ReplyError>) -> A::Msg,
+        }
+        impl<A: Actor, T: Send + 'static> crate::reply::TaggedSink<T> for CellSink<A, T> {
+            fn deliver(&self, tag: u64, value: Result<T, ReplyError>) {
+                self.cell.deliver_forced((self.map)(tag, value));
+            }
+        }
+        crate::reply::ReplyChannel::new(Arc::new(CellSink {
+            cell: self.cell.clone(),
+            map,
+        }))
+    }
+
     /// Like [`Context::reply_to`], with a deadline: if no answer came within `timeout`,
     /// `map(Err(ReplyError::Timeout))` arrives instead, and a late answer is discarded.
     pub fn reply_to_within<T: Send + 'static>(

@@ -81,7 +81,7 @@ pub use fault::{buggify, Delivery, FaultHook};
 pub use group::{Group, Router, Strategy};
 pub use mailbox::{MailboxConfig, Overflow};
 pub use metrics::{ActorMetrics, SystemMetrics, WorkerMetrics};
-pub use reply::{ReplyFuture, ReplyTo};
+pub use reply::{ReplyChannel, ReplyFuture, ReplyTo};
 pub use rng::SplitMix64;
 pub use system::{Placement, ShutdownReport, SpawnOptions, System, SystemBuilder, SystemHandle};
 pub use timer::TimerHandle;

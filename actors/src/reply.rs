@@ -20,8 +20,15 @@ use crate::timer::Sleep;
 
 type Deliver<T> = Box<dyn FnOnce(Result<T, ReplyError>) + Send>;
 
+/// Where tagged reply addresses deliver: shared by every address of one [`ReplyChannel`].
+pub(crate) trait TaggedSink<T>: Send + Sync {
+    fn deliver(&self, tag: u64, value: Result<T, ReplyError>);
+}
+
 enum Sink<T> {
     Future(oneshot::Sender<Result<T, ReplyError>>),
+    /// A shared sink plus the tag naming this request: no allocation per address.
+    Tagged(Arc<dyn TaggedSink<T>>, u64),
     /// Maps the reply into the requester's message type and enqueues it. The optional flag is
     /// shared with a deadline timer: whichever of reply and timer flips it first delivers.
     Actor(Deliver<T>, Option<Arc<AtomicBool>>),
@@ -161,7 +168,7 @@ impl<T: Send + 'static> ReplyTo<T> {
         match &self.sink {
             Some(Sink::Future(tx)) => !tx.is_canceled(),
             Some(Sink::Actor(_, Some(flag))) => !flag.load(Ordering::Acquire),
-            Some(Sink::Actor(_, None)) => true,
+            Some(Sink::Actor(_, None)) | Some(Sink::Tagged(..)) => true,
             None => false,
         }
     }
@@ -170,6 +177,10 @@ impl<T: Send + 'static> ReplyTo<T> {
 fn complete<T>(sink: Sink<T>, value: Result<T, ReplyError>) -> bool {
     match sink {
         Sink::Future(tx) => tx.send(value).is_ok(),
+        Sink::Tagged(to, tag) => {
+            to.deliver(tag, value);
+            true
+        }
         Sink::Actor(deliver, None) => {
             deliver(value);
             true
@@ -189,6 +200,43 @@ impl<T: Send + 'static> Drop for ReplyTo<T> {
         self.untrack();
         if let Some(sink) = self.sink.take() {
             complete(sink, Err(ReplyError::Dropped));
+        }
+    }
+}
+
+/// A source of reply addresses that all answer into one actor's mailbox, each carrying a tag
+/// (a request id) that the actor's mapping turns into a message. Unlike
+/// [`crate::Context::reply_to`] it allocates nothing per address: one shared sink, made once
+/// with [`crate::Context::reply_channel`], which I/O actors use for every request they read.
+pub struct ReplyChannel<T: Send + 'static> {
+    sink: Arc<dyn TaggedSink<T>>,
+}
+
+impl<T: Send + 'static> Clone for ReplyChannel<T> {
+    fn clone(&self) -> Self {
+        ReplyChannel {
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for ReplyChannel<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyChannel").finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> ReplyChannel<T> {
+    pub(crate) fn new(sink: Arc<dyn TaggedSink<T>>) -> Self {
+        ReplyChannel { sink }
+    }
+
+    /// A reply address for the request tagged `tag`.
+    pub fn reply_to(&self, tag: u64) -> ReplyTo<T> {
+        ReplyTo {
+            sink: Some(Sink::Tagged(self.sink.clone(), tag)),
+            deadline: None,
+            tracked: tracking::created(),
         }
     }
 }

@@ -146,3 +146,48 @@ fn actor_side_deadline_delivers_timeout_once() {
     sim.advance(Duration::from_secs(5));
     assert!(rx.try_recv().is_err());
 }
+
+/// A requester that asks through a reply channel: tagged addresses, one shared sink.
+struct Tagger {
+    server: Addr<Server>,
+    out: mpsc::Sender<(u64, Result<u32, ReplyError>)>,
+}
+
+enum TaggerMsg {
+    Go,
+    Answer(u64, Result<u32, ReplyError>),
+}
+
+impl Actor for Tagger {
+    type Msg = TaggerMsg;
+    fn handle(&mut self, msg: TaggerMsg, ctx: &mut Context<Self>) {
+        match msg {
+            TaggerMsg::Go => {
+                let channel = ctx.reply_channel(TaggerMsg::Answer);
+                // Answered, dropped, and answered out of order: each tag arrives exactly once.
+                let _ = self.server.try_send(Req::Ignore(channel.reply_to(2)));
+                let _ = self.server.try_send(Req::Echo(10, channel.reply_to(1)));
+                let _ = self.server.try_send(Req::Echo(30, channel.reply_to(3)));
+            }
+            TaggerMsg::Answer(tag, r) => {
+                let _ = self.out.send((tag, r));
+            }
+        }
+    }
+}
+
+#[test]
+fn reply_channel_tags_every_answer_and_every_drop() {
+    let sim = DeterministicSystem::new(3);
+    let server = sim.spawn(Server::default()).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tagger = sim.spawn(Tagger { server, out: tx }).unwrap();
+    tagger.try_send(TaggerMsg::Go).unwrap();
+    sim.run_until_idle();
+    let mut got: Vec<_> = rx.try_iter().collect();
+    got.sort_by_key(|(tag, _)| *tag);
+    assert_eq!(
+        got,
+        vec![(1, Ok(10)), (2, Err(ReplyError::Dropped)), (3, Ok(30))]
+    );
+}

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sinew_actors::{
-    Actor, Context, Placement, Recipient, ReplyError, ReplyTo, SendError, SpawnError, SpawnOptions,
-    SystemHandle,
+    Actor, Context, Placement, Recipient, ReplyChannel, ReplyError, ReplyTo, SendError, SpawnError,
+    SpawnOptions, SystemHandle,
 };
 use sinew_protocols::protocol::{Protocol, RequestId, ServerCodec, ServerEvent, ServerProtocol};
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
@@ -269,6 +269,8 @@ where
     peer_eof: bool,
     /// Something changed this turn: decode, write and read once the turn's messages are in.
     dirty: bool,
+    /// Reply addresses for requests, made without an allocation each (set when started).
+    replies: Option<ReplyChannel<P::Response>>,
     timer: Deadline,
 }
 
@@ -298,6 +300,7 @@ where
             linger: None,
             peer_eof: false,
             dirty: false,
+            replies: None,
             timer: Deadline::default(),
         }
     }
@@ -331,7 +334,10 @@ where
     }
 
     fn dispatch(&mut self, id: RequestId, request: P::Request, ctx: &mut Context<Self>) {
-        let reply = ctx.reply_to(move |r| ConnMsg::Reply(id, r));
+        let reply = match &self.replies {
+            Some(channel) => channel.reply_to(id.0),
+            None => ctx.reply_to(move |r| ConnMsg::Reply(id, r)),
+        };
         let push = self.protocol.needs_push(&request).then(|| Pusher {
             target: ctx.addr().recipient_map(ConnMsg::Push),
         });
@@ -448,6 +454,7 @@ where
             return ctx.stop();
         };
         self.token = Some(io.register(ctx.addr().recipient_map(ConnMsg::Io)));
+        self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
         let _ = io.reactor().set_option(self.socket, SockOpt::NoDelay(true));
         self.step(ctx);
     }
