@@ -421,6 +421,28 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_wheel_still_fires_on_time() {
+        // The worker skips advancing an empty wheel, so its `now` can lag the clock.
+        for lag in [0u64, 1, 63, 64, 65, 4095, 4096, 4097, 262_143, 262_145] {
+            for phase in 0..70u64 {
+                let mut w = TimerWheel::new();
+                let now = lag + phase;
+                let when = now + 3;
+                let (k, _) = w.insert(when, noop(), None);
+                assert!(
+                    drain(&mut w, when - 1).is_empty(),
+                    "lag {lag} phase {phase}"
+                );
+                assert_eq!(
+                    drain(&mut w, when),
+                    vec![(k, when)],
+                    "lag {lag} phase {phase}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn cancel_removes_and_frees() {
         let mut w = TimerWheel::new();
         let (k, g) = w.insert(5000, noop(), None);

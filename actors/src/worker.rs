@@ -206,6 +206,23 @@ impl Clock {
         }
     }
 
+    /// The first tick at or after `now + after`: a timer armed for it never fires early,
+    /// however far into the current tick `now` is (rounding `now` down instead would fire up
+    /// to a tick early).
+    pub(crate) fn deadline_tick(&self, after: Duration) -> u64 {
+        match self {
+            Clock::Real { origin } => {
+                let now = origin.elapsed();
+                let at = now.saturating_add(after);
+                let ceil = at.as_millis() as u64 + u64::from(at.subsec_nanos() % 1_000_000 != 0);
+                // The wheel's reach bounds the delay, never the absolute time (uncapped,
+                // `ceil` is never above this bound).
+                ceil.min(now.as_millis() as u64 + duration_ticks(after) + 1)
+            }
+            Clock::Virtual { now_ms, .. } => now_ms.get() + duration_ticks(after),
+        }
+    }
+
     /// Whole ticks elapsed since the origin (rounded down).
     pub(crate) fn tick(&self) -> u64 {
         match self {
@@ -520,8 +537,7 @@ impl WorkerLocal {
         action: TimerFn,
         flag: Arc<std::sync::atomic::AtomicBool>,
     ) -> TimerHandle {
-        // Round the current time down and the delay up: a timer never fires early.
-        let when = self.clock.tick() + duration_ticks(after);
+        let when = self.clock.deadline_tick(after);
         let (key, gen) = self
             .timers
             .borrow_mut()

@@ -140,3 +140,64 @@ fn real_time_send_after_fires_not_early() {
     assert_eq!(tag, 1);
     assert!(at >= 20, "fired after {at} ms");
 }
+
+/// Arms one-shot timers at arbitrary points inside a millisecond and records, by the real
+/// clock, when each was armed and when it fired.
+struct Punctual {
+    out: mpsc::Sender<Duration>,
+    armed: std::collections::HashMap<u32, std::time::Instant>,
+    next: u32,
+}
+
+enum PMsg {
+    Arm,
+    Fired(u32),
+}
+
+impl Actor for Punctual {
+    type Msg = PMsg;
+    fn handle(&mut self, msg: PMsg, ctx: &mut Context<Self>) {
+        match msg {
+            PMsg::Arm => {
+                let tag = self.next;
+                self.next += 1;
+                self.armed.insert(tag, std::time::Instant::now());
+                ctx.send_after(Duration::from_millis(3), PMsg::Fired(tag));
+            }
+            PMsg::Fired(tag) => {
+                if let Some(at) = self.armed.remove(&tag) {
+                    let _ = self.out.send(at.elapsed());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn real_timers_never_fire_early() {
+    let system = sinew_actors::System::builder().workers(1).build().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let a = system
+        .spawn(Punctual {
+            out: tx,
+            armed: Default::default(),
+            next: 0,
+        })
+        .unwrap();
+    const N: usize = 200;
+    for i in 0..N {
+        a.try_send(PMsg::Arm).unwrap();
+        // Spread the arming instants over sub-millisecond phases.
+        std::thread::sleep(Duration::from_micros(37 * (i as u64 % 27)));
+    }
+    for _ in 0..N {
+        let waited = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("timer fired");
+        assert!(
+            waited >= Duration::from_millis(3),
+            "a 3 ms timer fired after {waited:?}"
+        );
+    }
+    system.shutdown(Duration::from_secs(1));
+}
