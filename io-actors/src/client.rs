@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sinew_actors::{Actor, Context, Recipient, ReplyTo, SendError};
@@ -110,12 +110,15 @@ where
     /// response completed by the close is still delivered).
     eof: bool,
     timer: Deadline,
+    /// How long connection setup may take (the protocol's request-read timeout by default).
+    connect_timeout: Option<Duration>,
 }
 
 impl<P: PooledProtocol> ClientConn<P> {
     /// A connection to `addr`, opened when the actor starts.
     pub fn new(protocol: P, addr: SocketAddr) -> Self {
         let codec = protocol.new_codec(Instant::now());
+        let connect_timeout = protocol.timeouts().request_read;
         ClientConn {
             protocol,
             codec,
@@ -134,7 +137,15 @@ impl<P: PooledProtocol> ClientConn<P> {
             closing: false,
             eof: false,
             timer: Deadline::default(),
+            connect_timeout,
         }
+    }
+
+    /// Bounds connection setup by `limit` instead of the protocol's request-read timeout
+    /// (`None`: unbounded). When it passes, queued calls fail with a connection error.
+    pub fn with_connect_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.connect_timeout = limit;
+        self
     }
 
     /// Sends messages the peer pushes on its own (pub/sub deliveries, RESP3 pushes) to
@@ -332,8 +343,8 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
         };
         let token = io.register(ctx.addr().recipient_map(ClientMsg::Io));
         self.token = Some(token);
-        // The protocol's request-read timeout bounds connection setup on the client side.
-        if let Some(limit) = self.protocol.timeouts().request_read {
+        // The protocol's request-read timeout (or the configured one) bounds connection setup.
+        if let Some(limit) = self.connect_timeout {
             ctx.send_after(limit, ClientMsg::ConnectTimeout);
         }
         let socket = io

@@ -30,7 +30,7 @@ mod worker_io;
 
 pub use client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
-pub use pool::{CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolResult};
+pub use pool::{CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolOrder, PoolResult};
 pub use proxy::{Forwarded, Proxy, ProxyConfig, ProxyError, ProxyMsg, ProxyStats};
 pub use redis::{Message, RedisClient, RedisClientConfig, RedisError, RedisResult};
 pub use server::{

@@ -1,16 +1,29 @@
 //! A connection pool for one destination, as a supervisor of client connection actors.
 //!
-//! Calls go to the least-loaded ready connection (pipelined protocols multiplex many callers
+//! Calls go to an idle connection when there is one (the most recently released with
+//! [`PoolOrder::Lifo`], the least recently released with [`PoolOrder::Fifo`]), else to the
+//! least-loaded connection that can take another (pipelined protocols multiplex many callers
 //! over few connections); the pool opens connections up to `max_size`, keeps `min_size` open,
 //! reconnects with backoff after failures, and queues calls (bounded, with a deadline) while
 //! none can take them. A circuit breaker decides whether calls go out at all: while it is open
 //! they fail at once with [`PoolError::CircuitOpen`], distinct from every other error.
+//!
+//! Connections are also retired on purpose: when older than `max_lifetime`, when idle for
+//! `idle_timeout` (never below `min_size`), or when a background health check (the protocol's
+//! [`health_check_request`], or [`Pool::health_request`]) fails. A retired connection takes
+//! no new calls and is stopped once its calls in flight are answered, so no call fails because
+//! of a retirement. While fewer than `min_size` connections take calls, one retired by age is
+//! replaced at once, one that failed its health check after the reconnect backoff.
+//! All of this runs on the actor clock (`Context::now`, timers), so it behaves the same under
+//! the deterministic system.
+//!
+//! [`health_check_request`]: sinew_protocols::protocol::ClientProtocol::health_check_request
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sinew_actors::{Actor, ActorId, Addr, Context, ReplyError, ReplyTo, Terminated};
+use sinew_actors::{Actor, ActorId, Addr, Context, ReplyError, ReplyTo, Terminated, TimerHandle};
 use sinew_protocols::protocol::Protocol;
 use sinew_supervision::resilience::breaker::{
     BreakerConfig, BreakerError, BreakerState, CircuitBreaker, Outcome, Permit,
@@ -39,6 +52,37 @@ pub struct PoolConfig {
     pub reconnect: Backoff,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
+    /// Which idle connection takes the next call. Among busy connections the least-loaded one
+    /// always does.
+    pub order: PoolOrder,
+    /// How long connection setup may take; `None` leaves the protocol's request-read timeout
+    /// (`Protocol::timeouts().request_read`) in charge.
+    pub connect_timeout: Option<Duration>,
+    /// Connections older than this are retired: they take no new calls, stop once their calls
+    /// in flight are answered, and are replaced while fewer than `min_size` remain. `None`:
+    /// connections live until they fail.
+    pub max_lifetime: Option<Duration>,
+    /// Connections with nothing in flight for this long are closed, oldest first, as long as
+    /// `min_size` remain. `None`: idle connections stay open.
+    pub idle_timeout: Option<Duration>,
+    /// How often idle connections are probed with the protocol's health-check request (a
+    /// connection that carried calls within the interval is not probed; one probe at a time
+    /// per connection). A probe that errs, gets no answer within `call_timeout`, or whose
+    /// response the pool's classifier ([`Pool::classify`]) marks as a failure retires the
+    /// connection, which is replaced with the reconnect backoff. Probes do not count toward the
+    /// circuit breaker. `None` (or a protocol without a health-check request): no probes.
+    pub health_check_interval: Option<Duration>,
+}
+
+/// How the pool chooses among idle connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PoolOrder {
+    /// The most recently released idle connection: a hot set carries the traffic and the rest
+    /// idle out (with `idle_timeout`). The default.
+    #[default]
+    Lifo,
+    /// The least recently released idle connection: traffic spreads over every connection.
+    Fifo,
 }
 
 impl Default for PoolConfig {
@@ -52,6 +96,11 @@ impl Default for PoolConfig {
             call_timeout: Duration::from_secs(30),
             reconnect: Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)),
             breaker: BreakerConfig::default(),
+            order: PoolOrder::Lifo,
+            connect_timeout: None,
+            max_lifetime: None,
+            idle_timeout: None,
+            health_check_interval: None,
         }
     }
 }
@@ -105,16 +154,45 @@ pub type PoolResult<P> = Result<<P as Protocol>::Response, PoolError>;
 /// Counters of a pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolMetrics {
-    /// Connections (connecting or ready).
+    /// Connections (connecting, ready or retiring): the sockets the pool holds.
     pub size: usize,
-    /// Ready connections with nothing in flight.
+    /// Connections that take calls and have nothing in flight.
     pub idle: usize,
+    /// Retired connections still answering their calls in flight (counted in `size`).
+    pub retiring: usize,
     /// Calls waiting for a connection.
     pub waiters: usize,
     /// Calls refused because the circuit was open.
     pub rejected_open: u64,
     /// The breaker's state name.
     pub breaker: &'static str,
+    /// Calls that waited for a connection until one could take them.
+    pub waited: u64,
+    /// Their total time waiting.
+    pub wait_total: Duration,
+    /// The longest of their waits.
+    pub wait_max: Duration,
+    /// Calls that waited for a connection and gave up after `checkout_timeout`.
+    pub checkout_timeouts: u64,
+    /// Connections retired because they reached `max_lifetime`.
+    pub retired_lifetime: u64,
+    /// Connections closed because they were idle for `idle_timeout`.
+    pub retired_idle: u64,
+    /// Connections retired because a health check failed.
+    pub retired_health: u64,
+    /// Health checks answered (passed or failed).
+    pub health_checks: u64,
+}
+
+impl PoolMetrics {
+    /// The mean wait of calls that waited for a connection (zero when none did).
+    pub fn wait_mean(&self) -> Duration {
+        match u32::try_from(self.waited) {
+            Ok(0) => Duration::ZERO,
+            Ok(n) => self.wait_total / n,
+            Err(_) => Duration::from_secs_f64(self.wait_total.as_secs_f64() / self.waited as f64),
+        }
+    }
 }
 
 /// Messages of a pool.
@@ -134,12 +212,72 @@ pub enum PoolMsg<P: PooledProtocol> {
     ),
     /// Time to look at waiters and the connection count again.
     Tick,
+    /// A health check sent on connection `conn` was answered.
+    Health(ActorId, Result<CallResult<P>, ReplyError>),
+    /// Time to retire old and idle connections and probe idle ones (the number tells stale
+    /// timers from the armed one).
+    Maintain(u64),
+}
+
+/// Why a connection was retired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retire {
+    Lifetime,
+    Idle,
+    Health,
 }
 
 struct Conn<P: PooledProtocol> {
     addr: Addr<ClientConn<P>>,
+    /// Calls sent and not answered yet (health checks not included).
     in_flight: usize,
+    opened: Instant,
+    /// When `in_flight` last fell to zero (or the connection opened).
+    last_used: Instant,
+    /// Release order: the pool's counter when `in_flight` last fell to zero (0: never used).
+    released: u64,
+    /// A health check is in flight.
+    checking: bool,
+    last_checked: Option<Instant>,
+    retiring: Option<Retire>,
+    /// The pool asked it to stop.
+    stop_sent: bool,
 }
+
+impl<P: PooledProtocol> Conn<P> {
+    fn load(&self) -> usize {
+        self.in_flight + usize::from(self.checking)
+    }
+
+    fn is_idle(&self) -> bool {
+        self.retiring.is_none() && self.load() == 0
+    }
+}
+
+/// A call waiting for a connection.
+struct Waiter<P: PooledProtocol> {
+    since: Instant,
+    deadline: Instant,
+    req: P::Request,
+    call: Box<CallCtx<P>>,
+}
+
+/// Counters kept beside the connections.
+#[derive(Default)]
+struct Counters {
+    rejected_open: u64,
+    waited: u64,
+    wait_total: Duration,
+    wait_max: Duration,
+    checkout_timeouts: u64,
+    retired_lifetime: u64,
+    retired_idle: u64,
+    retired_health: u64,
+    health_checks: u64,
+}
+
+/// Makes a health-check request.
+type HealthRequest<P> = Box<dyn Fn() -> Option<<P as Protocol>::Request> + Send>;
 
 /// The pool actor. Protocols whose codecs are `Clone`-free are built from `make_protocol`.
 pub struct Pool<P: PooledProtocol> {
@@ -147,12 +285,19 @@ pub struct Pool<P: PooledProtocol> {
     make_protocol: Box<dyn Fn() -> P + Send>,
     cfg: PoolConfig,
     conns: Vec<Conn<P>>,
-    waiters: VecDeque<(Instant, P::Request, Box<CallCtx<P>>)>,
+    waiters: VecDeque<Waiter<P>>,
     breaker: Option<CircuitBreaker>,
     failures_in_a_row: u32,
     reconnect_at: Option<Instant>,
-    rejected_open: u64,
+    counters: Counters,
     tick_armed: bool,
+    /// Counts releases (connections falling idle), for FIFO/LIFO.
+    releases: u64,
+    /// The armed maintenance timer: when it fires, and its handle.
+    maint: Option<(Instant, TimerHandle)>,
+    maint_gen: u64,
+    /// Health-check requests: set by `health_request`, else the protocol's hook.
+    health: Option<HealthRequest<P>>,
     /// Responses that count as failures for the breaker (they still reach the caller).
     failure: Option<Classifier<P>>,
     retry: Option<(RetryPolicy, Retryable<P>)>,
@@ -177,9 +322,22 @@ impl<P: PooledProtocol> Pool<P> {
     }
 
     /// Counts responses for which `is_failure` is true as failures for the circuit breaker
-    /// (the caller still gets the response): HTTP 5xx, a RESP error reply...
+    /// (the caller still gets the response): HTTP 5xx, a RESP error reply... Health checks
+    /// whose response it marks as a failure retire their connection.
     pub fn classify(mut self, is_failure: impl Fn(&P::Response) -> bool + Send + 'static) -> Self {
         self.failure = Some(Box::new(is_failure));
+        self
+    }
+
+    /// Probes idle connections (see [`PoolConfig::health_check_interval`]) with `request()`
+    /// instead of the protocol's [`health_check_request`]: for instance an HTTP/1.1 `GET` of
+    /// the backend's own health path with the `Host` header HTTP/1.1 servers require (the
+    /// `Http1` hook sends `GET /health` without one, which most servers answer with 400 and a
+    /// close).
+    ///
+    /// [`health_check_request`]: sinew_protocols::protocol::ClientProtocol::health_check_request
+    pub fn health_request(mut self, request: impl Fn() -> P::Request + Send + 'static) -> Self {
+        self.health = Some(Box::new(move || Some(request())));
         self
     }
 
@@ -198,8 +356,12 @@ impl<P: PooledProtocol> Pool<P> {
             breaker: None,
             failures_in_a_row: 0,
             reconnect_at: None,
-            rejected_open: 0,
+            counters: Counters::default(),
             tick_armed: false,
+            releases: 0,
+            maint: None,
+            maint_gen: 0,
+            health: None,
             failure: None,
             retry: None,
             budget: RetryBudget::new(0.0, 0, Duration::from_secs(10)),
@@ -218,20 +380,57 @@ impl<P: PooledProtocol> Pool<P> {
             self.arm_tick(ctx, self.reconnect_at.map(|t| t - now));
             return;
         }
-        match ctx.spawn(ClientConn::new((self.make_protocol)(), self.dest)) {
-            Ok(addr) => self.conns.push(Conn { addr, in_flight: 0 }),
+        let mut conn = ClientConn::new((self.make_protocol)(), self.dest);
+        if let Some(limit) = self.cfg.connect_timeout {
+            conn = conn.with_connect_timeout(Some(limit));
+        }
+        match ctx.spawn(conn) {
+            Ok(addr) => {
+                self.conns.push(Conn {
+                    addr,
+                    in_flight: 0,
+                    opened: now,
+                    last_used: now,
+                    released: 0,
+                    checking: false,
+                    last_checked: None,
+                    retiring: None,
+                    stop_sent: false,
+                });
+                self.schedule_maintenance(ctx);
+            }
             Err(e) => tracing::warn!(error = %e, "pool: cannot open a connection"),
         }
     }
 
-    /// The least-loaded connection that can take another call.
+    /// Connections that take calls (not retiring).
+    fn active(&self) -> usize {
+        self.conns.iter().filter(|c| c.retiring.is_none()).count()
+    }
+
+    /// The connection the next call goes to: an idle one by the pool's order (ties go to the
+    /// older connection), else the least-loaded one that can take another call.
     fn pick(&self) -> Option<usize> {
-        self.conns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.in_flight < self.cfg.max_in_flight)
-            .min_by_key(|(_, c)| c.in_flight)
-            .map(|(i, _)| i)
+        let mut idle: Option<(usize, u64)> = None;
+        let mut busy: Option<(usize, usize)> = None;
+        for (i, c) in self.conns.iter().enumerate() {
+            if c.retiring.is_some() || c.load() >= self.cfg.max_in_flight {
+                continue;
+            }
+            if c.is_idle() {
+                let better = match (idle, self.cfg.order) {
+                    (None, _) => true,
+                    (Some((_, r)), PoolOrder::Lifo) => c.released > r,
+                    (Some((_, r)), PoolOrder::Fifo) => c.released < r,
+                };
+                if better {
+                    idle = Some((i, c.released));
+                }
+            } else if busy.is_none_or(|(_, load)| c.load() < load) {
+                busy = Some((i, c.load()));
+            }
+        }
+        idle.map(|(i, _)| i).or(busy.map(|(i, _)| i))
     }
 
     /// A new call: deposit into the retry budget and keep a copy for retries.
@@ -256,7 +455,7 @@ impl<P: PooledProtocol> Pool<P> {
         let permit = match self.breaker(now).try_acquire(now) {
             Ok((p, _)) => p,
             Err(BreakerError::Open) => {
-                self.rejected_open += 1;
+                self.counters.rejected_open += 1;
                 call.reply.send(Err(PoolError::CircuitOpen));
                 return;
             }
@@ -270,8 +469,12 @@ impl<P: PooledProtocol> Pool<P> {
             if self.waiters.len() >= self.cfg.max_waiters {
                 call.reply.send(Err(PoolError::Saturated));
             } else {
-                self.waiters
-                    .push_back((now + self.cfg.checkout_timeout, req, call));
+                self.waiters.push_back(Waiter {
+                    since: now,
+                    deadline: now + self.cfg.checkout_timeout,
+                    req,
+                    call,
+                });
                 self.arm_tick(ctx, Some(self.cfg.checkout_timeout));
             }
             return;
@@ -294,18 +497,24 @@ impl<P: PooledProtocol> Pool<P> {
 
     fn drain_waiters(&mut self, ctx: &mut Context<Self>) {
         let now = ctx.now();
-        while let Some((deadline, _, _)) = self.waiters.front() {
-            if *deadline <= now {
-                if let Some((_, _, call)) = self.waiters.pop_front() {
-                    call.reply.send(Err(PoolError::Timeout));
+        while let Some(w) = self.waiters.front() {
+            if w.deadline <= now {
+                if let Some(w) = self.waiters.pop_front() {
+                    self.counters.checkout_timeouts += 1;
+                    w.call.reply.send(Err(PoolError::Timeout));
                 }
                 continue;
             }
             if self.pick().is_none() {
                 break;
             }
-            if let Some((_, req, call)) = self.waiters.pop_front() {
-                self.dispatch(req, call, ctx);
+            if let Some(w) = self.waiters.pop_front() {
+                let waited = now.saturating_duration_since(w.since);
+                let c = &mut self.counters;
+                c.waited += 1;
+                c.wait_total += waited;
+                c.wait_max = c.wait_max.max(waited);
+                self.dispatch(w.req, w.call, ctx);
             }
         }
     }
@@ -316,7 +525,9 @@ impl<P: PooledProtocol> Pool<P> {
             .min_size
             .max(usize::from(!self.waiters.is_empty()))
             .min(self.cfg.max_size);
-        while self.conns.len() < wanted {
+        // Retiring connections still hold sockets: they count toward `max_size`, not toward
+        // the connections wanted.
+        while self.active() < wanted && self.conns.len() < self.cfg.max_size {
             let before = self.conns.len();
             self.open_connection(ctx);
             if self.conns.len() == before {
@@ -334,6 +545,193 @@ impl<P: PooledProtocol> Pool<P> {
             ctx.send_after(d.max(Duration::from_millis(1)), PoolMsg::Tick);
         }
     }
+
+    /// A call or health check on connection `i` was answered: stop the connection if it is
+    /// retiring and now has nothing in flight.
+    fn stop_if_drained(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.retiring.is_some() && c.load() == 0 && !c.stop_sent {
+            c.stop_sent = true;
+            c.addr.stop();
+        }
+    }
+
+    /// Retires connection `i`: no new calls; stopped once its calls in flight are answered.
+    fn retire(&mut self, i: usize, why: Retire, ctx: &mut Context<Self>) {
+        if self.conns[i].retiring.is_some() {
+            return;
+        }
+        self.conns[i].retiring = Some(why);
+        match why {
+            Retire::Lifetime => self.counters.retired_lifetime += 1,
+            Retire::Idle => self.counters.retired_idle += 1,
+            Retire::Health => {
+                self.counters.retired_health += 1;
+                // A sick destination: its replacement waits for the reconnect backoff.
+                self.note_failure(ctx);
+            }
+        }
+        tracing::debug!(dest = %self.dest, reason = ?why, "pool: connection retired");
+        self.stop_if_drained(i);
+    }
+
+    /// A connection failed: the next one opens after the reconnect backoff.
+    fn note_failure(&mut self, ctx: &mut Context<Self>) {
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        let delay = self
+            .cfg
+            .reconnect
+            .delay(self.failures_in_a_row.saturating_sub(1), 0.5);
+        self.reconnect_at = Some(ctx.now() + delay);
+        self.arm_tick(ctx, Some(delay));
+    }
+
+    /// Whether any timed maintenance is configured.
+    fn maintains(&self) -> bool {
+        self.cfg.max_lifetime.is_some()
+            || self.cfg.idle_timeout.is_some()
+            || self.cfg.health_check_interval.is_some()
+    }
+
+    /// The health-check request, if the pool probes connections. A protocol without one
+    /// turns probing off.
+    fn health_check_request(&mut self) -> Option<P::Request> {
+        self.cfg.health_check_interval?;
+        if self.health.is_none() {
+            let protocol = (self.make_protocol)();
+            self.health = Some(Box::new(move || protocol.health_check_request()));
+        }
+        let req = self.health.as_ref().and_then(|make| make());
+        if req.is_none() {
+            tracing::warn!(dest = %self.dest, "pool: no health-check request; probes are off");
+            self.cfg.health_check_interval = None;
+        }
+        req
+    }
+
+    /// Arms the maintenance timer for the earliest moment something is due: a connection's
+    /// end of life, the end of an idle connection's idle time (while more than `min_size`
+    /// remain), an idle connection's next health check.
+    fn schedule_maintenance(&mut self, ctx: &mut Context<Self>) {
+        if !self.maintains() {
+            return;
+        }
+        let cfg = &self.cfg;
+        let may_idle_out = self.active() > cfg.min_size;
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for c in self.conns.iter().filter(|c| c.retiring.is_none()) {
+            if let Some(life) = cfg.max_lifetime {
+                consider(c.opened + life);
+            }
+            if c.load() > 0 {
+                continue;
+            }
+            if let (Some(idle), true) = (cfg.idle_timeout, may_idle_out) {
+                consider(c.last_used + idle);
+            }
+            if let Some(every) = cfg.health_check_interval {
+                consider(c.last_checked.map_or(c.last_used, |t| t.max(c.last_used)) + every);
+            }
+        }
+        let Some(at) = next else {
+            return;
+        };
+        if self.maint.as_ref().is_some_and(|(t, _)| *t <= at) {
+            return;
+        }
+        if let Some((_, old)) = self.maint.take() {
+            old.cancel();
+        }
+        self.maint_gen += 1;
+        let after = at
+            .saturating_duration_since(ctx.now())
+            .max(Duration::from_millis(1));
+        let timer = ctx.send_after(after, PoolMsg::Maintain(self.maint_gen));
+        self.maint = Some((at, timer));
+    }
+
+    /// Retires connections past their lifetime and idle ones past their idle time, opens
+    /// replacements, probes idle connections that are due, and arms the next pass.
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        let now = ctx.now();
+        if let Some(life) = self.cfg.max_lifetime {
+            for i in 0..self.conns.len() {
+                if self.conns[i].retiring.is_none() && now >= self.conns[i].opened + life {
+                    self.retire(i, Retire::Lifetime, ctx);
+                }
+            }
+        }
+        if let Some(idle) = self.cfg.idle_timeout {
+            let mut expired: Vec<usize> = (0..self.conns.len())
+                .filter(|&i| {
+                    let c = &self.conns[i];
+                    c.is_idle() && now >= c.last_used + idle
+                })
+                .collect();
+            expired.sort_by_key(|&i| self.conns[i].last_used);
+            let mut active = self.active();
+            for i in expired {
+                if active <= self.cfg.min_size {
+                    break;
+                }
+                self.retire(i, Retire::Idle, ctx);
+                active -= 1;
+            }
+        }
+        self.keep_min_size(ctx);
+        if let Some(every) = self.cfg.health_check_interval {
+            let timeout = self.cfg.call_timeout;
+            for i in 0..self.conns.len() {
+                let c = &self.conns[i];
+                let since = c.last_checked.map_or(c.last_used, |t| t.max(c.last_used));
+                if !c.is_idle() || now < since + every {
+                    continue;
+                }
+                let Some(req) = self.health_check_request() else {
+                    break;
+                };
+                let c = &mut self.conns[i];
+                c.checking = true;
+                c.last_checked = Some(now);
+                let id = c.addr.id();
+                let reply = ctx.reply_to_within(timeout, move |r| PoolMsg::Health(id, r));
+                if let Err(e) = c.addr.try_send(ClientMsg::Call(req, reply)) {
+                    // Refused: the reply address answers with an error, a failed check.
+                    drop(e.into_inner());
+                }
+            }
+        }
+        self.drain_waiters(ctx);
+        self.schedule_maintenance(ctx);
+    }
+
+    fn metrics(&mut self, now: Instant) -> PoolMetrics {
+        let breaker = match self.breaker(now).state(now) {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half-open",
+            BreakerState::ForcedOpen => "forced-open",
+            BreakerState::ForcedClosed => "forced-closed",
+        };
+        let c = &self.counters;
+        PoolMetrics {
+            size: self.conns.len(),
+            idle: self.conns.iter().filter(|c| c.is_idle()).count(),
+            retiring: self.conns.iter().filter(|c| c.retiring.is_some()).count(),
+            waiters: self.waiters.len(),
+            rejected_open: c.rejected_open,
+            breaker,
+            waited: c.waited,
+            wait_total: c.wait_total,
+            wait_max: c.wait_max,
+            checkout_timeouts: c.checkout_timeouts,
+            retired_lifetime: c.retired_lifetime,
+            retired_idle: c.retired_idle,
+            retired_health: c.retired_health,
+            health_checks: c.health_checks,
+        }
+    }
 }
 
 impl<P: PooledProtocol> Actor for Pool<P> {
@@ -348,27 +746,21 @@ impl<P: PooledProtocol> Actor for Pool<P> {
             PoolMsg::Call(req, reply) => self.first_attempt(req, reply, ctx),
             PoolMsg::Retry(req, call) => self.dispatch(req, call, ctx),
             PoolMsg::Metrics(reply) => {
-                let now = ctx.now();
-                let breaker = match self.breaker(now).state(now) {
-                    BreakerState::Closed => "closed",
-                    BreakerState::Open { .. } => "open",
-                    BreakerState::HalfOpen => "half-open",
-                    BreakerState::ForcedOpen => "forced-open",
-                    BreakerState::ForcedClosed => "forced-closed",
-                };
-                reply.send(PoolMetrics {
-                    size: self.conns.len(),
-                    idle: self.conns.iter().filter(|c| c.in_flight == 0).count(),
-                    waiters: self.waiters.len(),
-                    rejected_open: self.rejected_open,
-                    breaker,
-                });
+                reply.send(self.metrics(ctx.now()));
             }
             PoolMsg::Done(conn, permit, result, mut call) => {
-                if let Some(c) = self.conns.iter_mut().find(|c| c.addr.id() == conn) {
-                    c.in_flight = c.in_flight.saturating_sub(1);
-                }
                 let now = ctx.now();
+                if let Some(i) = self.conns.iter().position(|c| c.addr.id() == conn) {
+                    let c = &mut self.conns[i];
+                    c.in_flight = c.in_flight.saturating_sub(1);
+                    if c.in_flight == 0 {
+                        self.releases += 1;
+                        c.released = self.releases;
+                        c.last_used = now;
+                        self.stop_if_drained(i);
+                        self.schedule_maintenance(ctx);
+                    }
+                }
                 let (outcome, answer) = match result {
                     Ok(Ok(resp)) => {
                         let failed = self.failure.as_ref().is_some_and(|f| f(&resp));
@@ -425,6 +817,36 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                 call.reply.send(answer);
                 self.drain_waiters(ctx);
             }
+            PoolMsg::Health(conn, result) => {
+                self.counters.health_checks += 1;
+                let Some(i) = self.conns.iter().position(|c| c.addr.id() == conn) else {
+                    return;
+                };
+                self.conns[i].checking = false;
+                // Probes are not calls: their outcomes stay out of the circuit breaker (an
+                // idle pool's probes would otherwise open or close the circuit for callers
+                // that never called), but a failed probe retires its connection.
+                let healthy = match &result {
+                    Ok(Ok(resp)) => !self.failure.as_ref().is_some_and(|f| f(resp)),
+                    Ok(Err(_)) | Err(_) => false,
+                };
+                if healthy {
+                    self.failures_in_a_row = 0;
+                } else {
+                    tracing::info!(dest = %self.dest, result = ?result.as_ref().err(), "pool: health check failed");
+                    self.retire(i, Retire::Health, ctx);
+                }
+                // Retired meanwhile (by age) or just now: stop it if nothing else is in flight.
+                self.stop_if_drained(i);
+                self.drain_waiters(ctx);
+                self.schedule_maintenance(ctx);
+            }
+            PoolMsg::Maintain(generation) => {
+                if generation == self.maint_gen {
+                    self.maint = None;
+                    self.maintain(ctx);
+                }
+            }
             PoolMsg::Tick => {
                 self.tick_armed = false;
                 self.keep_min_size(ctx);
@@ -440,25 +862,25 @@ impl<P: PooledProtocol> Actor for Pool<P> {
         if !ev.child {
             return;
         }
-        let before = self.conns.len();
-        self.conns.retain(|c| c.addr.id() != ev.id);
-        if self.conns.len() == before {
+        let Some(i) = self.conns.iter().position(|c| c.addr.id() == ev.id) else {
+            return;
+        };
+        let gone = self.conns.remove(i);
+        if gone.retiring.is_none() {
+            // A lost connection: reconnect with backoff (the pool's reconnect policy).
+            self.note_failure(ctx);
             return;
         }
-        // A lost connection: reconnect with backoff (the pool's reconnect policy).
-        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
-        let delay = self
-            .cfg
-            .reconnect
-            .delay(self.failures_in_a_row.saturating_sub(1), 0.5);
-        let now = ctx.now();
-        self.reconnect_at = Some(now + delay);
-        self.arm_tick(ctx, Some(delay));
+        // A retired connection finished its calls: replace it (a failed health check already
+        // set the backoff), and let waiters use the room it leaves.
+        self.keep_min_size(ctx);
+        self.drain_waiters(ctx);
+        self.schedule_maintenance(ctx);
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) {
-        for (_, _, call) in self.waiters.drain(..) {
-            call.reply.send(Err(PoolError::Stopped));
+        for w in self.waiters.drain(..) {
+            w.call.reply.send(Err(PoolError::Stopped));
         }
     }
 }

@@ -109,7 +109,9 @@ impl ClientProtocol for Http1 {
         ClientConnection::new(self.client, now)
     }
 
+    /// `GET /health` with a `Host` header (HTTP/1.1 servers reject requests without one and
+    /// close the connection, which would turn every check into a reconnect).
     fn health_check_request(&self) -> Option<Request> {
-        Some(Request::new(Method::Get, "/health"))
+        Some(Request::new(Method::Get, "/health").header("host", "localhost"))
     }
 }
