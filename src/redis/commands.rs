@@ -178,12 +178,11 @@ fn run(ks: &mut Keyspace, name: &[u8], cmd: &Command, now: Instant) -> Result<Va
         }
         b"getset" => {
             need(n == 3)?;
-            let (_, old) = ks.set(
-                key(cmd)?.clone(),
-                cmd.args()[2].clone(),
-                SetOptions::default(),
-                now,
-            );
+            let opts = SetOptions {
+                return_old: true,
+                ..Default::default()
+            };
+            let (_, old) = ks.set(key(cmd)?.clone(), cmd.args()[2].clone(), opts, now);
             bulk_or_null(old)
         }
         b"getdel" => {
@@ -256,7 +255,10 @@ fn run(ks: &mut Keyspace, name: &[u8], cmd: &Command, now: Instant) -> Result<Va
         }
         b"strlen" => {
             need(n == 2)?;
-            Value::Integer(ks.get(key(cmd)?, now).map_or(0, |v| v.len() as i64))
+            Value::Integer(
+                ks.with_value(key(cmd)?, now, |v| v.len() as i64)
+                    .unwrap_or(0),
+            )
         }
         b"append" => {
             need(n == 3)?;
@@ -333,7 +335,10 @@ fn set(ks: &mut Keyspace, cmd: &Command, now: Instant) -> Result<Value, Value> {
         match &flag[..] {
             b"nx" if !opts.only_if_present => opts.only_if_absent = true,
             b"xx" if !opts.only_if_absent => opts.only_if_present = true,
-            b"get" => get = true,
+            b"get" => {
+                get = true;
+                opts.return_old = true;
+            }
             b"keepttl" if !expiry_given => {
                 opts.keep_ttl = true;
                 expiry_given = true;

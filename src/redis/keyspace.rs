@@ -16,9 +16,55 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+/// A key or value as stored: short ones inline in the table slot, long ones on the heap.
+/// The keyspace is memory-bound; a pointer to chase is a cache miss, and most keys and values
+/// are short (Redis embeds strings up to 44 bytes for the same reason).
+#[derive(Clone)]
+enum Stored {
+    Inline { len: u8, data: [u8; INLINE] },
+    Heap(Bytes),
+}
+
+const INLINE: usize = 22;
+
+impl Stored {
+    fn new(b: &[u8]) -> Stored {
+        if b.len() <= INLINE {
+            let mut data = [0u8; INLINE];
+            data[..b.len()].copy_from_slice(b);
+            Stored::Inline {
+                len: b.len() as u8,
+                data,
+            }
+        } else {
+            Stored::Heap(Bytes::copy_from_slice(b))
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Stored::Inline { len, data } => &data[..usize::from(*len)],
+            Stored::Heap(b) => b,
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Stored::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
+            Stored::Heap(b) => b.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_slice()))
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
-    value: Bytes,
+    value: Stored,
     expires_at: Option<Instant>,
 }
 
@@ -52,6 +98,8 @@ pub struct SetOptions {
     pub expires_at: Option<Instant>,
     /// Keep the key's current expiry (`KEEPTTL`).
     pub keep_ttl: bool,
+    /// Return the previous value (`GET`, `GETSET`); otherwise it is dropped unread.
+    pub return_old: bool,
 }
 
 /// When `EXPIRE` applies (its `NX`/`XX`/`GT`/`LT` flags).
@@ -86,7 +134,7 @@ pub enum Ttl {
 /// cache miss). The hasher is randomly seeded, so clients cannot choose colliding keys.
 #[derive(Default)]
 struct Map {
-    table: HashTable<(Bytes, Entry)>,
+    table: HashTable<(Stored, Entry)>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -101,23 +149,26 @@ impl Map {
 
     fn get(&self, key: &[u8]) -> Option<&Entry> {
         self.table
-            .find(self.hash(key), |(k, _)| k[..] == *key)
+            .find(self.hash(key), |(k, _)| k.as_slice() == key)
             .map(|(_, e)| e)
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let h = self.hash(key);
         self.table
-            .find_entry(h, |(k, _)| k[..] == *key)
+            .find_entry(h, |(k, _)| k.as_slice() == key)
             .ok()
             .map(|o| o.remove().0 .1)
     }
 
-    fn slot(&mut self, key: &[u8]) -> Slot<'_, (Bytes, Entry)> {
+    fn slot(&mut self, key: &[u8]) -> Slot<'_, (Stored, Entry)> {
         let h = self.hash(key);
         let hasher = &self.hasher;
-        self.table
-            .entry(h, |(k, _)| k[..] == *key, |(k, _)| hasher.hash_one(&k[..]))
+        self.table.entry(
+            h,
+            |(k, _)| k.as_slice() == key,
+            |(k, _)| hasher.hash_one(k.as_slice()),
+        )
     }
 
     fn clear(&mut self) {
@@ -165,15 +216,26 @@ impl Keyspace {
         }
     }
 
-    fn track(&mut self, key: &Bytes, at: Option<Instant>) {
+    fn track(&mut self, key: &[u8], at: Option<Instant>) {
         if let Some(at) = at {
-            self.deadlines.push(Reverse((at, key.clone())));
+            self.deadlines
+                .push(Reverse((at, Bytes::copy_from_slice(key))));
         }
     }
 
     /// The value of `key`.
     pub fn get(&mut self, key: &[u8], now: Instant) -> Option<Bytes> {
-        self.live(key, now).map(|e| e.value.clone())
+        self.live(key, now).map(|e| e.value.to_bytes())
+    }
+
+    /// Calls `f` with the value of `key`, without copying it out.
+    pub fn with_value<R>(
+        &mut self,
+        key: &[u8],
+        now: Instant,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
+        self.live(key, now).map(|e| f(e.value.as_slice()))
     }
 
     /// Whether `key` exists.
@@ -191,9 +253,9 @@ impl Keyspace {
     ) -> (bool, Option<Bytes>) {
         // Keys and values arrive as slices of a connection's receive buffer; stored as they
         // are, one small value would pin that whole buffer for its lifetime. Copy them out.
-        let track = |deadlines: &mut BinaryHeap<_>, key: &Bytes, at: Option<Instant>| {
+        let track = |deadlines: &mut BinaryHeap<_>, key: &[u8], at: Option<Instant>| {
             if let Some(at) = at {
-                deadlines.push(Reverse((at, key.clone())));
+                deadlines.push(Reverse((at, Bytes::copy_from_slice(key))));
             }
         };
         match self.map.slot(&key) {
@@ -206,7 +268,7 @@ impl Keyspace {
                         return (false, None);
                     }
                 } else if opts.only_if_absent {
-                    return (false, Some(e.value.clone()));
+                    return (false, opts.return_old.then(|| e.value.to_bytes()));
                 }
                 let expires_at = match (opts.keep_ttl, expired) {
                     (true, false) => e.expires_at,
@@ -214,23 +276,22 @@ impl Keyspace {
                     (false, _) => opts.expires_at,
                 };
                 if expires_at != e.expires_at {
-                    track(&mut self.deadlines, k, expires_at);
+                    track(&mut self.deadlines, k.as_slice(), expires_at);
                 }
                 e.expires_at = expires_at;
-                let old = std::mem::replace(&mut e.value, Bytes::copy_from_slice(&value));
-                (true, (!expired).then_some(old))
+                let old = std::mem::replace(&mut e.value, Stored::new(&value));
+                (true, (opts.return_old && !expired).then(|| old.to_bytes()))
             }
             Slot::Vacant(v) => {
                 if opts.only_if_present {
                     return (false, None);
                 }
-                let key = Bytes::copy_from_slice(&key);
                 track(&mut self.deadlines, &key, opts.expires_at);
                 let entry = Entry {
-                    value: Bytes::copy_from_slice(&value),
+                    value: Stored::new(&value),
                     expires_at: opts.expires_at,
                 };
-                v.insert((key, entry));
+                v.insert((Stored::new(&key), entry));
                 (true, None)
             }
         }
@@ -245,17 +306,18 @@ impl Keyspace {
     pub fn incr_by(&mut self, key: &Bytes, by: i64, now: Instant) -> Result<i64, ArithError> {
         let (current, expires_at) = match self.live(key, now) {
             Some(e) => (
-                parse_i64(&e.value).ok_or(ArithError::NotInteger)?,
+                parse_i64(e.value.as_slice()).ok_or(ArithError::NotInteger)?,
                 e.expires_at,
             ),
             None => (0, None),
         };
         let next = current.checked_add(by).ok_or(ArithError::Overflow)?;
-        let value = Bytes::from(next.to_string());
+        let mut digits = itoa::Buffer::new();
+        let value = Stored::new(digits.format(next).as_bytes());
         match self.map.slot(key) {
             Slot::Occupied(mut o) => o.get_mut().1.value = value,
             Slot::Vacant(v) => {
-                v.insert((Bytes::copy_from_slice(key), Entry { value, expires_at }));
+                v.insert((Stored::new(key), Entry { value, expires_at }));
             }
         }
         Ok(next)
@@ -290,8 +352,7 @@ impl Keyspace {
             return true;
         }
         e.expires_at = Some(at);
-        let key = Bytes::copy_from_slice(key);
-        self.track(&key, Some(at));
+        self.track(key, Some(at));
         true
     }
 
@@ -399,16 +460,32 @@ mod tests {
         assert_eq!(ks.get(b"a", now), Some(k("1")));
         let nx = SetOptions {
             only_if_absent: true,
+            return_old: true,
             ..Default::default()
         };
         assert_eq!(ks.set(k("a"), k("2"), nx, now), (false, Some(k("1"))));
         let xx = SetOptions {
             only_if_present: true,
+            return_old: true,
             ..Default::default()
         };
         assert!(!ks.set(k("b"), k("2"), xx, now).0);
         assert!(!ks.exists(b"b", now));
         assert_eq!(ks.set(k("a"), k("3"), xx, now), (true, Some(k("1"))));
+    }
+
+    #[test]
+    fn short_and_long_keys_and_values_round_trip() {
+        let now = Instant::now();
+        let mut ks = Keyspace::new();
+        for len in [0usize, 1, 21, 22, 23, 64, 4096] {
+            let key = Bytes::from(vec![b'k'; len.max(1)]);
+            let value = Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>());
+            ks.set(key.clone(), value.clone(), SetOptions::default(), now);
+            assert_eq!(ks.get(&key, now), Some(value.clone()), "len {len}");
+            assert_eq!(ks.with_value(&key, now, |v| v.len()), Some(len));
+        }
+        assert_eq!(ks.len(), 6, "lengths 0 and 1 share the key \"k\"");
     }
 
     #[test]
