@@ -517,9 +517,19 @@ impl ServerConnection {
             || unread_body
             || last_in_shutdown
             || encode::wants_close(&response.headers);
+        // A HEAD answer may state the length its GET would have without building that body:
+        // an explicit `Content-Length` with an empty body is reported as is.
+        let head_length = match &response.body {
+            Body::Full(b) if head_request && b.is_empty() => response
+                .headers
+                .get("content-length")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            _ => None,
+        };
         let framing = match response.body {
             _ if bodiless => OutFraming::None,
-            Body::Full(ref b) => OutFraming::Length(b.len() as u64),
+            Body::Full(ref b) => OutFraming::Length(head_length.unwrap_or(b.len() as u64)),
             Body::Stream if version == Version::Http10 => {
                 close = true; // no chunked in HTTP/1.0: the body ends at close
                 OutFraming::None

@@ -299,6 +299,36 @@ fn head_responses_have_no_body() {
 }
 
 #[test]
+fn head_answer_may_state_its_length_without_a_body() {
+    let (mut c, now) = server();
+    let evs = feed(
+        &mut c,
+        b"HEAD /big HTTP/1.1\r\nHost: x\r\n\r\nGET /after HTTP/1.1\r\nHost: x\r\n\r\n",
+        now,
+    );
+    let ids = request_ids(&evs);
+    c.send_response(
+        ids[0],
+        Response::new(200).header("content-length", "1048576"),
+    )
+    .unwrap();
+    c.send_response(ids[1], ok("next")).unwrap();
+    assert_eq!(
+        output(&mut c, now),
+        "HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext"
+    );
+    // On a GET the same response is framed by its (empty) body: the header cannot lie.
+    let evs = feed(&mut c, b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n", now);
+    let id = request_ids(&evs)[0];
+    c.send_response(id, Response::new(200).header("content-length", "1048576"))
+        .unwrap();
+    assert_eq!(
+        output(&mut c, now),
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    );
+}
+
+#[test]
 fn streamed_response_to_http10_is_close_delimited() {
     let (mut c, now) = server();
     let evs = feed(
