@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example http_hello -- --addr 127.0.0.1:8080 --io-workers 2 --transport auto
+//! cargo run --release --example http_hello -- --io-workers 1 --app-workers 1   # app on its own core
 //! curl http://127.0.0.1:8080/plaintext
 //! ```
 //!
@@ -10,10 +11,11 @@
 //! application actor, whose answers come back through each request's `ReplyTo`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sinew::io_actors::{io_driver, serve, IncomingFor, ServerConfig};
+use sinew::io_actors::{io_driver, serve, IncomingFor, Routes, ServerConfig};
 use sinew::prelude::*;
 use sinew::protocols::http1::{Body, Http1, Response};
 use sinew::transports::Backend;
@@ -45,6 +47,8 @@ impl Actor for Hello {
 struct Args {
     addr: SocketAddr,
     io_workers: usize,
+    /// Workers for application actors alone; 0 runs the application on the I/O workers.
+    app_workers: usize,
     transport: Backend,
     run_for: Option<Duration>,
 }
@@ -55,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         io_workers: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
+        app_workers: 0,
         transport: Backend::Auto,
         run_for: None,
     };
@@ -65,6 +70,11 @@ fn parse_args() -> Result<Args, String> {
             "--addr" => args.addr = value()?.parse().map_err(|e| format!("--addr: {e}"))?,
             "--io-workers" => {
                 args.io_workers = value()?.parse().map_err(|e| format!("--io-workers: {e}"))?
+            }
+            "--app-workers" => {
+                args.app_workers = value()?
+                    .parse()
+                    .map_err(|e| format!("--app-workers: {e}"))?
             }
             "--transport" => {
                 // The transports' own parser; the simulated network cannot serve real clients.
@@ -98,21 +108,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = parse_args()?;
+    let io_workers = args.io_workers.max(1);
     let system = System::builder()
-        .workers(args.io_workers.max(1))
+        .workers(io_workers + args.app_workers)
         .pin_workers(true)
         .try_driver(io_driver(args.transport))
         .build()?;
-    let app = system.spawn(Hello)?;
+    // One application actor per application worker (or one per I/O worker, on it): each
+    // connection spreads its requests over them round-robin as it decodes them.
+    let app_placement: Vec<usize> = if args.app_workers == 0 {
+        (0..io_workers).collect()
+    } else {
+        (io_workers..io_workers + args.app_workers).collect()
+    };
+    let apps = app_placement
+        .iter()
+        .map(|&w| {
+            system
+                .spawn_with(
+                    Hello,
+                    SpawnOptions::default().placement(Placement::Worker(w)),
+                )
+                .map(|a| a.recipient())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = AtomicUsize::new(0);
+    let routes = Routes::by(apps, move |_| next.fetch_add(1, Ordering::Relaxed));
     let bound = serve(
         &system.handle(),
         Http1::default(),
         args.addr,
-        0..system.workers(),
-        app.recipient(),
+        0..io_workers,
+        routes,
         ServerConfig::default(),
     )?;
-    tracing::info!(%bound, workers = system.workers(), transport = %args.transport, "serving /plaintext and /json");
+    tracing::info!(%bound, io_workers, app_workers = args.app_workers, transport = %args.transport, "serving /plaintext and /json");
     match args.run_for {
         Some(d) => {
             std::thread::sleep(d);
