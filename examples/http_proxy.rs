@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sinew::io_actors::{io_driver, serve, Proxy, ProxyConfig, ServerConfig};
+use sinew::io_actors::{io_driver, serve, Proxy, ProxyConfig, Routes, ServerConfig};
 use sinew::prelude::*;
 use sinew::protocols::http1::Http1;
 use sinew::transports::Backend;
@@ -109,13 +109,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = ProxyConfig::new(upstream);
     config.connections = args.connections;
     config.timeout = args.timeout;
-    let proxy = system.spawn(Proxy::new(config))?;
+    // One proxy (with its own upstream connections) per worker: each inbound connection
+    // forwards through the proxy on its own worker, so no request crosses a core.
+    let proxies = (0..system.workers())
+        .map(|w| {
+            system
+                .spawn_with(
+                    Proxy::new(config),
+                    SpawnOptions::default().placement(Placement::Worker(w)),
+                )
+                .map(|p| Proxy::handler(&p))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let bound = serve(
         &system.handle(),
         Http1::default(),
         args.listen,
         0..system.workers(),
-        Proxy::handler(&proxy),
+        Routes::per_worker(proxies),
         ServerConfig::default(),
     )?;
     tracing::info!(%bound, %upstream, workers = system.workers(), transport = %args.transport, "proxying");

@@ -173,10 +173,17 @@ where
     P::Response: Send + 'static,
 {
     targets: Vec<Recipient<IncomingFor<P>>>,
-    pick: Option<Picker<P>>,
+    pick: Pick<P>,
 }
 
 type Picker<P> = Box<dyn Fn(&<P as Protocol>::Request) -> usize + Send + Sync>;
+
+enum Pick<P: Protocol> {
+    First,
+    By(Picker<P>),
+    /// The target at the connection's worker index.
+    Local,
+}
 
 impl<P: ServerProtocol> Routes<P>
 where
@@ -186,7 +193,7 @@ where
     pub fn single(handler: Recipient<IncomingFor<P>>) -> Self {
         Routes {
             targets: vec![handler],
-            pick: None,
+            pick: Pick::First,
         }
     }
 
@@ -201,13 +208,32 @@ where
         assert!(!targets.is_empty(), "Routes::by needs at least one target");
         Routes {
             targets,
-            pick: Some(Box::new(pick)),
+            pick: Pick::By(Box::new(pick)),
         }
     }
 
-    fn index(&self, request: &P::Request) -> usize {
+    /// Each connection sends to `targets[w]`, `w` being the index of the worker it lives on
+    /// (modulo the count): one application actor per I/O worker, and no request crosses a
+    /// core on its way in.
+    ///
+    /// # Panics
+    /// If `targets` is empty.
+    pub fn per_worker(targets: Vec<Recipient<IncomingFor<P>>>) -> Self {
+        assert!(
+            !targets.is_empty(),
+            "Routes::per_worker needs at least one target"
+        );
+        Routes {
+            targets,
+            pick: Pick::Local,
+        }
+    }
+
+    fn index(&self, request: &P::Request, worker: usize) -> usize {
+        let n = self.targets.len();
         match &self.pick {
-            Some(pick) if self.targets.len() > 1 => pick(request) % self.targets.len(),
+            Pick::By(pick) if n > 1 => pick(request) % n,
+            Pick::Local => worker % n,
             _ => 0,
         }
     }
@@ -341,7 +367,7 @@ where
         let push = self.protocol.needs_push(&request).then(|| Pusher {
             target: ctx.addr().recipient_map(ConnMsg::Push),
         });
-        let target = self.routes.index(&request);
+        let target = self.routes.index(&request, ctx.worker_index());
         let incoming = Incoming {
             request,
             reply,

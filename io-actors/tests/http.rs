@@ -274,3 +274,69 @@ fn client_fails_outstanding_calls_fast_when_the_server_dies() {
     );
     sys.shutdown(Duration::from_secs(5));
 }
+
+/// Answers with the index of the worker it runs on.
+struct WhereAmI;
+
+impl Actor for WhereAmI {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, ctx: &mut Context<Self>) {
+        let body = Bytes::from(ctx.worker_index().to_string());
+        inc.reply
+            .send(Response::new(200).with_body(Body::Full(body)));
+    }
+}
+
+fn worker_answers(
+    routes: impl FnOnce(
+        Vec<sinew_actors::Recipient<IncomingFor<Http1>>>,
+    ) -> sinew_io_actors::Routes<Http1>,
+) -> Vec<String> {
+    let sys = System::builder()
+        .workers(2)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .expect("system");
+    let apps = (0..2)
+        .map(|w| {
+            sys.spawn_with(
+                WhereAmI,
+                sinew_actors::SpawnOptions::default().placement(sinew_actors::Placement::Worker(w)),
+            )
+            .expect("app")
+            .recipient()
+        })
+        .collect();
+    // Only worker 1 listens: every connection lives there.
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        1..2,
+        routes(apps),
+        ServerConfig::default(),
+    )
+    .expect("serve");
+    let answers = (0..8)
+        .map(|_| curl(&[&format!("http://{addr}/")]))
+        .collect();
+    sys.shutdown(Duration::from_secs(5));
+    answers
+}
+
+#[test]
+fn per_worker_routes_keep_requests_on_the_connections_worker() {
+    let local = worker_answers(sinew_io_actors::Routes::per_worker);
+    assert!(local.iter().all(|w| w == "1"), "{local:?}");
+    // The same apps behind round-robin routes: both workers answer.
+    let spread = worker_answers(|apps| {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        sinew_io_actors::Routes::by(apps, move |_| {
+            next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        })
+    });
+    assert!(
+        spread.iter().any(|w| w == "0") && spread.iter().any(|w| w == "1"),
+        "{spread:?}"
+    );
+}
