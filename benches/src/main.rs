@@ -1,6 +1,6 @@
 //! `sinew-bench`: comparative benchmarks of Sinew against its peers.
 //!
-//! Each suite is a subcommand (`actors`, `transports`, `http`; `redis` later) that
+//! Each suite is a subcommand (`actors`, `transports`, `http`, `redis`) that
 //! produces [`report::Row`]s, printed as a human table or, with `--json`, as ONE JSON
 //! array on stdout (diagnostics go to stderr).
 //!
@@ -10,11 +10,14 @@
 //!     [--no-syscalls]
 //! sinew-bench http [--json] [--quick] [--repeats N] [--system S]... [--case C]...
 //!     [--connections N] [--duration-secs N]
+//! sinew-bench redis [--json] [--quick] [--repeats N] [--system S]... [--case C]...
+//!     [--duration-secs N]
 //! ```
 
 mod actors;
 mod alloc;
 mod http;
+mod redis;
 mod report;
 mod transports;
 
@@ -44,7 +47,7 @@ struct CommonArgs {
     #[arg(long)]
     quick: bool,
     /// Repeats per measurement (the median is reported); default 5, or 3 with --quick
-    /// (`http`: 3, or 1 with --quick).
+    /// (`http` and `redis`: 3, or 1 with --quick).
     #[arg(long)]
     repeats: Option<usize>,
 }
@@ -57,7 +60,8 @@ impl CommonArgs {
             .max(1)
     }
 
-    /// Repeats of the `http` suite (its runs take seconds each): 3, or 1 with `--quick`.
+    /// Repeats of the `http` and `redis` suites (their runs take seconds each): 3, or 1
+    /// with `--quick`.
     fn http_repeats(&self) -> usize {
         self.repeats
             .unwrap_or(if self.quick { 1 } else { 3 })
@@ -118,6 +122,57 @@ enum Cmd {
         #[arg(long)]
         addr: std::net::SocketAddr,
     },
+    /// Redis: Sinew's server (io_uring and mio) vs redis-server under redis-benchmark
+    /// (SET and GET, without and with 16-deep pipelining), and Sinew's client vs redis-rs
+    /// and fred against redis-server at 1, 16 and 256 concurrent callers; one core each
+    /// side, ops/s and ops per CPU-second.
+    Redis(RedisArgs),
+    /// Internal: serve Sinew's Redis server in this process until killed.
+    #[command(name = "__redis-serve", hide = true)]
+    RedisServe {
+        /// Backend to serve on (`sinew-uring` or `sinew-mio`).
+        #[arg(long, value_enum)]
+        system: redis::System,
+        /// Address to listen on.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+    },
+    /// Internal: run ONE client measurement in this process and print its JSON report.
+    #[command(name = "__redis-client", hide = true)]
+    RedisClient {
+        /// Client to run (`sinew-uring`, `sinew-mio`, `redis-rs` or `fred`).
+        #[arg(long, value_enum)]
+        system: redis::System,
+        /// The redis-server to call.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// Concurrent callers.
+        #[arg(long)]
+        concurrency: usize,
+        /// Untimed warm-up, milliseconds.
+        #[arg(long)]
+        warmup_ms: u64,
+        /// Timed window, milliseconds.
+        #[arg(long)]
+        duration_ms: u64,
+    },
+}
+
+/// Options of `redis`.
+#[derive(Debug, Args)]
+struct RedisArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Only these systems (repeatable; default all).
+    #[arg(long = "system", value_enum)]
+    systems: Vec<redis::System>,
+    /// Only these cases (repeatable; default all).
+    #[arg(long = "case", value_enum)]
+    cases: Vec<redis::Case>,
+    /// Seconds per timed run: each client window, and about each redis-benchmark test
+    /// (default 5, or 1 with --quick).
+    #[arg(long)]
+    duration_secs: Option<u64>,
 }
 
 /// Options of `http`.
@@ -290,6 +345,72 @@ fn main() {
             if let Err(e) = http::serve_main(system, addr) {
                 eprintln!("[http] {} server: {e}", system.name());
                 std::process::exit(1);
+            }
+        }
+        Cmd::Redis(args) => {
+            let mut opts = redis::Options::new(args.common.quick, args.common.http_repeats());
+            opts.systems = args.systems;
+            opts.cases = args.cases;
+            if let Some(s) = args.duration_secs {
+                opts.duration = Duration::from_secs(s.max(1));
+            }
+            let t = Instant::now();
+            let rows = match redis::run(&opts) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    eprintln!("[redis] error: {e}");
+                    std::process::exit(1);
+                }
+            };
+            eprintln!(
+                "[redis] done in {:.1}s ({} repeats of {}s)",
+                t.elapsed().as_secs_f64(),
+                opts.repeats,
+                opts.duration.as_secs()
+            );
+            emit(&rows, &args.common, &redis::TABLE);
+            if !args.common.json {
+                println!(
+                    "\ngoals (server >= 1.2x redis-server, client >= 1.3x redis-rs; \
+                     ops/s and ops per CPU-second):"
+                );
+                for line in redis::goal_lines(&rows) {
+                    println!("{line}");
+                }
+            }
+        }
+        Cmd::RedisServe { system, addr } => {
+            if let Err(e) = redis::serve_main(system, addr) {
+                eprintln!("[redis] {} server: {e}", system.name());
+                std::process::exit(1);
+            }
+        }
+        Cmd::RedisClient {
+            system,
+            addr,
+            concurrency,
+            warmup_ms,
+            duration_ms,
+        } => {
+            let window = redis::client::Window {
+                warmup: Duration::from_millis(warmup_ms),
+                duration: Duration::from_millis(duration_ms.max(1)),
+            };
+            match redis::client::client_main(system, addr, concurrency, window) {
+                Ok(report) => match serde_json::to_string(&report) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        eprintln!(
+                            "[redis] {} client: serialize the report: {e}",
+                            system.name()
+                        );
+                        std::process::exit(1);
+                    }
+                },
+                Err(e) => {
+                    eprintln!("[redis] {} client: {e}", system.name());
+                    std::process::exit(1);
+                }
             }
         }
     }
