@@ -17,6 +17,7 @@
 mod actors;
 mod alloc;
 mod http;
+mod process;
 mod redis;
 mod report;
 mod transports;

@@ -1,14 +1,15 @@
 //! Starting, checking, measuring and always stopping one server process.
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{nginx, System, SERVER_CORE};
+pub use crate::process::tied;
+use crate::process::{free_port, pinned, stat_cpu_ticks};
 
 /// A directory under the system's temporary directory, removed with everything in it on drop.
 pub struct TempDir(PathBuf);
@@ -34,55 +35,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-/// A loopback port that was free a moment ago (bound to port 0, then released).
-fn free_port() -> io::Result<u16> {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?.port())
-}
-
-/// Pins the calling process to `cpu` (when given) and asks the kernel to SIGKILL it when the
-/// thread that spawned it exits. Runs in the forked child between `fork` and `exec`, so it
-/// only makes system calls on stack data (all async-signal-safe).
-fn pin_and_tie(cpu: Option<usize>) -> io::Result<()> {
-    if let Some(cpu) = cpu {
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cpu out of range",
-            ));
-        }
-        // SAFETY: `cpu_set_t` is a plain bit array; all zeroes is the empty set.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: `cpu` is below CPU_SETSIZE (checked above) and `set` is a valid, owned set.
-        unsafe { libc::CPU_SET(cpu, &mut set) };
-        // SAFETY: pid 0 is the calling process; the size and pointer describe `set`, which
-        // lives across the call.
-        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number as its one argument; no memory involved.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Makes `cmd` start pinned to core index `core` and die with the bench.
-fn pinned(cmd: &mut Command, core: usize) -> &mut Command {
-    let cpu = crate::actors::core(core).map(|c| c.id).unwrap_or(core);
-    // SAFETY: the hook runs in the child after `fork`; `pin_and_tie` allocates nothing, takes
-    // no lock and only makes async-signal-safe system calls.
-    unsafe { cmd.pre_exec(move || pin_and_tie(Some(cpu))) }
-}
-
-/// Makes `cmd` die with the bench (it keeps its own affinity: wrk is pinned by `taskset`).
-pub fn tied(cmd: &mut Command) -> &mut Command {
-    // SAFETY: as in `pinned`: only an async-signal-safe `prctl` runs after `fork`.
-    unsafe { cmd.pre_exec(|| pin_and_tie(None)) }
 }
 
 /// A running server process; killed (and its files removed) when dropped, so no path out
@@ -201,21 +153,6 @@ impl Drop for Server {
     }
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces and
-/// parentheses, so the split is at the LAST `)`): field 3 (state) is index 0.
-fn stat_fields(stat: &str) -> Option<Vec<&str>> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().collect())
-}
-
-/// utime + stime (fields 14 and 15, clock ticks) of a `/proc/<pid>/stat` line.
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let f = stat_fields(stat)?;
-    let utime: u64 = f.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = f.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// One `GET path` on a fresh connection; returns the whole response (head and the body
 /// its `Content-Length` announces).
 fn get(addr: SocketAddr, path: &str) -> io::Result<Vec<u8>> {
@@ -260,13 +197,6 @@ fn get(addr: SocketAddr, path: &str) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_stat_with_odd_comm() {
-        let stat = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 \
-                    1000 1000000 200 18446744073709551615";
-        assert_eq!(stat_cpu_ticks(stat), Some(325));
-    }
 
     #[test]
     fn own_cpu_time_is_readable() {
