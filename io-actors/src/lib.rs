@@ -23,6 +23,7 @@ mod client;
 mod deadline;
 mod layout;
 mod pool;
+mod pool_group;
 mod proxy;
 pub mod redis;
 mod server;
@@ -30,7 +31,10 @@ mod worker_io;
 
 pub use client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
-pub use pool::{CallCtx, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolOrder, PoolResult};
+pub use pool::{
+    CallCtx, HedgePolicy, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg, PoolOrder, PoolResult,
+};
+pub use pool_group::{PoolGroup, PoolGroupError, PoolScope};
 pub use proxy::{Forwarded, Proxy, ProxyConfig, ProxyError, ProxyMsg, ProxyStats};
 pub use redis::{Message, RedisClient, RedisClientConfig, RedisError, RedisResult};
 pub use server::{

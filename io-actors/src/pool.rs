@@ -17,9 +17,15 @@
 //! All of this runs on the actor clock (`Context::now`, timers), so it behaves the same under
 //! the deterministic system.
 //!
+//! Calls may be hedged ([`PoolConfig::hedge`]): a call that [`Pool::retries`]' `retryable`
+//! may repeat and that has no answer after the hedge delay is sent again on another
+//! connection; the first answer goes to the caller and the later one is dropped. Hedges are
+//! paid from the retry budget, never outlive the call's deadline, and never touch requests
+//! that are not idempotent.
+//!
 //! [`health_check_request`]: sinew_protocols::protocol::ClientProtocol::health_check_request
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -72,6 +78,29 @@ pub struct PoolConfig {
     /// connection, which is replaced with the reconnect backoff. Probes do not count toward the
     /// circuit breaker. `None` (or a protocol without a health-check request): no probes.
     pub health_check_interval: Option<Duration>,
+    /// Hedging: calls that may be repeated and are still unanswered after a delay are sent
+    /// again on another connection, the first answer wins. Takes effect with
+    /// [`Pool::retries`], whose `retryable` decides which requests may be repeated and whose
+    /// budget pays for each hedge. `None`: no hedging.
+    pub hedge: Option<HedgePolicy>,
+}
+
+/// When to hedge a call (see [`PoolConfig::hedge`]).
+///
+/// A hedge goes to a connection other than those already carrying the call (opening one if
+/// the pool may), needs a circuit-breaker permit and a withdrawal from the retry budget, and
+/// its answer deadline is the call's own (`call_timeout` from the first attempt). Without a
+/// connection to take it, the pool tries again one `delay` later; once the budget or the
+/// breaker refuses, that call is not hedged any more. Hedges do not count toward the retry
+/// policy's attempts. The answer that loses the race still releases its connection and
+/// counts for the breaker (it says how the destination is doing), but reaches no one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HedgePolicy {
+    /// How long an attempt may go unanswered before the next copy is sent (typically the
+    /// destination's p95 or p99 latency).
+    pub delay: Duration,
+    /// Copies sent at most per call, besides its first attempt and its retries.
+    pub max_extra: u32,
 }
 
 /// How the pool chooses among idle connections.
@@ -101,6 +130,7 @@ impl Default for PoolConfig {
             max_lifetime: None,
             idle_timeout: None,
             health_check_interval: None,
+            hedge: None,
         }
     }
 }
@@ -144,8 +174,35 @@ type Retryable<P> =
 
 /// What travels with a call through the pool: where the answer goes, and what a retry needs.
 pub struct CallCtx<P: PooledProtocol> {
+    to: CallTo<P>,
+}
+
+/// Where an attempt's answer goes.
+enum CallTo<P: PooledProtocol> {
+    /// Straight to the caller; with the copy a retry would send, the retries so far and the
+    /// call's deadline.
+    Caller(ReplyTo<PoolResult<P>>, Option<(P::Request, u32, Instant)>),
+    /// To the hedged call `id` in the pool's flights; `true` for a hedge (not the first
+    /// attempt nor a retry).
+    Flight(u64, bool),
+}
+
+/// A call that may be hedged, while it is unanswered: its reply address waits here and each
+/// of its attempts (first, hedges, retries) points at it.
+struct Flight<P: PooledProtocol> {
     reply: ReplyTo<PoolResult<P>>,
-    retry: Option<(P::Request, u32, Instant)>,
+    /// The request as `retryable` copied it: every further attempt sends a copy of this.
+    template: P::Request,
+    /// Retries so far.
+    retries: u32,
+    deadline: Instant,
+    /// The connections carrying an attempt now, one entry per attempt.
+    on: Vec<ActorId>,
+    /// Hedges sent.
+    hedges: u32,
+    /// The armed hedge timer, and the number that tells it from stale ones.
+    timer: Option<TimerHandle>,
+    timer_gen: u64,
 }
 
 /// A pooled call's answer.
@@ -154,8 +211,12 @@ pub type PoolResult<P> = Result<<P as Protocol>::Response, PoolError>;
 /// Counters of a pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolMetrics {
+    /// Calls received (each counted once, however many attempts it took).
+    pub calls: u64,
     /// Connections (connecting, ready or retiring): the sockets the pool holds.
     pub size: usize,
+    /// Attempts sent to connections and not answered yet (hedges and late answers included).
+    pub in_flight: usize,
     /// Connections that take calls and have nothing in flight.
     pub idle: usize,
     /// Retired connections still answering their calls in flight (counted in `size`).
@@ -182,6 +243,12 @@ pub struct PoolMetrics {
     pub retired_health: u64,
     /// Health checks answered (passed or failed).
     pub health_checks: u64,
+    /// Hedges sent (extra copies of calls, see [`PoolConfig::hedge`]).
+    pub hedges: u64,
+    /// Calls whose answer came from a hedge.
+    pub hedge_wins: u64,
+    /// Hedges not sent because the retry budget was spent.
+    pub hedges_over_budget: u64,
 }
 
 impl PoolMetrics {
@@ -192,6 +259,39 @@ impl PoolMetrics {
             Ok(n) => self.wait_total / n,
             Err(_) => Duration::from_secs_f64(self.wait_total.as_secs_f64() / self.waited as f64),
         }
+    }
+
+    /// Adds up several pools' counters (a [`crate::PoolGroup`]'s): sizes, counts and wait
+    /// totals summed, `wait_max` the largest, `breaker` the state every pool shares, or
+    /// `"mixed"`.
+    pub fn sum(each: &[PoolMetrics]) -> PoolMetrics {
+        let mut t = PoolMetrics::default();
+        for m in each {
+            t.calls += m.calls;
+            t.size += m.size;
+            t.in_flight += m.in_flight;
+            t.idle += m.idle;
+            t.retiring += m.retiring;
+            t.waiters += m.waiters;
+            t.rejected_open += m.rejected_open;
+            t.waited += m.waited;
+            t.wait_total += m.wait_total;
+            t.wait_max = t.wait_max.max(m.wait_max);
+            t.checkout_timeouts += m.checkout_timeouts;
+            t.retired_lifetime += m.retired_lifetime;
+            t.retired_idle += m.retired_idle;
+            t.retired_health += m.retired_health;
+            t.health_checks += m.health_checks;
+            t.hedges += m.hedges;
+            t.hedge_wins += m.hedge_wins;
+            t.hedges_over_budget += m.hedges_over_budget;
+        }
+        t.breaker = match each.split_first() {
+            None => "closed",
+            Some((first, rest)) if rest.iter().all(|m| m.breaker == first.breaker) => first.breaker,
+            Some(_) => "mixed",
+        };
+        t
     }
 }
 
@@ -217,6 +317,9 @@ pub enum PoolMsg<P: PooledProtocol> {
     /// Time to retire old and idle connections and probe idle ones (the number tells stale
     /// timers from the armed one).
     Maintain(u64),
+    /// Time to hedge call `id` if it is still unanswered (the second number tells stale
+    /// timers from the armed one).
+    Hedge(u64, u64),
 }
 
 /// Why a connection was retired.
@@ -265,6 +368,7 @@ struct Waiter<P: PooledProtocol> {
 /// Counters kept beside the connections.
 #[derive(Default)]
 struct Counters {
+    calls: u64,
     rejected_open: u64,
     waited: u64,
     wait_total: Duration,
@@ -274,6 +378,9 @@ struct Counters {
     retired_idle: u64,
     retired_health: u64,
     health_checks: u64,
+    hedges: u64,
+    hedge_wins: u64,
+    hedges_over_budget: u64,
 }
 
 /// Makes a health-check request.
@@ -302,6 +409,9 @@ pub struct Pool<P: PooledProtocol> {
     failure: Option<Classifier<P>>,
     retry: Option<(RetryPolicy, Retryable<P>)>,
     budget: RetryBudget,
+    /// Calls that may be hedged, by id, while unanswered.
+    flights: HashMap<u64, Flight<P>>,
+    next_flight: u64,
 }
 
 impl<P: PooledProtocol> Pool<P> {
@@ -309,7 +419,9 @@ impl<P: PooledProtocol> Pool<P> {
     /// as a failure) is sent again after the policy's backoff, never past its deadline
     /// (`call_timeout` from the first attempt), and only if `retryable` makes a copy (return
     /// `None` for requests that are not idempotent) and the budget allows: retries add at most
-    /// the budget's share of recent requests, so a failing backend is not hammered.
+    /// the budget's share of recent requests, so a failing backend is not hammered. With
+    /// [`PoolConfig::hedge`], `retryable` also decides which calls may be hedged, and hedges
+    /// are paid from the same budget.
     pub fn retries(
         mut self,
         policy: RetryPolicy,
@@ -365,6 +477,8 @@ impl<P: PooledProtocol> Pool<P> {
             failure: None,
             retry: None,
             budget: RetryBudget::new(0.0, 0, Duration::from_secs(10)),
+            flights: HashMap::new(),
+            next_flight: 0,
         }
     }
 
@@ -411,10 +525,19 @@ impl<P: PooledProtocol> Pool<P> {
     /// The connection the next call goes to: an idle one by the pool's order (ties go to the
     /// older connection), else the least-loaded one that can take another call.
     fn pick(&self) -> Option<usize> {
+        self.pick_excluding(&[])
+    }
+
+    /// Like [`Pool::pick`], among connections not in `exclude` (a hedge goes elsewhere than
+    /// the attempts it backs up).
+    fn pick_excluding(&self, exclude: &[ActorId]) -> Option<usize> {
         let mut idle: Option<(usize, u64)> = None;
         let mut busy: Option<(usize, usize)> = None;
         for (i, c) in self.conns.iter().enumerate() {
             if c.retiring.is_some() || c.load() >= self.cfg.max_in_flight {
+                continue;
+            }
+            if !exclude.is_empty() && exclude.contains(&c.addr.id()) {
                 continue;
             }
             if c.is_idle() {
@@ -433,7 +556,7 @@ impl<P: PooledProtocol> Pool<P> {
         idle.map(|(i, _)| i).or(busy.map(|(i, _)| i))
     }
 
-    /// A new call: deposit into the retry budget and keep a copy for retries.
+    /// A new call: deposit into the retry budget and keep a copy for retries (and hedges).
     fn first_attempt(
         &mut self,
         req: P::Request,
@@ -441,13 +564,228 @@ impl<P: PooledProtocol> Pool<P> {
         ctx: &mut Context<Self>,
     ) {
         let now = ctx.now();
+        self.counters.calls += 1;
         self.budget.on_request(now);
-        let retry = self
-            .retry
-            .as_ref()
-            .and_then(|(_, copy)| copy(&req))
-            .map(|c| (c, 0u32, now + self.cfg.call_timeout));
-        self.dispatch(req, Box::new(CallCtx { reply, retry }), ctx);
+        let copy = self.retry.as_ref().and_then(|(_, copy)| copy(&req));
+        let deadline = now + self.cfg.call_timeout;
+        let to = match (copy, self.cfg.hedge) {
+            (Some(template), Some(h)) if h.max_extra > 0 => {
+                self.next_flight += 1;
+                let id = self.next_flight;
+                self.flights.insert(
+                    id,
+                    Flight {
+                        reply,
+                        template,
+                        retries: 0,
+                        deadline,
+                        on: Vec::with_capacity(2),
+                        hedges: 0,
+                        timer: None,
+                        timer_gen: 0,
+                    },
+                );
+                CallTo::Flight(id, false)
+            }
+            (copy, _) => CallTo::Caller(reply, copy.map(|c| (c, 0u32, deadline))),
+        };
+        self.dispatch(req, Box::new(CallCtx { to }), ctx);
+    }
+
+    /// Answers a call that got no attempt out (circuit open, saturated, checkout timeout, pool
+    /// stopping), or whose attempts are over.
+    fn answer(&mut self, to: CallTo<P>, result: PoolResult<P>) {
+        match to {
+            CallTo::Caller(reply, _) => {
+                reply.send(result);
+            }
+            CallTo::Flight(id, _) => {
+                if let Some(f) = self.flights.remove(&id) {
+                    if let Some(t) = f.timer {
+                        t.cancel();
+                    }
+                    f.reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// The retry policy's verdict on retry number `attempt`: its delay, or `None` when no
+    /// retry may happen (no policy, attempts exhausted, past the deadline, budget spent).
+    fn retry_delay(&mut self, attempt: u32, deadline: Instant, now: Instant) -> Option<Duration> {
+        let (policy, _) = self.retry.as_mut()?;
+        policy
+            .next(
+                attempt,
+                Idempotency::Idempotent,
+                true,
+                Some(deadline),
+                &mut self.budget,
+                now,
+            )
+            .ok()
+    }
+
+    /// Sends `req` on connection `i`; its answer comes back as `Done` within `timeout`.
+    /// Returns the connection's id.
+    fn send_on(
+        &mut self,
+        i: usize,
+        req: P::Request,
+        permit: Permit,
+        call: Box<CallCtx<P>>,
+        timeout: Duration,
+        ctx: &mut Context<Self>,
+    ) -> ActorId {
+        let conn = &mut self.conns[i];
+        conn.in_flight += 1;
+        let id = conn.addr.id();
+        let permit = Box::new(permit);
+        let mut back = Some(call);
+        let done = ctx.reply_to_within(timeout, move |r| {
+            let call = back.take().expect("reply delivered once");
+            PoolMsg::Done(id, permit, r, call)
+        });
+        if let Err(e) = conn.addr.try_send(ClientMsg::Call(req, done)) {
+            // The connection refused (stopping or full): its ReplyTo answers with an error,
+            // which arrives as Done and is counted there.
+            drop(e.into_inner());
+        }
+        id
+    }
+
+    /// Arms (or re-arms) the hedge timer of call `id`.
+    fn arm_hedge(&mut self, id: u64, delay: Duration, ctx: &mut Context<Self>) {
+        let Some(f) = self.flights.get_mut(&id) else {
+            return;
+        };
+        if let Some(t) = f.timer.take() {
+            t.cancel();
+        }
+        f.timer_gen += 1;
+        f.timer = Some(ctx.send_after(delay, PoolMsg::Hedge(id, f.timer_gen)));
+    }
+
+    /// The hedge timer of call `id` fired: if it is still unanswered, send a copy on another
+    /// connection (budget, breaker and deadline permitting) and arm the next hedge.
+    fn hedge(&mut self, id: u64, generation: u64, ctx: &mut Context<Self>) {
+        let Some(policy) = self.cfg.hedge else {
+            return;
+        };
+        let now = ctx.now();
+        let Some(f) = self.flights.get_mut(&id) else {
+            return;
+        };
+        if f.timer_gen != generation {
+            return;
+        }
+        f.timer = None;
+        // Nothing in flight means a retry is waiting for its backoff: it re-arms the timer.
+        if f.on.is_empty() || f.hedges >= policy.max_extra || now >= f.deadline {
+            return;
+        }
+        let (exclude, deadline) = (f.on.clone(), f.deadline);
+        let mut target = self.pick_excluding(&exclude);
+        let may_open =
+            self.conns.len() < self.cfg.max_size && self.reconnect_at.is_none_or(|t| now >= t);
+        if target.is_none() && !may_open {
+            // Every other connection is busy: look again one delay later.
+            self.arm_hedge(id, policy.delay, ctx);
+            return;
+        }
+        let Ok((permit, _)) = self.breaker(now).try_acquire(now) else {
+            return;
+        };
+        if !self.budget.try_withdraw(now) {
+            self.breaker(now).record(permit, Outcome::Ignored, now);
+            self.counters.hedges_over_budget += 1;
+            tracing::debug!(dest = %self.dest, "pool: hedge refused by the retry budget");
+            return;
+        }
+        if target.is_none() {
+            self.open_connection(ctx);
+            target = self.pick_excluding(&exclude);
+        }
+        let copy = match (self.flights.get(&id), self.retry.as_ref()) {
+            (Some(f), Some((_, again))) => again(&f.template),
+            _ => None,
+        };
+        let (Some(i), Some(req)) = (target, copy) else {
+            self.breaker(now).record(permit, Outcome::Ignored, now);
+            return;
+        };
+        let timeout = deadline
+            .saturating_duration_since(now)
+            .min(self.cfg.call_timeout);
+        let call = Box::new(CallCtx {
+            to: CallTo::Flight(id, true),
+        });
+        let conn = self.send_on(i, req, permit, call, timeout, ctx);
+        self.counters.hedges += 1;
+        let Some(f) = self.flights.get_mut(&id) else {
+            return;
+        };
+        f.on.push(conn);
+        f.hedges += 1;
+        if f.hedges < policy.max_extra {
+            self.arm_hedge(id, policy.delay, ctx);
+        }
+    }
+
+    /// An attempt of hedged call `id` was answered on connection `conn`: the first answer
+    /// goes to the caller, a failure waits for the call's other attempts (or is retried when
+    /// none is left), and answers arriving after the call was answered are dropped.
+    fn flight_done(
+        &mut self,
+        id: u64,
+        hedge: bool,
+        conn: ActorId,
+        retry_it: bool,
+        answer: PoolResult<P>,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = ctx.now();
+        let Some(f) = self.flights.get_mut(&id) else {
+            // The call was answered already: this is the later answer, dropped.
+            return;
+        };
+        if let Some(k) = f.on.iter().position(|c| *c == conn) {
+            f.on.swap_remove(k);
+        }
+        if retry_it {
+            if !f.on.is_empty() {
+                // Another attempt is still out and may succeed.
+                return;
+            }
+            let (attempt, deadline) = (f.retries + 1, f.deadline);
+            if let Some(delay) = self.retry_delay(attempt, deadline, now) {
+                let copy = match (self.flights.get_mut(&id), self.retry.as_ref()) {
+                    (Some(f), Some((_, again))) => {
+                        f.retries = attempt;
+                        if let Some(t) = f.timer.take() {
+                            t.cancel();
+                        }
+                        again(&f.template)
+                    }
+                    _ => None,
+                };
+                if let Some(copy) = copy {
+                    let call = Box::new(CallCtx {
+                        to: CallTo::Flight(id, false),
+                    });
+                    if delay.is_zero() {
+                        self.dispatch(copy, call, ctx);
+                    } else {
+                        ctx.send_after(delay, PoolMsg::Retry(copy, call));
+                    }
+                    return;
+                }
+            }
+        }
+        if hedge {
+            self.counters.hedge_wins += 1;
+        }
+        self.answer(CallTo::Flight(id, hedge), answer);
     }
 
     fn dispatch(&mut self, req: P::Request, call: Box<CallCtx<P>>, ctx: &mut Context<Self>) {
@@ -456,7 +794,7 @@ impl<P: PooledProtocol> Pool<P> {
             Ok((p, _)) => p,
             Err(BreakerError::Open) => {
                 self.counters.rejected_open += 1;
-                call.reply.send(Err(PoolError::CircuitOpen));
+                self.answer(call.to, Err(PoolError::CircuitOpen));
                 return;
             }
         };
@@ -467,7 +805,7 @@ impl<P: PooledProtocol> Pool<P> {
             // Give the permit back unused: queueing says nothing about the destination.
             self.breaker(now).record(permit, Outcome::Ignored, now);
             if self.waiters.len() >= self.cfg.max_waiters {
-                call.reply.send(Err(PoolError::Saturated));
+                self.answer(call.to, Err(PoolError::Saturated));
             } else {
                 self.waiters.push_back(Waiter {
                     since: now,
@@ -479,19 +817,21 @@ impl<P: PooledProtocol> Pool<P> {
             }
             return;
         };
-        let conn = &mut self.conns[i];
-        conn.in_flight += 1;
-        let id = conn.addr.id();
-        let permit = Box::new(permit);
-        let mut back = Some(call);
-        let done = ctx.reply_to_within(self.cfg.call_timeout, move |r| {
-            let call = back.take().expect("reply delivered once");
-            PoolMsg::Done(id, permit, r, call)
-        });
-        if let Err(e) = conn.addr.try_send(ClientMsg::Call(req, done)) {
-            // The connection refused (stopping or full): its ReplyTo answers with an error,
-            // which arrives as Done and is counted there.
-            drop(e.into_inner());
+        let flight = match call.to {
+            CallTo::Flight(id, _) => Some(id),
+            CallTo::Caller(..) => None,
+        };
+        let conn = self.send_on(i, req, permit, call, self.cfg.call_timeout, ctx);
+        if let Some(id) = flight {
+            // A hedged call's first attempt or retry: hedge it if it goes unanswered.
+            let Some(f) = self.flights.get_mut(&id) else {
+                return;
+            };
+            f.on.push(conn);
+            let more = self.cfg.hedge.filter(|h| f.hedges < h.max_extra);
+            if let Some(h) = more {
+                self.arm_hedge(id, h.delay, ctx);
+            }
         }
     }
 
@@ -501,7 +841,7 @@ impl<P: PooledProtocol> Pool<P> {
             if w.deadline <= now {
                 if let Some(w) = self.waiters.pop_front() {
                     self.counters.checkout_timeouts += 1;
-                    w.call.reply.send(Err(PoolError::Timeout));
+                    self.answer(w.call.to, Err(PoolError::Timeout));
                 }
                 continue;
             }
@@ -716,7 +1056,9 @@ impl<P: PooledProtocol> Pool<P> {
         };
         let c = &self.counters;
         PoolMetrics {
+            calls: c.calls,
             size: self.conns.len(),
+            in_flight: self.conns.iter().map(|c| c.in_flight).sum(),
             idle: self.conns.iter().filter(|c| c.is_idle()).count(),
             retiring: self.conns.iter().filter(|c| c.retiring.is_some()).count(),
             waiters: self.waiters.len(),
@@ -730,6 +1072,9 @@ impl<P: PooledProtocol> Pool<P> {
             retired_idle: c.retired_idle,
             retired_health: c.retired_health,
             health_checks: c.health_checks,
+            hedges: c.hedges,
+            hedge_wins: c.hedge_wins,
+            hedges_over_budget: c.hedges_over_budget,
         }
     }
 }
@@ -748,7 +1093,7 @@ impl<P: PooledProtocol> Actor for Pool<P> {
             PoolMsg::Metrics(reply) => {
                 reply.send(self.metrics(ctx.now()));
             }
-            PoolMsg::Done(conn, permit, result, mut call) => {
+            PoolMsg::Done(conn, permit, result, call) => {
                 let now = ctx.now();
                 if let Some(i) = self.conns.iter().position(|c| c.addr.id() == conn) {
                     let c = &mut self.conns[i];
@@ -789,21 +1134,25 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                     tracing::info!(from = ?t.from, to = ?t.to, dest = %self.dest, "pool circuit breaker");
                 }
                 let transient = answer.as_ref().err().is_none_or(PoolError::is_transient);
-                if outcome == Outcome::Failure && transient {
-                    if let (Some((copy, attempt, deadline)), Some((policy, again))) =
-                        (call.retry.take(), self.retry.as_mut())
-                    {
-                        let next = policy.next(
-                            attempt + 1,
-                            Idempotency::Idempotent,
-                            true,
-                            Some(deadline),
-                            &mut self.budget,
-                            now,
-                        );
-                        if let Ok(delay) = next {
-                            let spare = again(&copy);
-                            call.retry = spare.map(|c| (c, attempt + 1, deadline));
+                let retry_it = outcome == Outcome::Failure && transient;
+                let (reply, retry) = match call.to {
+                    CallTo::Caller(reply, retry) => (reply, retry),
+                    CallTo::Flight(id, hedge) => {
+                        self.flight_done(id, hedge, conn, retry_it, answer, ctx);
+                        self.drain_waiters(ctx);
+                        return;
+                    }
+                };
+                if retry_it {
+                    if let Some((copy, attempt, deadline)) = retry {
+                        if let Some(delay) = self.retry_delay(attempt + 1, deadline, now) {
+                            let spare = self.retry.as_ref().and_then(|(_, again)| again(&copy));
+                            let call = Box::new(CallCtx {
+                                to: CallTo::Caller(
+                                    reply,
+                                    spare.map(|c| (c, attempt + 1, deadline)),
+                                ),
+                            });
                             if delay.is_zero() {
                                 self.dispatch(copy, call, ctx);
                             } else {
@@ -814,9 +1163,10 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                         }
                     }
                 }
-                call.reply.send(answer);
+                reply.send(answer);
                 self.drain_waiters(ctx);
             }
+            PoolMsg::Hedge(id, generation) => self.hedge(id, generation, ctx),
             PoolMsg::Health(conn, result) => {
                 self.counters.health_checks += 1;
                 let Some(i) = self.conns.iter().position(|c| c.addr.id() == conn) else {
@@ -879,8 +1229,12 @@ impl<P: PooledProtocol> Actor for Pool<P> {
     }
 
     fn stopping(&mut self, _ctx: &mut Context<Self>) {
-        for w in self.waiters.drain(..) {
-            w.call.reply.send(Err(PoolError::Stopped));
+        let waiters: Vec<Waiter<P>> = self.waiters.drain(..).collect();
+        for w in waiters {
+            self.answer(w.call.to, Err(PoolError::Stopped));
+        }
+        for (_, f) in self.flights.drain() {
+            f.reply.send(Err(PoolError::Stopped));
         }
     }
 }

@@ -733,3 +733,308 @@ fn connect_timeout_bounds_connection_setup() {
     assert!(started.elapsed() < Duration::from_secs(5));
     client.shutdown(Duration::from_secs(5));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hedging, against a plain-threads HTTP/1.1 backend whose first connection answers slowly.
+
+mod slow {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::thread::JoinHandle;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Shared {
+        accepted: AtomicUsize,
+        /// Requests received, per connection number (index 0 unused).
+        requests: Mutex<Vec<usize>>,
+        stop: AtomicBool,
+    }
+
+    /// Numbers its connections from 1 and answers each request with its connection's number;
+    /// connection 1 waits `delay` before each answer. Stopped when dropped.
+    pub struct SlowFirst {
+        pub addr: SocketAddr,
+        shared: Arc<Shared>,
+        acceptor: Option<JoinHandle<()>>,
+    }
+
+    impl SlowFirst {
+        pub fn start(delay: Duration) -> SlowFirst {
+            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let shared = Arc::new(Shared::default());
+            let s = shared.clone();
+            let acceptor = std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if s.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let id = s.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                    let wait = if id == 1 { delay } else { Duration::ZERO };
+                    let s = s.clone();
+                    std::thread::spawn(move || serve(stream, id, wait, &s));
+                }
+            });
+            SlowFirst {
+                addr,
+                shared,
+                acceptor: Some(acceptor),
+            }
+        }
+
+        pub fn accepted(&self) -> usize {
+            self.shared.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Requests connection `id` received.
+        pub fn requests_on(&self, id: usize) -> usize {
+            self.shared
+                .requests
+                .lock()
+                .unwrap()
+                .get(id)
+                .copied()
+                .unwrap_or(0)
+        }
+
+        /// Requests received on every connection.
+        pub fn requests(&self) -> usize {
+            self.shared.requests.lock().unwrap().iter().sum()
+        }
+    }
+
+    impl Drop for SlowFirst {
+        fn drop(&mut self) {
+            self.shared.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect(self.addr);
+            if let Some(a) = self.acceptor.take() {
+                let _ = a.join();
+            }
+        }
+    }
+
+    fn serve(mut stream: TcpStream, id: usize, wait: Duration, s: &Shared) {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+        let _ = stream.set_nodelay(true);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                buf.drain(..end + 4);
+                {
+                    let mut r = s.requests.lock().unwrap();
+                    if r.len() <= id {
+                        r.resize(id + 1, 0);
+                    }
+                    r[id] += 1;
+                }
+                std::thread::sleep(wait);
+                let body = id.to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if stream.write_all(response.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    if s.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// How long the slow connection takes to answer.
+const SLOW: Duration = Duration::from_millis(1000);
+
+/// A pool of at most two connections to a fresh slow-first backend, GETs retryable (hence
+/// hedgeable) with `budget`, hedging by `hedge`; returns once connection 1 is up.
+fn hedged_pool(
+    client: &System,
+    hedge: Option<sinew_io_actors::HedgePolicy>,
+    budget: sinew_supervision::resilience::retry::RetryBudget,
+    max_size: usize,
+) -> (slow::SlowFirst, Addr<Pool<Http1>>) {
+    use sinew_supervision::resilience::retry::RetryPolicy;
+    let backend = slow::SlowFirst::start(SLOW);
+    let cfg = PoolConfig {
+        min_size: 1,
+        max_size,
+        max_in_flight: 4,
+        call_timeout: Duration::from_secs(10),
+        hedge,
+        ..config()
+    };
+    let pool = Pool::new(backend.addr, Http1::default, cfg).retries(
+        // One attempt: no retries, so whatever extra request the backend sees is a hedge.
+        RetryPolicy::new(1, Backoff::none(), 1),
+        budget,
+        |r: &Request| (r.method == Method::Get).then(|| r.clone()),
+    );
+    let pool = client.spawn(pool).unwrap();
+    eventually("connection 1 is up", || backend.accepted() == 1);
+    (backend, pool)
+}
+
+fn roomy_budget() -> sinew_supervision::resilience::retry::RetryBudget {
+    sinew_supervision::resilience::retry::RetryBudget::new(0.2, 10, Duration::from_secs(10))
+}
+
+fn hedge_50ms() -> Option<sinew_io_actors::HedgePolicy> {
+    Some(sinew_io_actors::HedgePolicy {
+        delay: Duration::from_millis(50),
+        max_extra: 1,
+    })
+}
+
+/// Sends `req` through the pool: the answering connection's number and the time it took.
+fn timed(pool: &Addr<Pool<Http1>>, req: Request) -> (usize, Duration) {
+    let started = Instant::now();
+    let r = futures::executor::block_on(pool.ask(|r| PoolMsg::Call(req, r)))
+        .unwrap_or(Err(PoolError::Stopped))
+        .expect("call");
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    let Body::Full(b) = r.body else {
+        panic!("a full body")
+    };
+    (std::str::from_utf8(&b).unwrap().parse().unwrap(), took)
+}
+
+#[test]
+fn a_hedge_on_another_connection_answers_a_slow_call() {
+    let client = io_system();
+    let (backend, pool) = hedged_pool(&client, hedge_50ms(), roomy_budget(), 2);
+    let (id, took) = timed(&pool, get());
+    assert_eq!(id, 2, "the hedge went to a second connection and won");
+    assert!(
+        took < SLOW / 2,
+        "the call did not wait for the slow connection: {took:?}"
+    );
+    let m = metrics(&pool);
+    assert_eq!((m.calls, m.hedges, m.hedge_wins), (1, 1, 1), "{m:?}");
+    assert_eq!(backend.requests_on(1), 1);
+    assert_eq!(backend.requests_on(2), 1);
+    // The slow answer arrives later, is dropped, and frees its connection.
+    eventually("the late answer released connection 1", || {
+        let m = metrics(&pool);
+        m.in_flight == 0 && m.size == 2 && m.idle == 2
+    });
+    // The next call goes to an idle connection at once: nothing left behind.
+    let (_, took) = timed(&pool, get());
+    assert!(took < SLOW / 2, "{took:?}");
+    client.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn without_hedging_a_slow_call_waits() {
+    let client = io_system();
+    let (backend, pool) = hedged_pool(&client, None, roomy_budget(), 2);
+    let (id, took) = timed(&pool, get());
+    assert_eq!(id, 1);
+    assert!(took >= SLOW - Duration::from_millis(50), "{took:?}");
+    let m = metrics(&pool);
+    assert_eq!((m.hedges, m.hedge_wins), (0, 0), "{m:?}");
+    assert_eq!(backend.requests(), 1);
+    assert_eq!(backend.accepted(), 1);
+    client.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn requests_that_may_not_be_repeated_are_never_hedged() {
+    let client = io_system();
+    let (backend, pool) = hedged_pool(&client, hedge_50ms(), roomy_budget(), 2);
+    // `retryable` returns None for POST: not idempotent, so never sent twice.
+    let post = Request::new(Method::Post, "/").header("host", "backend");
+    let (id, took) = timed(&pool, post);
+    assert_eq!(id, 1);
+    assert!(took >= SLOW - Duration::from_millis(50), "{took:?}");
+    let m = metrics(&pool);
+    assert_eq!(m.hedges, 0, "{m:?}");
+    assert_eq!(backend.requests(), 1, "the backend saw the POST once");
+    client.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn no_hedge_once_the_retry_budget_is_spent() {
+    use sinew_supervision::resilience::retry::RetryBudget;
+    let client = io_system();
+    // A budget that allows nothing: hedges are paid from it, so none goes out.
+    let (backend, pool) = hedged_pool(
+        &client,
+        hedge_50ms(),
+        RetryBudget::new(0.0, 0, Duration::from_secs(10)),
+        2,
+    );
+    let (id, took) = timed(&pool, get());
+    assert_eq!(id, 1);
+    assert!(took >= SLOW - Duration::from_millis(50), "{took:?}");
+    let m = metrics(&pool);
+    assert_eq!((m.hedges, m.hedges_over_budget), (0, 1), "{m:?}");
+    assert_eq!(backend.requests(), 1);
+    assert_eq!(
+        backend.accepted(),
+        1,
+        "no connection opened for a hedge the budget refused"
+    );
+    client.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_hedge_never_goes_to_the_connection_it_backs_up() {
+    let client = io_system();
+    // One connection at most: the only other place a hedge could go is the slow connection
+    // itself, so it does not go at all.
+    let (backend, pool) = hedged_pool(&client, hedge_50ms(), roomy_budget(), 1);
+    let (id, took) = timed(&pool, get());
+    assert_eq!(id, 1);
+    assert!(took >= SLOW - Duration::from_millis(50), "{took:?}");
+    let m = metrics(&pool);
+    assert_eq!((m.hedges, m.in_flight), (0, 0), "{m:?}");
+    assert_eq!(backend.requests(), 1);
+    client.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn hedged_calls_still_retry_failures_within_the_budget() {
+    use sinew_supervision::resilience::retry::{RetryBudget, RetryPolicy};
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (sys, addr) = serve_app(CountingBroken(seen.clone()), "127.0.0.1:0".parse().unwrap());
+    let client = io_system();
+    let mut cfg = config();
+    cfg.breaker.failure_rate = 2.0;
+    cfg.hedge = hedge_50ms();
+    let pool = Pool::new(addr, Http1::default, cfg)
+        .classify(|r: &Response| r.status >= 500)
+        .retries(
+            RetryPolicy::new(5, Backoff::none(), 1),
+            RetryBudget::new(0.2, 0, Duration::from_secs(60)),
+            |r: &Request| (r.method == Method::Get).then(|| r.clone()),
+        );
+    let pool = client.spawn(pool).unwrap();
+    // Every answer is a fast 500: the calls are retried (not hedged: nothing stays
+    // unanswered for the hedge delay), and retries and hedges together stay in the budget.
+    for _ in 0..100 {
+        assert_eq!(call(&pool).expect("the final 500").status, 500);
+    }
+    let gets = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(gets > 100, "retries happened: {gets}");
+    assert!(gets <= 120, "{gets} requests for 100 calls");
+    let m = metrics(&pool);
+    assert_eq!(m.calls, 100);
+    assert_eq!(m.in_flight, 0, "{m:?}");
+    client.shutdown(Duration::from_secs(5));
+    sys.shutdown(Duration::from_secs(5));
+}
