@@ -19,6 +19,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod admission;
 mod client;
 mod deadline;
 mod layout;
@@ -29,6 +30,7 @@ pub mod redis;
 mod server;
 mod worker_io;
 
+pub use admission::RateLimit;
 pub use client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use pool::{

@@ -20,6 +20,7 @@ use sinew_actors::{
 use sinew_protocols::protocol::{Protocol, RequestId, ServerCodec, ServerEvent, ServerProtocol};
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 
+use crate::admission::{Gate, RateLimit, Verdict};
 use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
 
@@ -148,6 +149,12 @@ pub struct ServerConfig {
     pub overload: Overload,
     /// Receive buffer size per read.
     pub read_buffer: usize,
+    /// Per-client-IP rate limit: requests over it get the protocol's rate-limited answer
+    /// (HTTP 429 with `Retry-After`) without reaching the application.
+    pub rate_limit: Option<RateLimit>,
+    /// Requests in flight across the whole server at most: beyond, requests get the
+    /// protocol's "unavailable" answer (HTTP 503) at once (load shedding).
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -155,6 +162,8 @@ impl Default for ServerConfig {
         ServerConfig {
             overload: Overload::Pause,
             read_buffer: 16 * 1024,
+            rate_limit: None,
+            max_in_flight: None,
         }
     }
 }
@@ -297,6 +306,11 @@ where
     dirty: bool,
     /// Reply addresses for requests, made without an allocation each (set when started).
     replies: Option<ReplyChannel<P::Response>>,
+    /// The server's admission limits, if any, and the peer they apply to.
+    gate: Option<Arc<Gate>>,
+    peer: Option<std::net::IpAddr>,
+    /// Requests this connection has admitted and not yet seen answered.
+    admitted: usize,
     timer: Deadline,
 }
 
@@ -309,6 +323,7 @@ where
         socket: SocketId,
         routes: Arc<Routes<P>>,
         config: ServerConfig,
+        gate: Option<Arc<Gate>>,
     ) -> Self {
         let codec = protocol.new_codec(Instant::now());
         ServerConn {
@@ -327,6 +342,9 @@ where
             peer_eof: false,
             dirty: false,
             replies: None,
+            gate,
+            peer: None,
+            admitted: 0,
             timer: Deadline::default(),
         }
     }
@@ -360,6 +378,22 @@ where
     }
 
     fn dispatch(&mut self, id: RequestId, request: P::Request, ctx: &mut Context<Self>) {
+        if let Some(gate) = &self.gate {
+            let answer = match gate.admit(self.peer, ctx.now()) {
+                Verdict::Admit => {
+                    self.admitted += 1;
+                    None
+                }
+                Verdict::Limited(after) => Some(self.protocol.rate_limited_response(after)),
+                Verdict::Shed => Some(self.protocol.unavailable_response()),
+            };
+            if let Some(answer) = answer {
+                if self.codec.send_response(id, answer).is_err() {
+                    tracing::debug!(?id, "admission answer not accepted by the codec");
+                }
+                return;
+            }
+        }
         let reply = match &self.replies {
             Some(channel) => channel.reply_to(id.0),
             None => ctx.reply_to(move |r| ConnMsg::Reply(id, r)),
@@ -481,6 +515,9 @@ where
         };
         self.token = Some(io.register(ctx.addr().recipient_map(ConnMsg::Io)));
         self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
+        if self.gate.is_some() {
+            self.peer = io.reactor().peer_addr(self.socket).ok().map(|a| a.ip());
+        }
         let _ = io.reactor().set_option(self.socket, SockOpt::NoDelay(true));
         self.step(ctx);
     }
@@ -537,6 +574,12 @@ where
             },
             ConnMsg::LingerDone => self.close(ctx),
             ConnMsg::Reply(id, result) => {
+                if let Some(gate) = &self.gate {
+                    if self.admitted > 0 {
+                        self.admitted -= 1;
+                        gate.done(1);
+                    }
+                }
                 let response = result.unwrap_or_else(|_| self.protocol.unavailable_response());
                 if self.codec.send_response(id, response).is_err() {
                     tracing::debug!(?id, "response not accepted by the codec");
@@ -575,6 +618,10 @@ where
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) {
+        // Answers still on their way will find this actor gone: release their places now.
+        if let Some(gate) = &self.gate {
+            gate.done(std::mem::take(&mut self.admitted));
+        }
         if let (Some(io), Some(t)) = (Self::io(ctx), self.token.take()) {
             if !self.closing {
                 io.reactor().close(self.socket, t);
@@ -594,6 +641,7 @@ where
     addr: SocketAddr,
     routes: Arc<Routes<P>>,
     config: ServerConfig,
+    gate: Option<Arc<Gate>>,
     ready: Option<mpsc::Sender<Result<SocketAddr, String>>>,
 }
 
@@ -641,6 +689,7 @@ where
                 socket,
                 self.routes.clone(),
                 self.config,
+                self.gate.clone(),
             );
             if let Err(e) = ctx.spawn(conn) {
                 tracing::warn!(error = %e, "connection refused: system shutting down");
@@ -677,6 +726,7 @@ where
 {
     let protocol = Arc::new(protocol);
     let routes = Arc::new(handler.into());
+    let gate = Gate::new(config.rate_limit, config.max_in_flight).map(Arc::new);
     let mut bound = addr;
     for w in workers {
         let (tx, rx) = mpsc::channel();
@@ -685,6 +735,7 @@ where
             addr: bound,
             routes: routes.clone(),
             config,
+            gate: gate.clone(),
             ready: Some(tx),
         };
         system.spawn_with(

@@ -340,3 +340,95 @@ fn per_worker_routes_keep_requests_on_the_connections_worker() {
         "{spread:?}"
     );
 }
+
+fn limited_server(config: ServerConfig) -> (System, SocketAddr) {
+    let sys = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .expect("system");
+    let app = sys.spawn(App).expect("app");
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        0..1,
+        app.recipient(),
+        config,
+    )
+    .expect("serve");
+    (sys, addr)
+}
+
+/// Sends `n` pipelined GETs on one connection and returns the status codes in order.
+fn pipelined_statuses(addr: SocketAddr, path: &str, n: usize) -> Vec<u16> {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(n);
+    s.write_all(req.as_bytes()).expect("write");
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while got.len() < n {
+        let k = s.read(&mut chunk).expect("read");
+        assert!(k > 0, "closed early after {got:?}");
+        buf.extend_from_slice(&chunk[..k]);
+        // Parse complete responses off the front.
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() < end + 4 + len {
+                break;
+            }
+            got.push(head[9..12].parse().unwrap());
+            if head.starts_with("HTTP/1.1 429") {
+                assert!(
+                    head.to_ascii_lowercase().contains("retry-after: "),
+                    "{head}"
+                );
+            }
+            buf.drain(..end + 4 + len);
+        }
+    }
+    got
+}
+
+#[test]
+fn clients_over_their_rate_get_429_without_reaching_the_app() {
+    let config = ServerConfig {
+        rate_limit: Some(sinew_io_actors::RateLimit {
+            per_second: 0.5,
+            burst: 3,
+            max_clients: 1000,
+        }),
+        ..ServerConfig::default()
+    };
+    let (sys, addr) = limited_server(config);
+    let statuses = pipelined_statuses(addr, "/plaintext", 6);
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429, 429]);
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}
+
+#[test]
+fn requests_beyond_the_in_flight_cap_are_shed_with_503() {
+    let config = ServerConfig {
+        max_in_flight: Some(1),
+        ..ServerConfig::default()
+    };
+    let (sys, addr) = limited_server(config);
+    // Pipelined requests are decoded together: the first is in flight when the others are
+    // decoded, so they are shed at once and never reach the application.
+    let statuses = pipelined_statuses(addr, "/plaintext", 4);
+    assert_eq!(statuses[0], 200);
+    assert!(statuses[1..].iter().all(|s| *s == 503), "{statuses:?}");
+    // Once answered, the place is free again.
+    assert_eq!(pipelined_statuses(addr, "/plaintext", 1), vec![200]);
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}

@@ -215,6 +215,11 @@ pub trait ServerProtocol: Protocol {
     fn unavailable_response(&self) -> Self::Response;
     /// A canned "healthy" answer for health-check routes.
     fn health_check_response(&self) -> Self::Response;
+    /// The protocol's answer to a client over its rate limit (HTTP 429 with `Retry-After`).
+    /// Default: the "unavailable" response.
+    fn rate_limited_response(&self, _retry_after: Duration) -> Self::Response {
+        self.unavailable_response()
+    }
     /// Whether the application needs a way to send this connection messages that answer no
     /// request (a RESP `SUBSCRIBE`): the I/O layer then hands it a push handle with the
     /// request. Default: never.

@@ -95,6 +95,17 @@ impl ServerProtocol for Http1 {
             )))
     }
 
+    /// `429 Too Many Requests` with `Retry-After` in whole seconds (rounded up).
+    fn rate_limited_response(&self, retry_after: std::time::Duration) -> Response {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Response::new(429)
+            .header("retry-after", secs.max(1).to_string())
+            .header("content-type", "text/plain; charset=utf-8")
+            .with_body(Body::Full(bytes::Bytes::from_static(
+                b"too many requests\n",
+            )))
+    }
+
     fn health_check_response(&self) -> Response {
         Response::new(200)
             .header("content-type", "text/plain; charset=utf-8")
