@@ -235,6 +235,9 @@ pub struct PoolMetrics {
     pub wait_max: Duration,
     /// Calls that waited for a connection and gave up after `checkout_timeout`.
     pub checkout_timeouts: u64,
+    /// Calls whose callers stopped waiting (their deadline passed or they went away) before
+    /// a connection was free: dropped from the queue, never sent.
+    pub checkouts_cancelled: u64,
     /// Connections retired because they reached `max_lifetime`.
     pub retired_lifetime: u64,
     /// Connections closed because they were idle for `idle_timeout`.
@@ -278,6 +281,7 @@ impl PoolMetrics {
             t.wait_total += m.wait_total;
             t.wait_max = t.wait_max.max(m.wait_max);
             t.checkout_timeouts += m.checkout_timeouts;
+            t.checkouts_cancelled += m.checkouts_cancelled;
             t.retired_lifetime += m.retired_lifetime;
             t.retired_idle += m.retired_idle;
             t.retired_health += m.retired_health;
@@ -374,6 +378,7 @@ struct Counters {
     wait_total: Duration,
     wait_max: Duration,
     checkout_timeouts: u64,
+    checkouts_cancelled: u64,
     retired_lifetime: u64,
     retired_idle: u64,
     retired_health: u64,
@@ -838,6 +843,13 @@ impl<P: PooledProtocol> Pool<P> {
     fn drain_waiters(&mut self, ctx: &mut Context<Self>) {
         let now = ctx.now();
         while let Some(w) = self.waiters.front() {
+            // A caller that stopped waiting gets nothing sent on its behalf: no connection
+            // capacity goes to an answer nobody will read.
+            if matches!(&w.call.to, CallTo::Caller(reply, _) if !reply.is_open()) {
+                self.waiters.pop_front();
+                self.counters.checkouts_cancelled += 1;
+                continue;
+            }
             if w.deadline <= now {
                 if let Some(w) = self.waiters.pop_front() {
                     self.counters.checkout_timeouts += 1;
@@ -1068,6 +1080,7 @@ impl<P: PooledProtocol> Pool<P> {
             wait_total: c.wait_total,
             wait_max: c.wait_max,
             checkout_timeouts: c.checkout_timeouts,
+            checkouts_cancelled: c.checkouts_cancelled,
             retired_lifetime: c.retired_lifetime,
             retired_idle: c.retired_idle,
             retired_health: c.retired_health,

@@ -1038,3 +1038,46 @@ fn hedged_calls_still_retry_failures_within_the_budget() {
     client.shutdown(Duration::from_secs(5));
     sys.shutdown(Duration::from_secs(5));
 }
+
+/// Callers that give up while queued for a connection are never sent, and leave the pool
+/// as they found it.
+#[test]
+fn cancelled_checkouts_are_never_sent_and_leak_nothing() {
+    let backend = raw::Backend::start();
+    let client = io_system();
+    let cfg = PoolConfig {
+        min_size: 1,
+        max_size: 1,
+        max_in_flight: 1,
+        checkout_timeout: Duration::from_secs(30),
+        ..config()
+    };
+    let pool = client
+        .spawn(Pool::new(backend.addr, Http1::default, cfg))
+        .unwrap();
+    let holder = {
+        let p = pool.clone();
+        std::thread::spawn(move || conn_id(&p, "/hold"))
+    };
+    eventually("the first call holds the connection", || {
+        backend.arrived() == 1
+    });
+    // Five callers queue behind it and give up after 50 ms.
+    for _ in 0..5 {
+        let req = get_path("/hold");
+        let r = futures::executor::block_on(
+            pool.ask_within(Duration::from_millis(50), |r| PoolMsg::Call(req, r)),
+        );
+        assert!(r.is_err(), "the caller gave up: {r:?}");
+    }
+    backend.release();
+    assert_eq!(holder.join().unwrap().expect("held call"), 1);
+    // A live caller still gets through, on the same connection.
+    assert_eq!(conn_id(&pool, "/x").expect("call"), 1);
+    let m = metrics(&pool);
+    assert_eq!(m.checkouts_cancelled, 5, "{m:?}");
+    assert_eq!((m.waiters, m.in_flight, m.size), (0, 0, 1), "{m:?}");
+    // Of the six `/hold` calls the backend saw one: the cancelled five were never sent.
+    assert_eq!(backend.arrived(), 1);
+    client.shutdown(Duration::from_secs(5));
+}
