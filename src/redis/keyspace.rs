@@ -21,11 +21,19 @@ use bytes::Bytes;
 /// are short (Redis embeds strings up to 44 bytes for the same reason).
 #[derive(Clone)]
 enum Stored {
-    Inline { len: u8, data: [u8; INLINE] },
-    Heap(Bytes),
+    Inline {
+        len: u8,
+        data: [u8; INLINE],
+    },
+    /// Boxed so the enum stays 24 bytes: a key, its value and its expiry fill one cache line.
+    Heap(Box<Bytes>),
 }
 
 const INLINE: usize = 22;
+
+/// One table slot, cache-line sized and aligned: a lookup touches one line.
+#[repr(align(64))]
+struct Pair(Stored, Entry);
 
 impl Stored {
     fn new(b: &[u8]) -> Stored {
@@ -37,7 +45,7 @@ impl Stored {
                 data,
             }
         } else {
-            Stored::Heap(Bytes::copy_from_slice(b))
+            Stored::Heap(Box::new(Bytes::copy_from_slice(b)))
         }
     }
 
@@ -51,7 +59,7 @@ impl Stored {
     fn to_bytes(&self) -> Bytes {
         match self {
             Stored::Inline { .. } => Bytes::copy_from_slice(self.as_slice()),
-            Stored::Heap(b) => b.clone(),
+            Stored::Heap(b) => Bytes::clone(b),
         }
     }
 }
@@ -134,7 +142,7 @@ pub enum Ttl {
 /// cache miss). The hasher is randomly seeded, so clients cannot choose colliding keys.
 #[derive(Default)]
 struct Map {
-    table: HashTable<(Stored, Entry)>,
+    table: HashTable<Pair>,
     hasher: foldhash::fast::RandomState,
 }
 
@@ -149,25 +157,25 @@ impl Map {
 
     fn get(&self, key: &[u8]) -> Option<&Entry> {
         self.table
-            .find(self.hash(key), |(k, _)| k.as_slice() == key)
-            .map(|(_, e)| e)
+            .find(self.hash(key), |Pair(k, _)| k.as_slice() == key)
+            .map(|Pair(_, e)| e)
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let h = self.hash(key);
         self.table
-            .find_entry(h, |(k, _)| k.as_slice() == key)
+            .find_entry(h, |Pair(k, _)| k.as_slice() == key)
             .ok()
             .map(|o| o.remove().0 .1)
     }
 
-    fn slot(&mut self, key: &[u8]) -> Slot<'_, (Stored, Entry)> {
+    fn slot(&mut self, key: &[u8]) -> Slot<'_, Pair> {
         let h = self.hash(key);
         let hasher = &self.hasher;
         self.table.entry(
             h,
-            |(k, _)| k.as_slice() == key,
-            |(k, _)| hasher.hash_one(k.as_slice()),
+            |Pair(k, _)| k.as_slice() == key,
+            |Pair(k, _)| hasher.hash_one(k.as_slice()),
         )
     }
 
@@ -260,7 +268,7 @@ impl Keyspace {
         };
         match self.map.slot(&key) {
             Slot::Occupied(mut o) => {
-                let (k, e) = o.get_mut();
+                let Pair(k, e) = o.get_mut();
                 let expired = e.expires_at.is_some_and(|t| t <= now);
                 if expired {
                     if opts.only_if_present {
@@ -291,7 +299,7 @@ impl Keyspace {
                     value: Stored::new(&value),
                     expires_at: opts.expires_at,
                 };
-                v.insert((Stored::new(&key), entry));
+                v.insert(Pair(Stored::new(&key), entry));
                 (true, None)
             }
         }
@@ -317,7 +325,7 @@ impl Keyspace {
         match self.map.slot(key) {
             Slot::Occupied(mut o) => o.get_mut().1.value = value,
             Slot::Vacant(v) => {
-                v.insert((Stored::new(key), Entry { value, expires_at }));
+                v.insert(Pair(Stored::new(key), Entry { value, expires_at }));
             }
         }
         Ok(next)
@@ -449,6 +457,12 @@ mod tests {
 
     fn k(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Stored>(), 24);
+        assert_eq!(std::mem::size_of::<Pair>(), 64);
     }
 
     #[test]
