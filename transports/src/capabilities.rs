@@ -9,12 +9,21 @@ pub struct Capabilities {
     pub native_completions: bool,
     /// One accept submission yields many connections.
     pub multishot_accept: bool,
-    /// One recv submission yields many reads (provided buffer rings).
+    /// [`Reactor::recv_multishot`](crate::Reactor::recv_multishot) is native: one
+    /// submission yields many reads into kernel-selected buffers (io_uring
+    /// `IORING_RECV_MULTISHOT` with a provided buffer ring). When false the reactor emulates
+    /// it (repeated reads on readiness, or one receive at a time) behind the same API.
     pub multishot_recv: bool,
-    /// Kernel-selected buffers from a registered pool.
+    /// Kernel-selected buffers from a registered pool (io_uring provided buffer ring).
     pub provided_buffers: bool,
-    /// Zero-copy send (`SEND_ZC`) is usable.
+    /// Large sends go zero copy (io_uring `SEND_ZC` / `SENDMSG_ZC`), from
+    /// [`ReactorConfig::zero_copy_threshold`](crate::ReactorConfig::zero_copy_threshold)
+    /// bytes up.
     pub zero_copy_send: bool,
+    /// [`Reactor::recv_timeout`](crate::Reactor::recv_timeout) and
+    /// [`Reactor::connect_timeout`](crate::Reactor::connect_timeout) work (io_uring linked
+    /// timeouts, or the epoll backend's timers).
+    pub operation_timeouts: bool,
     /// Vectored sends (`sendmsg` with an iovec) are supported.
     pub vectored_io: bool,
     /// Completions are batched: many operations per kernel entry.

@@ -19,6 +19,21 @@ pub struct SocketId {
     pub(crate) generation: u32,
 }
 
+impl SocketId {
+    /// The id as one number (slot index in the high half, generation in the low half): a
+    /// connection id for logs and metrics. Unique among this reactor's sockets for as long as
+    /// a slot's generation does not wrap (2^32 reuses of one slot).
+    pub fn as_u64(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+}
+
+impl fmt::Display for SocketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}v{}", self.index, self.generation)
+    }
+}
+
 impl fmt::Debug for SocketId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SocketId({}v{})", self.index, self.generation)
@@ -67,8 +82,33 @@ pub enum Event {
         /// Bytes received.
         result: Result<usize>,
     },
+    /// One result of a multishot receive ([`Reactor::recv_multishot`]). `Ok(bytes)` with data
+    /// is the next piece of the stream, in order; `Ok` of an empty `Bytes` means the peer
+    /// closed its sending side (end of stream). `more` is false on the last completion of this
+    /// receive: end of stream, an error, or [`Error::Cancelled`](crate::Error::Cancelled) after
+    /// [`Reactor::cancel_recv_multishot`] or [`Reactor::close`]; exactly one completion has
+    /// `more == false`.
+    ///
+    /// The `Bytes` may be a buffer lent from the reactor's receive pool (on io_uring, a slot
+    /// of the provided buffer ring): dropping it returns the slot, so keep it only as long as
+    /// needed: slice it for zero-copy use, or copy what must live long into your own buffer
+    /// (`BytesMut::extend_from_slice`) and drop it. See [`Reactor::recv_multishot`].
+    ///
+    /// [`Reactor::recv_multishot`]: crate::Reactor::recv_multishot
+    /// [`Reactor::cancel_recv_multishot`]: crate::Reactor::cancel_recv_multishot
+    /// [`Reactor::close`]: crate::Reactor::close
+    ReceivedBytes {
+        /// The socket.
+        socket: SocketId,
+        /// The next bytes of the stream (empty at end of stream), or why the receive ended.
+        result: Result<Bytes>,
+        /// Whether more completions will follow for this receive.
+        more: bool,
+    },
     /// A send finished. On `Ok(n)`, `n` is the whole buffer: partial writes are continued
-    /// inside the backend.
+    /// inside the backend. After a zero-copy send the reactor may still hold a reference to
+    /// the buffer until the kernel's notification (see
+    /// [`Reactor::send`](crate::Reactor::send)).
     Sent {
         /// The socket.
         socket: SocketId,

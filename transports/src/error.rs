@@ -25,7 +25,13 @@ pub enum Error {
     /// A connection was aborted before it was accepted (`ECONNABORTED`). Transient.
     #[error("connection aborted before accept")]
     ConnectionAborted,
-    /// The connection or operation timed out (`ETIMEDOUT`). Fatal for the connection.
+    /// The connection or an operation timed out: the kernel gave up on the connection
+    /// (`ETIMEDOUT`), or an operation's own deadline passed
+    /// ([`Reactor::recv_timeout`](crate::Reactor::recv_timeout),
+    /// [`Reactor::connect_timeout`](crate::Reactor::connect_timeout): io_uring's linked
+    /// timeouts, `ETIME`, or the epoll backend's timers). Not transient: the operation is over.
+    /// After a receive deadline the connection itself is intact and may be read again; after
+    /// a connect deadline the socket is unusable and should be closed.
     #[error("timed out")]
     TimedOut,
     /// The operation was cancelled, typically because its socket was closed; any owned buffer
@@ -72,7 +78,7 @@ impl Error {
             libc::EPIPE => Error::BrokenPipe,
             libc::ECONNREFUSED => Error::ConnectionRefused,
             libc::ECONNABORTED => Error::ConnectionAborted,
-            libc::ETIMEDOUT => Error::TimedOut,
+            libc::ETIMEDOUT | libc::ETIME => Error::TimedOut,
             libc::ECANCELED => Error::Cancelled,
             libc::EMFILE => Error::TooManyOpenFiles("EMFILE"),
             libc::ENFILE => Error::TooManyOpenFiles("ENFILE"),
@@ -133,6 +139,11 @@ mod tests {
         assert!(matches!(
             Error::from_errno(libc::ECANCELED),
             Error::Cancelled
+        ));
+        assert!(matches!(Error::from_errno(libc::ETIME), Error::TimedOut));
+        assert!(matches!(
+            Error::from_errno(libc::ETIMEDOUT),
+            Error::TimedOut
         ));
         let other = Error::from_errno(libc::EACCES);
         assert!(matches!(other, Error::Io(ref e) if e.raw_os_error() == Some(libc::EACCES)));

@@ -15,6 +15,7 @@ use crate::completion::{Completion, SocketId, Token};
 use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::options::{self, SockOpt, SockOptName};
+use crate::stats::IoStats;
 use crate::write::WriteOp;
 
 /// One backend. Submissions never block and never lose a buffer: problems found at submit
@@ -24,6 +25,50 @@ pub(crate) trait Io {
     fn accept(&mut self, listener: SocketId, token: Token);
     fn connect(&mut self, addr: SocketAddr, opts: &[SockOpt], token: Token) -> Result<SocketId>;
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token);
+
+    /// Starts connecting like [`Io::connect`], failing the connect with
+    /// [`Error::TimedOut`] if it has not completed within `timeout`.
+    fn connect_timeout(
+        &mut self,
+        _addr: SocketAddr,
+        _opts: &[SockOpt],
+        _timeout: Duration,
+        _token: Token,
+    ) -> Result<SocketId> {
+        Err(Error::Unsupported("operation timeouts on this backend"))
+    }
+
+    /// Receives like [`Io::recv`], completing with [`Error::TimedOut`] if no data came
+    /// within `timeout` of the receive becoming the socket's active one. An error returns
+    /// the buffer; the caller completes the receive with it.
+    fn recv_timeout(
+        &mut self,
+        _socket: SocketId,
+        buf: BytesMut,
+        _timeout: Duration,
+        _token: Token,
+    ) -> Result<(), (Error, BytesMut)> {
+        Err((
+            Error::Unsupported("operation timeouts on this backend"),
+            buf,
+        ))
+    }
+
+    /// Starts a multishot receive. An error means it never started; the caller reports it
+    /// as the receive's one and last completion.
+    fn recv_multishot(&mut self, _socket: SocketId, _token: Token) -> Result<()> {
+        Err(Error::Unsupported("multishot receive on this backend"))
+    }
+
+    /// Ends `socket`'s multishot receive; its last completion says `Cancelled`.
+    fn cancel_recv_multishot(&mut self, _socket: SocketId) -> Result<()> {
+        Err(Error::Unsupported("multishot receive on this backend"))
+    }
+
+    /// The backend's counters.
+    fn stats(&self) -> IoStats {
+        IoStats::default()
+    }
 
     /// Stops submitting receives on `socket` (queued ones wait; one already in the kernel is
     /// cancelled and re-queued, or completes if data beat the cancel).

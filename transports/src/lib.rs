@@ -11,6 +11,17 @@
 //! transient vs fatal; `EAGAIN`/`EINTR` are handled inside, and an accept out of descriptors
 //! backs off on a timer instead of spinning.
 //!
+//! On io_uring the fast paths are used where the kernel has them, behind the same API (the
+//! epoll backend emulates them; [`Capabilities`] says which are native):
+//! [`Reactor::recv_multishot`] keeps delivering chunks ([`Event::ReceivedBytes`]) from one
+//! submission, read by the kernel into a provided buffer ring and handed up as `Bytes` lent
+//! from a pool of fixed-size buffers (returned when dropped); sends of at least
+//! [`ReactorConfig::zero_copy_threshold`] bytes go zero copy (`SEND_ZC`), in order with the
+//! others; [`Reactor::recv_timeout`] and [`Reactor::connect_timeout`] link a timeout to the
+//! operation and fail it with [`Error::TimedOut`]. [`Reactor::connection_info`] reads a
+//! connection's addresses, path MTU, segment size and buffer sizes; [`Reactor::stats`] the
+//! pool and zero-copy counters.
+//!
 //! Besides TCP the reactor speaks UDP ([`Reactor::bind_udp`], [`Reactor::send_to`],
 //! [`Reactor::recv_from`]; batched `recvmmsg`/`sendmmsg` on mio) and Unix domain sockets
 //! (stream: [`Reactor::listen_unix`] / [`Reactor::connect_unix`]; datagram:
@@ -66,15 +77,18 @@
 mod backend;
 mod capabilities;
 mod completion;
+mod config;
 mod datagram;
 mod driver;
 mod epoll;
 mod error;
 mod io;
 pub mod options;
+mod pool;
 mod reactor;
 mod sim;
 mod slab;
+mod stats;
 mod sys;
 mod uring;
 mod write;
@@ -82,12 +96,14 @@ mod write;
 pub use backend::{Backend, ENV_VAR};
 pub use capabilities::Capabilities;
 pub use completion::{Completion, Event, SocketId, Token};
+pub use config::ReactorConfig;
 pub use datagram::DatagramAddr;
 pub use driver::{CompletionHandler, IoDriver};
 pub use error::{Error, Result};
 pub use options::{Keepalive, SockOpt, SockOptName};
-pub use reactor::Reactor;
+pub use reactor::{ConnectionInfo, Reactor};
 pub use sim::{LinkConfig, NetConfig, SimNet};
+pub use stats::IoStats;
 
 /// The name of this layer, as used in diagnostics and docs.
 pub const LAYER: &str = "transports";

@@ -47,6 +47,9 @@ pub enum SockOpt {
     Cork(bool),
     /// `SO_INCOMING_CPU`: prefer connections whose packets arrive on this CPU.
     IncomingCpu(usize),
+    /// `TCP_MAXSEG`: the maximum segment size. Set before connecting (or on a listener) to
+    /// clamp what is advertised; read on a connection for the payload per segment.
+    MaxSegment(u32),
 }
 
 /// The name of a socket option, for reading it back with [`get`].
@@ -75,6 +78,8 @@ pub enum SockOptName {
     Cork,
     /// `SO_INCOMING_CPU`.
     IncomingCpu,
+    /// `TCP_MAXSEG`.
+    MaxSegment,
 }
 
 /// Applies `opt` to the socket `fd`.
@@ -108,6 +113,10 @@ pub fn set(fd: BorrowedFd<'_>, opt: SockOpt) -> Result<()> {
         SockOpt::Linger(l) => s.set_linger(l)?,
         SockOpt::Cork(on) => s.set_tcp_cork(on)?,
         SockOpt::IncomingCpu(cpu) => s.set_cpu_affinity(cpu)?,
+        SockOpt::MaxSegment(mss) => {
+            let mss = i32::try_from(mss).map_err(|_| Error::InvalidArgument("TCP_MAXSEG"))?;
+            set_raw(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG, &mss.to_ne_bytes())?
+        }
     }
     Ok(())
 }
@@ -146,7 +155,23 @@ pub fn get(fd: BorrowedFd<'_>, name: SockOptName) -> Result<SockOpt> {
         SockOptName::Linger => SockOpt::Linger(s.linger()?),
         SockOptName::Cork => SockOpt::Cork(s.tcp_cork()?),
         SockOptName::IncomingCpu => SockOpt::IncomingCpu(s.cpu_affinity()?),
+        SockOptName::MaxSegment => SockOpt::MaxSegment(
+            u32::try_from(get_int(fd, libc::IPPROTO_TCP, libc::TCP_MAXSEG)?).unwrap_or(u32::MAX),
+        ),
     })
+}
+
+/// The path MTU the kernel currently assumes for a connected IP socket (`IP_MTU`, or
+/// `IPV6_MTU` for IPv6). `ENOTCONN` (an [`Error::Io`]) if the socket is not connected;
+/// [`Error::Unsupported`] if it is not an IP socket.
+pub fn path_mtu(fd: BorrowedFd<'_>) -> Result<usize> {
+    let local = SockRef::from(&fd).local_addr()?;
+    let (level, name) = match local.as_socket() {
+        Some(std::net::SocketAddr::V4(_)) => (libc::IPPROTO_IP, libc::IP_MTU),
+        Some(std::net::SocketAddr::V6(_)) => (libc::IPPROTO_IPV6, libc::IPV6_MTU),
+        None => return Err(Error::Unsupported("path MTU of a non-IP socket")),
+    };
+    usize::try_from(get_int(fd, level, name)?).map_err(|_| Error::Unsupported("MTU size"))
 }
 
 fn get_int(fd: BorrowedFd<'_>, level: i32, name: i32) -> Result<u64> {
@@ -235,6 +260,19 @@ mod tests {
         );
         set(fd, SockOpt::QuickAck(true))?;
         set(fd, SockOpt::IncomingCpu(0))?;
+        // Loopback's MTU (65536 by default); the segment size follows from it.
+        assert!(path_mtu(fd)? >= 1280);
+        assert!(
+            matches!(get(fd, SockOptName::MaxSegment)?, SockOpt::MaxSegment(n) if n > 1000 && n < 65536)
+        );
+        // Clamping the segment size on a fresh socket sticks.
+        let fresh = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        set(fresh.as_fd(), SockOpt::MaxSegment(1200))?;
+        assert_eq!(
+            get(fresh.as_fd(), SockOptName::MaxSegment)?,
+            SockOpt::MaxSegment(1200)
+        );
+        assert!(path_mtu(fresh.as_fd()).is_err(), "not connected");
         let lfd = listener.as_fd();
         set(lfd, SockOpt::DeferAccept(Duration::from_secs(2)))?;
         assert!(

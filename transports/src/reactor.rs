@@ -11,18 +11,20 @@ use sinew_actors::Unpark;
 
 use crate::backend::Backend;
 use crate::capabilities::Capabilities;
-use crate::completion::{Completion, SocketId, Token};
+use crate::completion::{Completion, Event, SocketId, Token};
+use crate::config::ReactorConfig;
 use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io::Io;
 use crate::options::{self, SockOpt, SockOptName};
+use crate::stats::IoStats;
 use crate::write::{Watermark, WriteOp};
 
 /// A per-worker, completion-based I/O reactor that owns its sockets.
 ///
 /// Submit operations with a [`Token`] and an owned buffer; [`Reactor::poll`] hands back one
-/// [`Completion`] per operation (many for a multishot accept) carrying the token, the result
-/// and the buffer. Sockets live until [`Reactor::close`] completes: closing cancels whatever is
+/// [`Completion`] per operation (many for a multishot accept or receive) carrying the token,
+/// the result and the buffer. Sockets live until [`Reactor::close`] completes: closing cancels whatever is
 /// in flight on them and returns every buffer. A reactor is bound to the thread that created it
 /// (`!Send`), as io_uring's `SINGLE_ISSUER` requires.
 pub struct Reactor {
@@ -34,6 +36,34 @@ pub struct Reactor {
     /// changed write queues, plus sockets whose watermarks were just set. Order is the
     /// backend's, so reports are deterministic.
     dirty: Vec<SocketId>,
+    /// Completions decided at submit time by the facade (operations the backend refused),
+    /// handed out by the next poll.
+    immediate: Vec<Completion>,
+}
+
+/// What is known about one connection ([`Reactor::connection_info`]). Fields the socket
+/// or backend cannot tell (a Unix socket has no MTU, a simulated one no kernel buffers) are
+/// `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The reactor's id of the socket; [`SocketId::as_u64`] makes it a number for logs.
+    pub id: SocketId,
+    /// The local address (IP sockets).
+    pub local_addr: Option<SocketAddr>,
+    /// The peer's address (connected IP sockets).
+    pub peer_addr: Option<SocketAddr>,
+    /// The path MTU the kernel currently assumes (`IP_MTU` / `IPV6_MTU`; connected IP
+    /// sockets).
+    pub mtu: Option<usize>,
+    /// The TCP maximum segment size (`TCP_MAXSEG`): the largest payload per segment.
+    pub max_segment: Option<usize>,
+    /// The kernel send buffer size (`SO_SNDBUF`).
+    pub send_buffer: Option<usize>,
+    /// The kernel receive buffer size (`SO_RCVBUF`).
+    pub recv_buffer: Option<usize>,
+    /// The CPU whose receive queue the socket's packets arrive on (`SO_INCOMING_CPU`).
+    pub incoming_cpu: Option<usize>,
 }
 
 impl Reactor {
@@ -45,10 +75,17 @@ impl Reactor {
     /// [`SimNet::current`]: crate::SimNet::current
     /// [`SimNet::reactor`]: crate::SimNet::reactor
     pub fn new(backend: Backend) -> Result<Reactor> {
+        Reactor::with_config(backend, &ReactorConfig::default())
+    }
+
+    /// A reactor on `backend` set up by `config` (receive pool, multishot receive,
+    /// zero-copy threshold); see [`Reactor::new`]. The simulated network ignores `config`.
+    pub fn with_config(backend: Backend, config: &ReactorConfig) -> Result<Reactor> {
+        config.validate()?;
         let backend = backend.resolve()?;
         let io: Box<dyn Io> = match backend {
-            Backend::Uring => Box::new(crate::uring::UringReactor::new()?),
-            Backend::Mio => Box::new(crate::epoll::EpollReactor::new()?),
+            Backend::Uring => Box::new(crate::uring::UringReactor::new(config)?),
+            Backend::Mio => Box::new(crate::epoll::EpollReactor::new(config)?),
             Backend::Sim => {
                 return Ok(crate::sim::SimNet::current().reactor(crate::sim::DEFAULT_HOST))
             }
@@ -59,12 +96,7 @@ impl Reactor {
                 })
             }
         };
-        Ok(Reactor {
-            io,
-            backend,
-            watermarks: HashMap::new(),
-            dirty: Vec::new(),
-        })
+        Ok(Reactor::from_io(io, backend))
     }
 
     /// A reactor over an already built backend.
@@ -74,6 +106,7 @@ impl Reactor {
             backend,
             watermarks: HashMap::new(),
             dirty: Vec::new(),
+            immediate: Vec::new(),
         }
     }
 
@@ -113,6 +146,20 @@ impl Reactor {
         token: Token,
     ) -> Result<SocketId> {
         self.io.connect(addr, opts, token)
+    }
+
+    /// [`Reactor::connect`] with a deadline: if the connection is not established within
+    /// `timeout`, the connect completes with [`Error::TimedOut`] (then close the socket).
+    /// io_uring links an `IORING_OP_LINK_TIMEOUT` to the connect; epoll uses a timer.
+    /// [`Error::Unsupported`] where [`Capabilities::operation_timeouts`] is false.
+    pub fn connect_timeout(
+        &mut self,
+        addr: SocketAddr,
+        opts: &[SockOpt],
+        timeout: Duration,
+        token: Token,
+    ) -> Result<SocketId> {
+        self.io.connect_timeout(addr, opts, timeout, token)
     }
 
     /// Binds a UDP socket to `addr` with `opts` applied before bind; use it with
@@ -164,8 +211,94 @@ impl Reactor {
         self.io.recv(socket, buf, token)
     }
 
+    /// [`Reactor::recv`] with a deadline: if no data arrives within `timeout`, the receive
+    /// completes with [`Error::TimedOut`] and its buffer, and the connection stays usable.
+    /// The clock starts when the receive becomes the socket's active one (receives complete
+    /// in order; one queued behind another waits for it first) and starts over if
+    /// [`Reactor::pause_recv`] takes it back. io_uring links an `IORING_OP_LINK_TIMEOUT` to
+    /// the receive; epoll uses a timer. Completes with [`Error::Unsupported`] where
+    /// [`Capabilities::operation_timeouts`] is false.
+    pub fn recv_timeout(
+        &mut self,
+        socket: SocketId,
+        buf: BytesMut,
+        timeout: Duration,
+        token: Token,
+    ) {
+        if let Err((err, buf)) = self.io.recv_timeout(socket, buf, timeout, token) {
+            self.immediate.push(Completion {
+                token,
+                event: Event::Received {
+                    socket,
+                    buf,
+                    result: Err(err),
+                },
+            });
+        }
+    }
+
+    /// Starts a multishot receive on a connected stream: one
+    /// [`Event::ReceivedBytes`] per chunk of data, in order, until end of stream, an
+    /// error, [`Reactor::cancel_recv_multishot`] or [`Reactor::close`]; the last completion
+    /// has `more == false`. No buffer is passed in: chunks come from the reactor's receive
+    /// pool ([`ReactorConfig::recv_buffer_size`] bytes each at most), so an idle connection
+    /// holds no buffer.
+    ///
+    /// On io_uring with [`Capabilities::multishot_recv`] this is one
+    /// `IORING_RECV_MULTISHOT` receive with a provided buffer ring: the kernel picks a ring
+    /// buffer per completion and the chunk is that buffer itself, lent out as `Bytes`
+    /// (zero copy); dropping the last clone of it returns the buffer, which goes back on the
+    /// ring at the next [`Reactor::poll`]. So that consumers holding chunks never starve the
+    /// ring (and every other connection on it), once three quarters of the pool is lent the
+    /// reactor copies new chunks into fresh allocations and re-provides their ring buffer at
+    /// once ([`IoStats::recv_copied`]). If the ring runs dry anyway the kernel stops the
+    /// receive and the reactor re-arms it when buffers are back; when the kernel ends a
+    /// multishot by itself it is re-armed too. Elsewhere (epoll, or io_uring without
+    /// kernel support, or [`ReactorConfig::multishot_recv`] off) the reactor emulates it:
+    /// epoll reads pool buffers on each readiness edge; io_uring keeps one plain receive in
+    /// flight into a per-socket buffer that chunks are split off.
+    ///
+    /// Consumers get cheap appends either way: parse in place when a chunk holds whole
+    /// frames (slices of it are zero copy), or `extend_from_slice` it into your own parse
+    /// buffer and drop it. There is no back-pressure by buffer supply: data is delivered as
+    /// it arrives; use [`Reactor::pause_recv`] (the receive leaves the kernel and is re-armed
+    /// by [`Reactor::resume_recv`]).
+    ///
+    /// A socket has either plain receives or one multishot receive: this completes at once
+    /// with [`Error::Unsupported`] if receives are outstanding, and [`Reactor::recv`] on a
+    /// socket with a multishot receive does too. The simulated network does not support it
+    /// (also [`Error::Unsupported`]).
+    pub fn recv_multishot(&mut self, socket: SocketId, token: Token) {
+        if let Err(err) = self.io.recv_multishot(socket, token) {
+            self.immediate.push(Completion {
+                token,
+                event: Event::ReceivedBytes {
+                    socket,
+                    result: Err(err),
+                    more: false,
+                },
+            });
+        }
+    }
+
+    /// Ends `socket`'s multishot receive: data already received is still delivered, then
+    /// the last completion says [`Error::Cancelled`]; data arriving later stays in the socket
+    /// for the next receive. [`Error::InvalidArgument`] if the socket has no multishot
+    /// receive.
+    pub fn cancel_recv_multishot(&mut self, socket: SocketId) -> Result<()> {
+        self.io.cancel_recv_multishot(socket)
+    }
+
     /// Sends all of `buf`; partial writes are continued internally. Sends on one socket are
-    /// written in submission order.
+    /// written, and complete, in submission order.
+    ///
+    /// On io_uring, payloads of at least [`ReactorConfig::zero_copy_threshold`] bytes go
+    /// zero copy (`SEND_ZC`) where the kernel can: [`Event::Sent`] comes when the kernel has
+    /// taken every byte, but it may read the pages until its notification completion, so
+    /// the reactor keeps a reference to the buffer until then ([`IoStats::zero_copy_pending`];
+    /// `Bytes::is_unique` turns true again afterwards). A `Bytes` is immutable, so nothing
+    /// can change the data under the kernel. Sockets that refuse zero copy fall back to a
+    /// copying send transparently.
     pub fn send(&mut self, socket: SocketId, buf: Bytes, token: Token) {
         self.io.write(
             socket,
@@ -177,7 +310,8 @@ impl Reactor {
         )
     }
 
-    /// Sends all of `bufs` with vectored writes, in order with other sends.
+    /// Sends all of `bufs` with vectored writes, in order with other sends; large ones go
+    /// zero copy as for [`Reactor::send`] (`SENDMSG_ZC`, Linux 6.1+).
     pub fn send_vectored(&mut self, socket: SocketId, bufs: Vec<Bytes>, token: Token) {
         self.io.write(
             socket,
@@ -296,10 +430,52 @@ impl Reactor {
         self.io.peer_addr(socket)
     }
 
+    /// Properties of `socket`: its id, addresses, path MTU, TCP maximum segment size, kernel
+    /// buffer sizes and incoming CPU, as far as the socket and backend know them.
+    /// [`Error::InvalidSocket`] if the socket is unknown or closed.
+    pub fn connection_info(&self, socket: SocketId) -> Result<ConnectionInfo> {
+        let local_addr = match self.io.local_addr(socket) {
+            Ok(a) => Some(a),
+            Err(Error::InvalidSocket) => return Err(Error::InvalidSocket),
+            Err(_) => None,
+        };
+        let fd = self.io.raw_fd(socket).ok();
+        let int = |name| match self.io.option(socket, name) {
+            Ok(SockOpt::SendBuffer(n) | SockOpt::RecvBuffer(n)) => Some(n),
+            // The kernel says -1 until a packet arrived.
+            Ok(SockOpt::IncomingCpu(n)) => i32::try_from(n).ok().map(|_| n),
+            _ => None,
+        };
+        Ok(ConnectionInfo {
+            id: socket,
+            local_addr,
+            peer_addr: self.io.peer_addr(socket).ok(),
+            mtu: fd.and_then(|fd| options::path_mtu(fd).ok()),
+            max_segment: match fd.map(|fd| options::get(fd, SockOptName::MaxSegment)) {
+                Some(Ok(SockOpt::MaxSegment(n))) => usize::try_from(n).ok(),
+                _ => None,
+            },
+            send_buffer: int(SockOptName::SendBuffer),
+            recv_buffer: int(SockOptName::RecvBuffer),
+            incoming_cpu: int(SockOptName::IncomingCpu),
+        })
+    }
+
+    /// The reactor's counters: receive pool use, multishot arms, zero-copy sends.
+    pub fn stats(&self) -> IoStats {
+        self.io.stats()
+    }
+
     /// Submits what is pending, waits up to `timeout` (`None`: until something happens) for
     /// completions or a wake, and appends the completions to `out`. Returns how many arrived.
     pub fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<usize> {
         let before = out.len();
+        let timeout = if self.immediate.is_empty() {
+            timeout
+        } else {
+            out.append(&mut self.immediate);
+            Some(Duration::ZERO)
+        };
         self.io.poll(out, timeout)?;
         self.io.take_write_dirty(&mut self.dirty);
         if !self.watermarks.is_empty() {

@@ -37,7 +37,16 @@ every_backend!(
     unix_connect_refused,
     udp,
     unix_datagram,
-    paused_reader_stalls_sender
+    paused_reader_stalls_sender,
+    multishot_large_transfer,
+    multishot_emulated,
+    multishot_many_connections,
+    multishot_control,
+    zero_copy_send,
+    zero_copy_disabled,
+    recv_timeout,
+    connect_timeout,
+    connection_info
 );
 
 // The simulated network has no real peers: it runs the cases whose peers are its own sockets.

@@ -12,6 +12,7 @@ fn descriptor_hygiene_on_every_backend() {
         common::drop_with_ops_in_flight(backend);
         common::emfile_backoff(backend);
         common::datagram_cancel_in_flight(backend);
+        common::multishot_cancel_in_flight(backend);
     }
     // The simulated network has no descriptors, but the same buffers must come back.
     common::cancel_in_flight(Backend::Sim);

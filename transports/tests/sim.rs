@@ -518,6 +518,65 @@ fn unix_sockets_and_datagrams_are_not_simulated() {
 }
 
 #[test]
+fn multishot_and_timeouts_are_typed_errors_on_the_simulated_network() {
+    let net = SimNet::new(12);
+    let mut sim = Sim::new(net);
+    let (c, s) = sim.pair();
+    let caps = sim.hosts[SERVER].capabilities();
+    assert!(!caps.multishot_recv && !caps.operation_timeouts && !caps.zero_copy_send);
+    assert!(matches!(
+        sim.hosts[CLIENT].connect_timeout(
+            Sim::server_addr(),
+            &[],
+            Duration::from_secs(1),
+            Token(1)
+        ),
+        Err(Error::Unsupported(_))
+    ));
+    sim.hosts[SERVER].recv_multishot(s, Token(2));
+    match sim.expect() {
+        (
+            SERVER,
+            Completion {
+                token: Token(2),
+                event:
+                    Event::ReceivedBytes {
+                        result: Err(Error::Unsupported(_)),
+                        more: false,
+                        ..
+                    },
+            },
+        ) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    sim.hosts[CLIENT].recv_timeout(
+        c,
+        BytesMut::with_capacity(8),
+        Duration::from_secs(1),
+        Token(3),
+    );
+    match sim.expect() {
+        (
+            CLIENT,
+            Completion {
+                token: Token(3),
+                event:
+                    Event::Received {
+                        result: Err(Error::Unsupported(_)),
+                        buf,
+                        ..
+                    },
+            },
+        ) => assert_eq!(buf.capacity(), 8, "buffer handed back"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let info = sim.hosts[CLIENT].connection_info(c).expect("info");
+    assert_eq!(info.id, c);
+    assert_eq!(info.peer_addr, Some(Sim::server_addr()));
+    assert_eq!(info.mtu, None, "no kernel socket");
+}
+
+#[test]
 fn paused_reader_closes_the_window_until_resumed() {
     const SIZE: usize = 2 << 20;
     let net = SimNet::new(11);

@@ -2,9 +2,11 @@
 //!
 //! Every operation is tried at once when submitted (the socket may already be ready) and
 //! otherwise queued on its socket; epoll is edge-triggered, so a queued operation is retried on
-//! the next readiness edge and always ends in `WouldBlock` or a completion.
+//! the next readiness edge and always ends in `WouldBlock` or a completion. Multishot receives
+//! are emulated by reading pool buffers on each edge; operation timeouts are timers.
 
 mod socket;
+mod timers;
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -18,15 +20,19 @@ use sinew_actors::Unpark;
 
 use crate::capabilities::Capabilities;
 use crate::completion::{Completion, Event, SocketId, Token};
+use crate::config::ReactorConfig;
 use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io::{self, Io};
 use crate::options::{self, SockOpt};
+use crate::pool::BufPool;
 use crate::slab::Slab;
+use crate::stats::IoStats;
 use crate::sys;
 use crate::write::WriteOp;
 
-use socket::{Kind, Sock};
+use socket::{Kind, RecvReq, Sock};
+use timers::{TimerKind, Timers};
 
 /// The token of the cross-thread waker; socket tokens are slab indices.
 const WAKE: mio::Token = mio::Token(usize::MAX);
@@ -59,10 +65,20 @@ pub(crate) struct EpollReactor {
     skipped_waits: u32,
     /// Sockets whose write queue changed since the last `take_write_dirty`.
     write_dirty: Vec<SocketId>,
+    /// Buffers that multishot receives read into.
+    pool: BufPool,
+    /// Receive and connect deadlines.
+    timers: Timers,
+    /// Sockets whose multishot receive stopped on its budget with data possibly left.
+    recheck: Vec<SocketId>,
+    /// Multishot chunks read into fresh allocations because the pool was empty.
+    recv_copied: u64,
 }
 
 impl EpollReactor {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(config: &ReactorConfig) -> Result<Self> {
+        config.validate()?;
+        let pool = BufPool::new(config.recv_buffer_count, config.recv_buffer_size)?;
         let poll = Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKE)?;
         Ok(EpollReactor {
@@ -75,7 +91,73 @@ impl EpollReactor {
             fired: Vec::new(),
             skipped_waits: 0,
             write_dirty: Vec::new(),
+            pool,
+            timers: Timers::default(),
+            recheck: Vec::new(),
+            recv_copied: 0,
         })
+    }
+
+    /// Reads for `id`'s multishot receive; remembers the socket if data may be left.
+    fn drive_multi(&mut self, id: SocketId) {
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if sock.drive_multi(id, &mut self.ready, &mut self.pool, &mut self.recv_copied) {
+            self.recheck.push(id);
+        }
+    }
+
+    /// Fires the deadlines that have passed; returns the time to the next one.
+    fn expire_timers(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        while let Some((key, id, kind)) = self.timers.pop_due(now) {
+            let Some(sock) = self.sockets.get_mut(id) else {
+                continue;
+            };
+            match kind {
+                TimerKind::Recv => {
+                    if sock.recvs.front().and_then(|r| r.timer) != Some(key) {
+                        continue;
+                    }
+                    if sock.paused {
+                        // A paused receive is not active: its clock starts over on resume.
+                        if let Some(head) = sock.recvs.front_mut() {
+                            head.timer = None;
+                        }
+                        continue;
+                    }
+                    if let Some(req) = sock.recvs.pop_front() {
+                        self.ready.push(Completion {
+                            token: req.token,
+                            event: Event::Received {
+                                socket: id,
+                                buf: req.buf,
+                                result: Err(Error::TimedOut),
+                            },
+                        });
+                    }
+                    // The next receive (if any) becomes active: start its clock.
+                    sock.drive_recv(id, &mut self.ready, &mut self.timers);
+                }
+                TimerKind::Connect => {
+                    if sock.connect_timer != Some(key) {
+                        continue;
+                    }
+                    sock.connect_timer = None;
+                    if let Some(token) = sock.connecting.take() {
+                        self.ready.push(Completion {
+                            token,
+                            event: Event::Connected {
+                                socket: id,
+                                result: Err(Error::TimedOut),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        self.timers.next_in(now)
     }
 
     /// Adds a socket and registers it for both directions (edge-triggered).
@@ -190,15 +272,57 @@ impl EpollReactor {
             }
             return;
         }
-        if writable {
-            sock.drive_connect(id, &mut self.ready);
+        let mut connected = false;
+        if writable && sock.connecting.is_some() {
+            sock.drive_connect(id, &mut self.ready, &mut self.timers);
+            connected = sock.connecting.is_none();
         }
-        if readable {
-            sock.drive_recv(id, &mut self.ready);
+        // A connect that just finished lets queued receives run and start their clocks.
+        if readable || connected {
+            sock.drive_recv(id, &mut self.ready, &mut self.timers);
+            if sock.drive_multi(id, &mut self.ready, &mut self.pool, &mut self.recv_copied) {
+                self.recheck.push(id);
+            }
         }
         if writable && !sock.writes.is_empty() {
             sock.drive_writes(id, &mut self.ready);
             self.write_dirty.push(id);
+        }
+    }
+
+    /// Queues a stream receive (with an optional deadline) and tries it at once.
+    fn queue_recv(
+        &mut self,
+        socket: SocketId,
+        buf: BytesMut,
+        token: Token,
+        timeout: Option<Duration>,
+    ) {
+        match self.sockets.get_mut(socket) {
+            Some(sock) if sock.kind.is_stream() && sock.multi.is_none() => {
+                sock.recvs.push_back(RecvReq {
+                    token,
+                    buf,
+                    timeout,
+                    timer: None,
+                });
+                sock.drive_recv(socket, &mut self.ready, &mut self.timers);
+            }
+            other => {
+                let err = match other {
+                    Some(s) if s.multi.is_some() => {
+                        Error::Unsupported("recv on a socket with a multishot receive")
+                    }
+                    Some(_) => Error::Unsupported("recv needs a connected stream"),
+                    None => Error::InvalidSocket,
+                };
+                let event = Event::Received {
+                    socket,
+                    buf,
+                    result: Err(err),
+                };
+                self.ready.push(Completion { token, event });
+            }
         }
     }
 
@@ -289,7 +413,8 @@ impl Io for EpollReactor {
         let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
         sock.paused = false;
         // Edge-triggered: data that arrived while paused raised no new edge, so try now.
-        sock.drive_recv(socket, &mut self.ready);
+        sock.drive_recv(socket, &mut self.ready, &mut self.timers);
+        self.drive_multi(socket);
         Ok(())
     }
 
@@ -371,27 +496,77 @@ impl Io for EpollReactor {
     }
 
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
-        match self.sockets.get_mut(socket) {
-            Some(sock) if sock.kind.is_stream() => {
-                sock.recvs.push_back((token, buf));
-                sock.drive_recv(socket, &mut self.ready);
-            }
-            other => {
-                let err = if other.is_some() {
-                    Error::Unsupported("recv needs a connected stream")
-                } else {
-                    Error::InvalidSocket
-                };
-                let event = Event::Received {
-                    socket,
-                    buf,
-                    result: Err(err),
-                };
-                self.ready.push(Completion { token, event });
-            }
-        }
+        self.queue_recv(socket, buf, token, None)
     }
 
+    fn recv_timeout(
+        &mut self,
+        socket: SocketId,
+        buf: BytesMut,
+        timeout: Duration,
+        token: Token,
+    ) -> Result<(), (Error, BytesMut)> {
+        self.queue_recv(socket, buf, token, Some(timeout));
+        Ok(())
+    }
+
+    fn connect_timeout(
+        &mut self,
+        addr: SocketAddr,
+        opts: &[SockOpt],
+        timeout: Duration,
+        token: Token,
+    ) -> Result<SocketId> {
+        let id = self.connect(addr, opts, token)?;
+        if let Some(sock) = self.sockets.get_mut(id) {
+            if sock.connecting.is_some() {
+                sock.connect_timer = Some(self.timers.add(timeout, id, TimerKind::Connect));
+            }
+        }
+        Ok(id)
+    }
+
+    fn recv_multishot(&mut self, socket: SocketId, token: Token) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        if !sock.kind.is_stream() {
+            return Err(Error::Unsupported(
+                "recv_multishot needs a connected stream",
+            ));
+        }
+        if sock.multi.is_some() || !sock.recvs.is_empty() {
+            return Err(Error::Unsupported(
+                "recv_multishot on a socket with receives outstanding",
+            ));
+        }
+        sock.multi = Some(token);
+        self.drive_multi(socket);
+        Ok(())
+    }
+
+    fn cancel_recv_multishot(&mut self, socket: SocketId) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        let token = sock.multi.take().ok_or(Error::InvalidArgument(
+            "no multishot receive on this socket",
+        ))?;
+        self.ready.push(Completion {
+            token,
+            event: Event::ReceivedBytes {
+                socket,
+                result: Err(Error::Cancelled),
+                more: false,
+            },
+        });
+        Ok(())
+    }
+
+    fn stats(&self) -> IoStats {
+        IoStats {
+            recv_buffers: self.pool.count(),
+            recv_buffers_lent: self.pool.lent(),
+            recv_copied: self.recv_copied,
+            ..IoStats::default()
+        }
+    }
     fn write(&mut self, socket: SocketId, op: WriteOp) {
         match self.sockets.get_mut(socket) {
             Some(sock) if sock.kind.is_stream() => {
@@ -419,7 +594,7 @@ impl Io for EpollReactor {
             }
             // Nothing is in flight in the kernel with epoll: cancel what is queued, then the
             // descriptor closes when `sock` drops.
-            sock.cancel_all(socket, &mut self.ready);
+            sock.cancel_all(socket, &mut self.ready, &mut self.timers);
         }
         self.ready.push(Completion {
             token,
@@ -436,15 +611,18 @@ impl Io for EpollReactor {
         // poll without an `epoll_wait`: it would return nothing new but cost a syscall per
         // request. Every few turns the kernel is asked anyway, so readiness is never starved.
         const MAX_SKIPPED_WAITS: u32 = 8;
+        // Buffers whose `Bytes` were dropped are free again (and show so in the stats).
+        self.pool.reclaim_into_free();
         if !self.ready.is_empty() && self.skipped_waits < MAX_SKIPPED_WAITS {
             self.skipped_waits += 1;
             self.expire_backoffs();
+            self.expire_timers();
             out.append(&mut self.ready);
             return Ok(());
         }
         self.skipped_waits = 0;
-        let backoff = self.expire_backoffs();
-        let timeout = if self.ready.is_empty() {
+        let backoff = io::min_timeout(self.expire_backoffs(), self.expire_timers());
+        let timeout = if self.ready.is_empty() && self.recheck.is_empty() {
             io::min_timeout(timeout, backoff)
         } else {
             Some(Duration::ZERO)
@@ -470,7 +648,11 @@ impl Io for EpollReactor {
             }
         }
         self.fired = fired;
+        for id in std::mem::take(&mut self.recheck) {
+            self.drive_multi(id);
+        }
         self.expire_backoffs();
+        self.expire_timers();
         out.append(&mut self.ready);
         Ok(())
     }
@@ -485,6 +667,7 @@ impl Io for EpollReactor {
             datagrams: true,
             batched_datagrams: true,
             unix_sockets: true,
+            operation_timeouts: true,
             ..Capabilities::default()
         }
     }

@@ -13,13 +13,31 @@ use crate::completion::{Completion, Event, SocketId, Token};
 use crate::datagram::{received_from, sent_to, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io;
+use crate::pool::BufPool;
 use crate::write::WriteOp;
+
+use super::timers::{TimerKey, TimerKind, Timers};
 
 /// At most this many slices go into one `sendmsg`.
 const MAX_IOV: usize = 64;
 
 /// At most this many datagrams go into one `recvmmsg` / `sendmmsg`.
 const BATCH: usize = 32;
+
+/// At most this many chunks are read for one multishot receive per readiness edge; a socket
+/// that still has data is driven again at the next poll, so one fast sender cannot
+/// monopolise the worker.
+pub(super) const MULTI_BUDGET: usize = 32;
+
+/// A queued stream receive.
+pub(super) struct RecvReq {
+    pub(super) token: Token,
+    pub(super) buf: BytesMut,
+    /// Its deadline's length, counted from when it becomes the socket's active receive.
+    pub(super) timeout: Option<Duration>,
+    /// The armed deadline.
+    pub(super) timer: Option<TimerKey>,
+}
 
 pub(super) enum Kind {
     Listener(mio::net::TcpListener),
@@ -100,7 +118,11 @@ pub(super) struct Sock {
     pub(super) accept: Option<Accept>,
     /// The token of a connect still waiting for the socket to become writable.
     pub(super) connecting: Option<Token>,
-    pub(super) recvs: VecDeque<(Token, BytesMut)>,
+    /// The connect's deadline.
+    pub(super) connect_timer: Option<TimerKey>,
+    pub(super) recvs: VecDeque<RecvReq>,
+    /// The token of the (emulated) multishot receive, if one is active.
+    pub(super) multi: Option<Token>,
     /// Reading is paused (backpressure): queued receives wait.
     pub(super) paused: bool,
     pub(super) writes: VecDeque<WriteOp>,
@@ -116,7 +138,9 @@ impl Sock {
             kind,
             accept: None,
             connecting: None,
+            connect_timer: None,
             recvs: VecDeque::new(),
+            multi: None,
             paused: false,
             writes: VecDeque::new(),
             recv_froms: VecDeque::new(),
@@ -266,7 +290,12 @@ impl Sock {
     }
 
     /// Finishes a pending connect once the socket reports writable (or an error).
-    pub(super) fn drive_connect(&mut self, id: SocketId, ready: &mut Vec<Completion>) {
+    pub(super) fn drive_connect(
+        &mut self,
+        id: SocketId,
+        ready: &mut Vec<Completion>,
+        timers: &mut Timers,
+    ) {
         let (Some(token), Some(stream)) = (self.connecting, self.stream()) else {
             return;
         };
@@ -282,14 +311,23 @@ impl Sock {
             },
         };
         self.connecting = None;
+        if let Some(key) = self.connect_timer.take() {
+            timers.remove(key);
+        }
         ready.push(Completion {
             token,
             event: Event::Connected { socket: id, result },
         });
     }
 
-    /// Completes queued receives, in order, until the socket would block.
-    pub(super) fn drive_recv(&mut self, id: SocketId, ready: &mut Vec<Completion>) {
+    /// Completes queued receives, in order, until the socket would block; then starts the
+    /// deadline of the receive left waiting, if it has one.
+    pub(super) fn drive_recv(
+        &mut self,
+        id: SocketId,
+        ready: &mut Vec<Completion>,
+        timers: &mut Timers,
+    ) {
         if self.connecting.is_some() || self.paused {
             return;
         }
@@ -297,7 +335,7 @@ impl Sock {
             return;
         }
         let stream = self.kind.fd();
-        while let Some((_, buf)) = self.recvs.front_mut() {
+        while let Some(RecvReq { buf, .. }) = self.recvs.front_mut() {
             io::ensure_spare(buf);
             let result = SockRef::from(&stream).recv(buf.spare_capacity_mut());
             let result = match result {
@@ -307,21 +345,94 @@ impl Sock {
                     unsafe { buf.set_len(buf.len() + n) };
                     Ok(n)
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => Err(Error::from(e)),
             };
-            if let Some((token, buf)) = self.recvs.pop_front() {
+            if let Some(req) = self.recvs.pop_front() {
+                if let Some(key) = req.timer {
+                    timers.remove(key);
+                }
                 ready.push(Completion {
-                    token,
+                    token: req.token,
                     event: Event::Received {
                         socket: id,
-                        buf,
+                        buf: req.buf,
                         result,
                     },
                 });
             }
         }
+        if let Some(head) = self.recvs.front_mut() {
+            if let (Some(after), None) = (head.timeout, head.timer) {
+                head.timer = Some(timers.add(after, id, TimerKind::Recv));
+            }
+        }
+    }
+
+    /// Reads for the (emulated) multishot receive until the socket would block, each chunk
+    /// into a pool buffer lent out as `Bytes` (a fresh allocation if the pool is empty,
+    /// counted in `copied`). Returns true if it stopped on its budget with the socket
+    /// possibly still readable: the caller must drive it again, as edge-triggered epoll will
+    /// not report the socket again.
+    pub(super) fn drive_multi(
+        &mut self,
+        id: SocketId,
+        ready: &mut Vec<Completion>,
+        pool: &mut BufPool,
+        copied: &mut u64,
+    ) -> bool {
+        if self.connecting.is_some() || self.paused || !self.kind.is_stream() {
+            return false;
+        }
+        let Some(token) = self.multi else {
+            return false;
+        };
+        let stream = self.kind.fd();
+        let sock = SockRef::from(&stream);
+        for _ in 0..MULTI_BUDGET {
+            let read = match pool.take() {
+                Some(held) => match sock.recv(pool.read_buf(&held)) {
+                    Ok(n) if n > 0 => Ok(pool.lend(held, n)),
+                    other => {
+                        pool.put(held);
+                        other.map(|_| Bytes::new())
+                    }
+                },
+                None => {
+                    let mut buf = BytesMut::with_capacity(pool.buf_size());
+                    sock.recv(buf.spare_capacity_mut()).map(|n| {
+                        // SAFETY: recv(2) initialised the first `n` bytes of the spare
+                        // capacity, and `n` never exceeds the spare capacity it was given.
+                        unsafe { buf.set_len(n) };
+                        *copied += u64::from(n > 0);
+                        buf.freeze()
+                    })
+                }
+            };
+            let (result, more) = match read {
+                Ok(bytes) => {
+                    let more = !bytes.is_empty();
+                    (Ok(bytes), more)
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => (Err(Error::from(e)), false),
+            };
+            ready.push(Completion {
+                token,
+                event: Event::ReceivedBytes {
+                    socket: id,
+                    result,
+                    more,
+                },
+            });
+            if !more {
+                self.multi = None;
+                return false;
+            }
+        }
+        true
     }
 
     /// Writes queued sends in order until the socket would block; runs queued shutdowns once
@@ -361,7 +472,25 @@ impl Sock {
     }
 
     /// Completes everything queued with `Cancelled`, handing buffers back.
-    pub(super) fn cancel_all(&mut self, id: SocketId, ready: &mut Vec<Completion>) {
+    pub(super) fn cancel_all(
+        &mut self,
+        id: SocketId,
+        ready: &mut Vec<Completion>,
+        timers: &mut Timers,
+    ) {
+        if let Some(key) = self.connect_timer.take() {
+            timers.remove(key);
+        }
+        if let Some(token) = self.multi.take() {
+            ready.push(Completion {
+                token,
+                event: Event::ReceivedBytes {
+                    socket: id,
+                    result: Err(Error::Cancelled),
+                    more: false,
+                },
+            });
+        }
         if let Some(acc) = self.accept.take() {
             ready.push(Completion {
                 token: acc.token,
@@ -381,12 +510,15 @@ impl Sock {
                 },
             });
         }
-        for (token, buf) in self.recvs.drain(..) {
+        for req in self.recvs.drain(..) {
+            if let Some(key) = req.timer {
+                timers.remove(key);
+            }
             ready.push(Completion {
-                token,
+                token: req.token,
                 event: Event::Received {
                     socket: id,
-                    buf,
+                    buf: req.buf,
                     result: Err(Error::Cancelled),
                 },
             });

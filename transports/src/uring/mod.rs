@@ -1,7 +1,8 @@
-//! The io_uring backend: native completions, multishot accept, batched submits (one kernel
-//! entry per poll), `SINGLE_ISSUER` + `DEFER_TASKRUN`, and an eventfd read for cross-thread
-//! wakes.
+//! The io_uring backend: native completions, multishot accept, multishot receive with a
+//! provided buffer ring, zero-copy sends, linked timeouts, batched submits (one kernel entry
+//! per poll), `SINGLE_ISSUER` + `DEFER_TASKRUN`, and an eventfd read for cross-thread wakes.
 
+mod bufring;
 mod op;
 mod ring;
 mod wake;
@@ -21,14 +22,18 @@ use socket2::{SockAddr, SockAddrStorage};
 
 use crate::capabilities::Capabilities;
 use crate::completion::{Completion, Event, SocketId, Token};
+use crate::config::ReactorConfig;
 use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io::{self, Io};
 use crate::options::{self, SockOpt};
+use crate::pool::{BufPool, Held};
 use crate::slab::Slab;
+use crate::stats::IoStats;
 use crate::sys;
 use crate::write::{shutdown_how, WriteOp};
 
+use bufring::BufRing;
 use op::Op;
 use ring::Ring;
 use wake::EventFd;
@@ -39,6 +44,16 @@ pub(crate) use ring::probe;
 const WAKE_UD: u64 = u64::MAX;
 /// User data of cancel requests, whose own completions carry nothing we need.
 const CANCEL_UD: u64 = u64::MAX - 1;
+/// User data of linked timeouts; their completions carry nothing we need either (the linked
+/// operation's own completion says `ECANCELED` when the timeout fired).
+const LINK_TIMEOUT_UD: u64 = u64::MAX - 2;
+/// The buffer group of the provided buffer ring.
+const BGID: u16 = 0;
+/// `IORING_SEND_ZC_REPORT_USAGE` (Linux 6.2): the notification says whether the kernel
+/// copied after all.
+const ZC_REPORT_USAGE: u16 = 1 << 3;
+/// `IORING_NOTIF_USAGE_ZC_COPIED`: set in a notification's result when the data was copied.
+const ZC_COPIED: u32 = 1 << 31;
 /// At most this many slices go into one `sendmsg`.
 const MAX_IOV: usize = 64;
 
@@ -52,6 +67,19 @@ struct Accept {
     backoff: Duration,
 }
 
+/// A multishot receive on a stream socket.
+struct Multi {
+    token: Token,
+    /// The receive in the kernel: native multishot or one emulating receive.
+    op: Option<SocketId>,
+    /// The caller cancelled it: its last completion says `Cancelled`.
+    stopping: bool,
+    /// The buffer ring ran dry (`ENOBUFS`): re-armed once buffers are back.
+    starved: bool,
+    /// Emulation: what the next receive reads into (chunks are split off its front).
+    spare: BytesMut,
+}
+
 /// One socket and its queued (not yet submitted) operations.
 struct Sock {
     fd: OwnedFd,
@@ -62,8 +90,13 @@ struct Sock {
     unix_datagram: bool,
     accept: Option<Accept>,
     connecting: bool,
-    recvs: VecDeque<(Token, BytesMut)>,
+    /// Queued receives with their timeouts.
+    recvs: VecDeque<(Token, BytesMut, Option<Duration>)>,
     recv_busy: bool,
+    /// The multishot receive, if one is active (never together with plain receives).
+    multi: Option<Multi>,
+    /// Sends of this socket may use zero copy (cleared when the socket type refuses it).
+    zero_copy: bool,
     /// Reading is paused (backpressure): no receive is submitted.
     paused: bool,
     /// The head is in flight while `write_busy`.
@@ -88,6 +121,8 @@ impl Sock {
             connecting: false,
             recvs: VecDeque::new(),
             recv_busy: false,
+            multi: None,
+            zero_copy: true,
             paused: false,
             recv_op: None,
             writes: VecDeque::new(),
@@ -117,7 +152,31 @@ pub(crate) struct UringReactor {
     blocked_backoff: Duration,
     /// Sockets whose write queue changed since the last `take_write_dirty`.
     write_dirty: Vec<SocketId>,
+    /// The receive pool and its ring, when multishot receives are native.
+    bufs: Option<(BufPool, BufRing)>,
+    /// Pool buffers on the ring (provided, not yet handed back in a completion).
+    in_ring: usize,
+    /// Lend a chunk only while fewer than this many buffers are lent; copy otherwise.
+    lend_limit: usize,
+    /// Scratch for buffers returned to the pool.
+    reclaimed: Vec<Held>,
+    /// Sockets whose multishot receive waits for the ring to refill.
+    starved: Vec<SocketId>,
+    /// Buffer size of emulated multishot receives.
+    recv_size: usize,
+    /// Sends of at least this many bytes use zero copy (`None`: never, or unsupported).
+    zc_threshold: Option<usize>,
+    /// Vectored sends may use zero copy too (`SENDMSG_ZC`, Linux 6.1).
+    zc_vectored: bool,
+    /// Ask zero-copy notifications whether the kernel copied (Linux 6.2).
+    zc_report: bool,
+    /// Zero-copy sends waiting for their notification.
+    zc_pending: usize,
+    stats: IoStats,
 }
+
+/// How often a multishot receive starved of ring buffers looks for returned ones.
+const STARVED_RECHECK: Duration = Duration::from_millis(1);
 
 /// Retry delays for Unix datagram sends blocked by a full receiver.
 const BLOCKED_BACKOFF_MIN: Duration = Duration::from_micros(100);
@@ -125,8 +184,23 @@ const BLOCKED_BACKOFF_MIN: Duration = Duration::from_micros(100);
 const BLOCKED_BACKOFF_MAX: Duration = Duration::from_millis(10);
 
 impl UringReactor {
-    pub(crate) fn new() -> Result<Self> {
+    pub(crate) fn new(config: &ReactorConfig) -> Result<Self> {
+        config.validate()?;
         let (ring, defer_taskrun) = ring::build()?;
+        let features = ring::features(&ring);
+        // Multishot receive has no opcode to probe; it came with SEND_ZC in Linux 6.0.
+        let bufs = if config.multishot_recv && features.send_zc {
+            match Self::buffer_ring(&ring, config) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no provided buffer ring; multishot receive emulated");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let count = config.recv_buffer_count;
         let mut reactor = UringReactor {
             ring,
             ops: Slab::new(),
@@ -139,11 +213,14 @@ impl UringReactor {
             caps: Capabilities {
                 native_completions: true,
                 multishot_accept: true,
-                zero_copy_send: false,
+                multishot_recv: bufs.is_some(),
+                provided_buffers: bufs.is_some(),
+                zero_copy_send: features.send_zc && config.zero_copy_threshold.is_some(),
                 vectored_io: true,
                 batched_submit: true,
                 datagrams: true,
                 unix_sockets: true,
+                operation_timeouts: features.link_timeout,
                 defer_taskrun,
                 ..Capabilities::default()
             },
@@ -152,27 +229,111 @@ impl UringReactor {
             blocked_retry: None,
             blocked_backoff: BLOCKED_BACKOFF_MIN,
             write_dirty: Vec::new(),
+            bufs,
+            in_ring: 0,
+            // Keep at least a quarter of the pool (and one buffer) off loan, so consumers
+            // holding chunks never starve the ring for every other connection.
+            lend_limit: count - (count / 4).max(1),
+            reclaimed: Vec::new(),
+            starved: Vec::new(),
+            recv_size: config.recv_buffer_size,
+            zc_threshold: config.zero_copy_threshold.filter(|_| features.send_zc),
+            zc_vectored: features.sendmsg_zc,
+            zc_report: true,
+            zc_pending: 0,
+            stats: IoStats::default(),
         };
+        if let Some((pool, ring)) = reactor.bufs.as_mut() {
+            reactor.stats.recv_buffers = pool.count();
+            while let Some(held) = pool.take() {
+                let (addr, len, bid) = pool.provide(held);
+                ring.push(addr, len, bid);
+                reactor.in_ring += 1;
+            }
+            ring.publish();
+        }
         reactor.arm_wake()?;
         Ok(reactor)
     }
 
-    /// Submits a connect of `socket` to `addr`; a submission failure completes at once.
-    fn start_connect(&mut self, socket: socket2::Socket, addr: SockAddr, token: Token) -> SocketId {
+    /// The receive pool and its registered ring.
+    fn buffer_ring(ring: &Ring, config: &ReactorConfig) -> Result<(BufPool, BufRing)> {
+        let pool = BufPool::new(config.recv_buffer_count, config.recv_buffer_size)?;
+        let entries = u16::try_from(config.recv_buffer_count)
+            .map_err(|_| Error::InvalidArgument("recv_buffer_count"))?;
+        let ring = BufRing::new(ring, entries, BGID)?;
+        Ok((pool, ring))
+    }
+
+    /// Puts a pool buffer back on the ring (published before the next kernel entry).
+    fn reprovide(&mut self, held: Held) {
+        if let Some((pool, ring)) = self.bufs.as_mut() {
+            let (addr, len, bid) = pool.provide(held);
+            ring.push(addr, len, bid);
+            self.in_ring += 1;
+        }
+    }
+
+    /// Before entering the kernel: buffers whose `Bytes` were dropped go back on the ring,
+    /// starved multishot receives are re-armed if the ring has buffers, and the ring's tail
+    /// is published. Returns true if a receive still starves (the caller then bounds its
+    /// wait, as dropped `Bytes` do not wake the ring).
+    fn refill(&mut self) -> bool {
+        let Some((pool, _)) = self.bufs.as_mut() else {
+            return false;
+        };
+        let mut held = std::mem::take(&mut self.reclaimed);
+        pool.reclaim(&mut held);
+        for h in held.drain(..) {
+            self.reprovide(h);
+        }
+        self.reclaimed = held;
+        if self.in_ring > 0 && !self.starved.is_empty() {
+            // At most one receive per buffer on the ring, oldest first: re-arming more would
+            // only end them again with ENOBUFS.
+            let n = self.in_ring.min(self.starved.len());
+            let due: Vec<SocketId> = self.starved.drain(..n).collect();
+            for id in due {
+                if let Some(m) = self.sockets.get_mut(id).and_then(|s| s.multi.as_mut()) {
+                    m.starved = false;
+                }
+                self.arm_multi(id);
+            }
+        }
+        if let Some((_, ring)) = self.bufs.as_mut() {
+            ring.publish();
+        }
+        !self.starved.is_empty()
+    }
+
+    /// Submits a connect of `socket` to `addr` (with a linked timeout if `timeout` is set);
+    /// a submission failure completes at once.
+    fn start_connect(
+        &mut self,
+        socket: socket2::Socket,
+        addr: SockAddr,
+        token: Token,
+        timeout: Option<Duration>,
+    ) -> SocketId {
         let mut sock = Sock::new(socket.into(), false);
         sock.connecting = true;
         let fd = sock.fd.as_raw_fd();
         let id = self.sockets.insert(sock);
         let addr = Box::new(addr);
         let entry = opcode::Connect::new(Fd(fd), addr.as_ptr().cast(), addr.len()).build();
-        if let Err((err, _)) = self.submit_op(
+        let ts = timeout.map(|t| Box::new(Timespec::from(t)));
+        let link = ts.as_deref().map(link_timeout);
+        if let Err((err, _)) = self.submit_op_linked(
             id,
             Op::Connect {
                 socket: id,
                 token,
                 _addr: addr,
+                timeout,
+                _ts: ts,
             },
             entry,
+            link,
         ) {
             if let Some(sock) = self.sockets.get_mut(id) {
                 sock.connecting = false;
@@ -190,11 +351,18 @@ impl UringReactor {
 
     /// Queues an SQE, submitting first if the queue is full.
     fn push(&mut self, entry: squeue::Entry) -> Result<()> {
+        self.push_all(std::slice::from_ref(&entry))
+    }
+
+    /// Queues SQEs together (a linked chain must not be split across submissions),
+    /// submitting first if the queue lacks room.
+    fn push_all(&mut self, entries: &[squeue::Entry]) -> Result<()> {
         for _ in 0..2 {
-            // SAFETY: every pointer in `entry` targets memory owned by an `Op` in `self.ops`
-            // (or `wake_buf`, or a `Bytes` held at the head of a write queue) that stays put
-            // until the operation's final completion is reaped.
-            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+            // SAFETY: every pointer in `entries` targets memory owned by an `Op` in
+            // `self.ops` (or `wake_buf`, or a `Bytes` held at the head of a write queue, or
+            // the provided buffer ring) that stays put until the operation's final completion
+            // is reaped; a linked timeout's timespec lives in its operation's `Op`.
+            if unsafe { self.ring.submission().push_multiple(entries) }.is_ok() {
                 return Ok(());
             }
             self.ring.submit()?;
@@ -222,8 +390,25 @@ impl UringReactor {
         op: Op,
         entry: squeue::Entry,
     ) -> Result<SocketId, (Error, Op)> {
+        self.submit_op_linked(socket, op, entry, None)
+    }
+
+    /// [`UringReactor::submit_op`] with an optional linked timeout: the operation is
+    /// cancelled (`ECANCELED`) if it has not completed when the timeout fires.
+    fn submit_op_linked(
+        &mut self,
+        socket: SocketId,
+        op: Op,
+        entry: squeue::Entry,
+        link: Option<squeue::Entry>,
+    ) -> Result<SocketId, (Error, Op)> {
         let id = self.ops.insert(op);
-        if let Err(e) = self.push(entry.user_data(u64::from(id.index))) {
+        let entry = entry.user_data(u64::from(id.index));
+        let pushed = match link {
+            None => self.push(entry),
+            Some(timeout) => self.push_all(&[entry.flags(squeue::Flags::IO_LINK), timeout]),
+        };
+        if let Err(e) = pushed {
             return match self.ops.remove(id) {
                 Some(op) => Err((e, op)),
                 None => Ok(id),
@@ -266,6 +451,41 @@ impl UringReactor {
         }
     }
 
+    /// Queues a receive (with an optional linked timeout) and submits it if it is next.
+    fn queue_recv(
+        &mut self,
+        socket: SocketId,
+        buf: BytesMut,
+        token: Token,
+        timeout: Option<Duration>,
+    ) {
+        match self.sockets.get_mut(socket) {
+            Some(s) if !s.listener && !s.datagram && s.closing.is_none() && s.multi.is_none() => {
+                s.recvs.push_back((token, buf, timeout));
+                self.start_recv(socket);
+            }
+            other => {
+                let err = match other {
+                    Some(s) if s.listener || s.datagram => {
+                        Error::Unsupported("recv needs a connected stream")
+                    }
+                    Some(s) if s.multi.is_some() => {
+                        Error::Unsupported("recv on a socket with a multishot receive")
+                    }
+                    _ => Error::InvalidSocket,
+                };
+                self.ready.push(Completion {
+                    token,
+                    event: Event::Received {
+                        socket,
+                        buf,
+                        result: Err(err),
+                    },
+                });
+            }
+        }
+    }
+
     /// Submits the next queued receive of `id`, if none is in flight.
     fn start_recv(&mut self, id: SocketId) {
         let Some(sock) = self.sockets.get_mut(id) else {
@@ -274,7 +494,7 @@ impl UringReactor {
         if sock.recv_busy || sock.paused || sock.connecting || sock.closing.is_some() {
             return;
         }
-        let Some((token, mut buf)) = sock.recvs.pop_front() else {
+        let Some((token, mut buf, timeout)) = sock.recvs.pop_front() else {
             return;
         };
         io::ensure_spare(&mut buf);
@@ -283,15 +503,20 @@ impl UringReactor {
         let entry =
             opcode::Recv::new(Fd(sock.fd.as_raw_fd()), spare.as_mut_ptr().cast(), len).build();
         sock.recv_busy = true;
+        let ts = timeout.map(|t| Box::new(Timespec::from(t)));
+        let link = ts.as_deref().map(link_timeout);
         // Moving the `BytesMut` into the op table does not move its heap storage.
-        let submitted = self.submit_op(
+        let submitted = self.submit_op_linked(
             id,
             Op::Recv {
                 socket: id,
                 token,
                 buf,
+                timeout,
+                _ts: ts,
             },
             entry,
+            link,
         );
         if let Ok(op_id) = submitted {
             if let Some(sock) = self.sockets.get_mut(id) {
@@ -313,6 +538,170 @@ impl UringReactor {
         }
     }
 
+    /// Submits `id`'s multishot receive if it is active and not in the kernel: natively
+    /// (one submission, many completions, buffers from the ring) or, where that is not
+    /// available, as one plain receive into the socket's spare buffer.
+    fn arm_multi(&mut self, id: SocketId) {
+        let native = self.caps.multishot_recv;
+        let recv_size = self.recv_size;
+        let bgid = self.bufs.as_ref().map_or(BGID, |(_, ring)| ring.bgid());
+        let Some(sock) = self.sockets.get_mut(id) else {
+            return;
+        };
+        if sock.paused || sock.connecting || sock.closing.is_some() {
+            return;
+        }
+        let fd = Fd(sock.fd.as_raw_fd());
+        let Some(multi) = sock.multi.as_mut() else {
+            return;
+        };
+        if multi.op.is_some() || multi.stopping || multi.starved {
+            return;
+        }
+        let token = multi.token;
+        let (op, entry) = if native {
+            let entry = opcode::RecvMulti::new(fd, bgid).build();
+            (
+                Op::RecvMulti {
+                    socket: id,
+                    buf: None,
+                },
+                entry,
+            )
+        } else {
+            let mut buf = std::mem::take(&mut multi.spare);
+            if buf.capacity() - buf.len() < recv_size.div_ceil(4) {
+                buf.reserve(recv_size);
+            }
+            let spare = buf.spare_capacity_mut();
+            let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+            let entry = opcode::Recv::new(fd, spare.as_mut_ptr().cast(), len).build();
+            // Moving the `BytesMut` into the op table does not move its heap storage.
+            (
+                Op::RecvMulti {
+                    socket: id,
+                    buf: Some(buf),
+                },
+                entry,
+            )
+        };
+        match self.submit_op(id, op, entry) {
+            Ok(op_id) => {
+                if native {
+                    self.stats.multishot_arms += 1;
+                }
+                if let Some(m) = self.sockets.get_mut(id).and_then(|s| s.multi.as_mut()) {
+                    m.op = Some(op_id);
+                }
+            }
+            Err((err, _)) => {
+                if let Some(sock) = self.sockets.get_mut(id) {
+                    sock.multi = None;
+                }
+                self.ready.push(multi_done(id, token, Err(err)));
+            }
+        }
+    }
+
+    /// Handles a completion of a multishot receive (native or emulated).
+    fn complete_multi(&mut self, op_id: SocketId, socket: SocketId, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let mut data = None;
+        let mut spare = None;
+        if !more {
+            if let Some(Op::RecvMulti { buf, .. }) = self.ops.remove(op_id) {
+                if let Some(sock) = self.sockets.get_mut(socket) {
+                    sock.inflight = sock.inflight.saturating_sub(1);
+                }
+                if let Some(mut buf) = buf {
+                    if res > 0 {
+                        // SAFETY: the kernel wrote `res` bytes into the spare capacity it
+                        // was given, and `res` never exceeds that capacity.
+                        unsafe { buf.set_len(buf.len() + res as usize) };
+                        data = Some(buf.split().freeze());
+                    }
+                    spare = Some(buf);
+                }
+            }
+        }
+        if let Some(bid) = cqueue::buffer_select(flags) {
+            self.in_ring = self.in_ring.saturating_sub(1);
+            let lend_limit = self.lend_limit;
+            let held = self.bufs.as_mut().and_then(|(pool, _)| {
+                let held = pool.kernel_returned(bid)?;
+                Some((pool.lent() < lend_limit, held))
+            });
+            if let Some((lend, held)) = held {
+                if res > 0 && lend {
+                    data = self
+                        .bufs
+                        .as_mut()
+                        .map(|(pool, _)| pool.lend(held, res as usize));
+                } else {
+                    if res > 0 {
+                        // Most of the pool is lent out: copy, so the ring refills at once.
+                        data = self
+                            .bufs
+                            .as_ref()
+                            .map(|(pool, _)| pool.copy(&held, res as usize));
+                        self.stats.recv_copied += 1;
+                    }
+                    self.reprovide(held);
+                }
+            }
+        }
+        let Some(sock) = self.sockets.get_mut(socket) else {
+            return;
+        };
+        let closing = sock.closing.is_some();
+        let Some(multi) = sock.multi.as_mut() else {
+            return;
+        };
+        let token = multi.token;
+        if let Some(spare) = spare {
+            multi.spare = spare;
+        }
+        if let Some(bytes) = data {
+            self.ready.push(multi_more(socket, token, bytes));
+        }
+        if more {
+            return;
+        }
+        multi.op = None;
+        let last = if closing || multi.stopping {
+            Some(Err(Error::Cancelled))
+        } else if res > 0 {
+            None // the kernel ended the multishot (or the emulating receive is done): re-arm
+        } else if res == 0 {
+            Some(Ok(Bytes::new()))
+        } else {
+            match -res {
+                libc::ENOBUFS => {
+                    // The ring ran dry: wait for buffers (see `refill`), nothing is lost.
+                    multi.starved = true;
+                    self.starved.push(socket);
+                    None
+                }
+                // Cancelled by `pause_recv` (re-armed on resume), or transient.
+                libc::ECANCELED | libc::EINTR | libc::EAGAIN => None,
+                libc::EINVAL if self.caps.multishot_recv => {
+                    // A kernel without IORING_RECV_MULTISHOT: emulate from now on.
+                    tracing::debug!("multishot receive refused; emulating it");
+                    self.caps.multishot_recv = false;
+                    None
+                }
+                errno => Some(Err(Error::from_errno(errno))),
+            }
+        };
+        match last {
+            Some(result) => {
+                sock.multi = None;
+                self.ready.push(multi_done(socket, token, result));
+            }
+            None => self.arm_multi(socket),
+        }
+    }
+
     /// Submits the head of `id`'s write queue, if nothing is in flight.
     fn start_write(&mut self, id: SocketId) {
         loop {
@@ -326,12 +715,24 @@ impl UringReactor {
             let Some(head) = sock.writes.front() else {
                 return;
             };
+            // Large payloads go zero copy: the kernel sends from our pages and tells us when
+            // it no longer needs them (a notification completion).
+            let zc = sock.zero_copy
+                && self.zc_threshold.is_some_and(|t| head.remaining_len() >= t)
+                && match head {
+                    WriteOp::Send { .. } => true,
+                    WriteOp::SendVectored { .. } => self.zc_vectored,
+                    WriteOp::Shutdown { .. } => false,
+                };
+            let zc_flags = if self.zc_report { ZC_REPORT_USAGE } else { 0 };
             let (op, entry) = match head {
                 WriteOp::Shutdown { how, .. } => (
                     Op::Write {
                         socket: id,
                         _iov: Vec::new(),
                         _msg: None,
+                        zc: false,
+                        _keep: Vec::new(),
                     },
                     opcode::Shutdown::new(fd, shutdown_how(*how)).build(),
                 ),
@@ -344,15 +745,25 @@ impl UringReactor {
                 WriteOp::Send { buf, done, .. } => {
                     let rest = &buf[*done..];
                     let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                    let entry = if zc {
+                        opcode::SendZc::new(fd, rest.as_ptr(), len)
+                            .flags(libc::MSG_NOSIGNAL)
+                            .zc_flags(zc_flags)
+                            .build()
+                    } else {
+                        opcode::Send::new(fd, rest.as_ptr(), len)
+                            .flags(libc::MSG_NOSIGNAL)
+                            .build()
+                    };
                     (
                         Op::Write {
                             socket: id,
                             _iov: Vec::new(),
                             _msg: None,
+                            zc,
+                            _keep: if zc { vec![buf.clone()] } else { Vec::new() },
                         },
-                        opcode::Send::new(fd, rest.as_ptr(), len)
-                            .flags(libc::MSG_NOSIGNAL)
-                            .build(),
+                        entry,
                     )
                 }
                 WriteOp::SendVectored { .. } => {
@@ -369,20 +780,36 @@ impl UringReactor {
                     let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
                     msg.msg_iov = iov.as_mut_ptr();
                     msg.msg_iovlen = iov.len();
-                    let entry = opcode::SendMsg::new(fd, &*msg)
-                        .flags(libc::MSG_NOSIGNAL as u32)
-                        .build();
+                    let entry = if zc {
+                        opcode::SendMsgZc::new(fd, &*msg)
+                            .flags(libc::MSG_NOSIGNAL as u32)
+                            .ioprio(zc_flags)
+                            .build()
+                    } else {
+                        opcode::SendMsg::new(fd, &*msg)
+                            .flags(libc::MSG_NOSIGNAL as u32)
+                            .build()
+                    };
+                    let keep = match head {
+                        WriteOp::SendVectored { bufs, .. } if zc => bufs.clone(),
+                        _ => Vec::new(),
+                    };
                     (
                         Op::Write {
                             socket: id,
                             _iov: iov,
                             _msg: Some(msg),
+                            zc,
+                            _keep: keep,
                         },
                         entry,
                     )
                 }
             };
             sock.write_busy = true;
+            if zc {
+                self.stats.zero_copy_sends += 1;
+            }
             if let Err((err, _)) = self.submit_op(id, op, entry) {
                 if let Some(sock) = self.sockets.get_mut(id) {
                     sock.write_busy = false;
@@ -434,7 +861,7 @@ impl UringReactor {
                 }
                 return;
             }
-            CANCEL_UD => return,
+            CANCEL_UD | LINK_TIMEOUT_UD => return,
             _ => {}
         }
         let Some(op_id) = usize::try_from(ud).ok().and_then(|i| self.ops.id_at(i)) else {
@@ -442,17 +869,52 @@ impl UringReactor {
             return;
         };
         let more = cqueue::more(flags);
+        if cqueue::notif(flags) {
+            // A zero-copy send's notification: the kernel is done with its buffers, which
+            // the op held on to; dropping it releases them.
+            if let Some(Op::Write { socket, .. }) = self.ops.remove(op_id) {
+                self.zc_pending = self.zc_pending.saturating_sub(1);
+                if res as u32 & ZC_COPIED != 0 {
+                    // The kernel copied after all (loopback, or a device without
+                    // scatter-gather): zero copy only costs on this path, so the socket
+                    // copies from now on.
+                    self.stats.zero_copy_copied += 1;
+                    if let Some(sock) = self.sockets.get_mut(socket) {
+                        sock.zero_copy = false;
+                    }
+                }
+            }
+            return;
+        }
         let socket = match self.ops.get(op_id) {
             Some(Op::Accept { socket }) => *socket,
             Some(
                 Op::Connect { socket, .. }
                 | Op::Recv { socket, .. }
+                | Op::RecvMulti { socket, .. }
                 | Op::Write { socket, .. }
                 | Op::RecvFrom { socket, .. }
                 | Op::SendTo { socket, .. },
             ) => *socket,
             None => return,
         };
+        match self.ops.get(op_id) {
+            Some(Op::RecvMulti { .. }) => {
+                self.complete_multi(op_id, socket, res, flags);
+                return self.maybe_finish_close(socket);
+            }
+            Some(Op::Write { zc: true, .. }) if more => {
+                // A zero-copy send is done; its notification follows. The op (and with it
+                // the references to the buffers) stays until then, but the socket may go on.
+                self.zc_pending += 1;
+                if let Some(sock) = self.sockets.get_mut(socket) {
+                    sock.inflight = sock.inflight.saturating_sub(1);
+                }
+                self.complete_write(socket, res, true);
+                return self.maybe_finish_close(socket);
+            }
+            _ => {}
+        }
         let is_accept = matches!(self.ops.get(op_id), Some(Op::Accept { .. }));
         let op = if is_accept && more {
             None
@@ -466,12 +928,17 @@ impl UringReactor {
         }
         match op {
             None | Some(Op::Accept { .. }) => self.complete_accept(socket, res, more),
-            Some(Op::Connect { token, .. }) => {
+            Some(Op::Connect { token, timeout, .. }) => {
+                let mut closing = true;
                 if let Some(sock) = self.sockets.get_mut(socket) {
                     sock.connecting = false;
+                    closing = sock.closing.is_some();
                 }
                 let result = if res >= 0 {
                     Ok(())
+                } else if res == -libc::ECANCELED && timeout.is_some() && !closing {
+                    // Cancelled by its linked timeout.
+                    Err(Error::TimedOut)
                 } else {
                     Err(Error::from_errno(-res))
                 };
@@ -480,16 +947,25 @@ impl UringReactor {
                     event: Event::Connected { socket, result },
                 });
                 self.start_recv(socket);
+                self.arm_multi(socket);
                 self.start_write(socket);
             }
-            Some(Op::Recv { token, mut buf, .. }) => {
+            Some(Op::Recv {
+                token,
+                mut buf,
+                timeout,
+                ..
+            }) => {
+                let mut closing = true;
                 if let Some(sock) = self.sockets.get_mut(socket) {
                     sock.recv_busy = false;
                     sock.recv_op = None;
-                    let repause = res == -libc::ECANCELED && sock.paused && sock.closing.is_none();
+                    closing = sock.closing.is_some();
+                    let repause = res == -libc::ECANCELED && sock.paused && !closing;
                     if repause || res == -libc::EINTR || res == -libc::EAGAIN {
-                        // Transient: handled here, the caller never sees it.
-                        sock.recvs.push_front((token, buf));
+                        // Transient: handled here, the caller never sees it. A timeout starts
+                        // over when the receive is submitted again.
+                        sock.recvs.push_front((token, buf, timeout));
                         self.start_recv(socket);
                         return self.maybe_finish_close(socket);
                     }
@@ -500,6 +976,9 @@ impl UringReactor {
                     // and `n` never exceeds that capacity.
                     unsafe { buf.set_len(buf.len() + n) };
                     Ok(n)
+                } else if res == -libc::ECANCELED && timeout.is_some() && !closing {
+                    // Cancelled by its linked timeout.
+                    Err(Error::TimedOut)
                 } else {
                     Err(Error::from_errno(-res))
                 };
@@ -579,41 +1058,58 @@ impl UringReactor {
                 self.ready
                     .push(crate::datagram::sent_to(socket, token, buf, to, result));
             }
-            Some(Op::Write { .. }) => {
-                self.write_dirty.push(socket);
-                let Some(sock) = self.sockets.get_mut(socket) else {
-                    return;
-                };
-                sock.write_busy = false;
-                let finished = match sock.writes.front_mut() {
-                    None => None,
-                    Some(_) if res == -libc::EINTR || res == -libc::EAGAIN => None,
-                    Some(head) if res >= 0 => {
-                        if head.advance(res as usize) {
-                            Some(Ok(()))
-                        } else {
-                            None // partial write: the rest is submitted below
-                        }
-                    }
-                    Some(_) => Some(Err(Error::from_errno(-res))),
-                };
-                if let Some(result) = finished {
-                    if let Some(head) = sock.writes.pop_front() {
-                        self.ready.push(head.complete(socket, result));
-                    }
-                }
-                if let Some(sock) = self.sockets.get_mut(socket) {
-                    if sock.closing.is_some() {
-                        // The head ran while closing; anything behind it was cancelled.
-                        for op in sock.writes.drain(..) {
-                            self.ready.push(op.cancel(socket));
-                        }
-                    }
-                }
-                self.start_write(socket);
-            }
+            Some(Op::RecvMulti { .. }) => {} // handled above
+            Some(Op::Write { zc, .. }) => self.complete_write(socket, res, zc),
         }
         self.maybe_finish_close(socket);
+    }
+
+    /// Handles the completion of the head of `socket`'s write queue (`zc`: it was a
+    /// zero-copy send).
+    fn complete_write(&mut self, socket: SocketId, res: i32, zc: bool) {
+        self.write_dirty.push(socket);
+        let Some(sock) = self.sockets.get_mut(socket) else {
+            return;
+        };
+        sock.write_busy = false;
+        if zc && (res == -libc::EOPNOTSUPP || res == -libc::EINVAL) && sock.closing.is_none() {
+            // Nothing was sent. EINVAL: first assume a kernel without usage reports (before
+            // 6.2), then one refusing zero copy; EOPNOTSUPP: a socket type without zero copy
+            // (older kernels refuse Unix domain sockets; 6.18 copies for them by itself).
+            // Either way the head is sent again, copying if need be.
+            if res == -libc::EINVAL && self.zc_report {
+                self.zc_report = false;
+            } else {
+                sock.zero_copy = false;
+            }
+            return self.start_write(socket);
+        }
+        let finished = match sock.writes.front_mut() {
+            None => None,
+            Some(_) if res == -libc::EINTR || res == -libc::EAGAIN => None,
+            Some(head) if res >= 0 => {
+                if head.advance(res as usize) {
+                    Some(Ok(()))
+                } else {
+                    None // partial write: the rest is submitted below
+                }
+            }
+            Some(_) => Some(Err(Error::from_errno(-res))),
+        };
+        if let Some(result) = finished {
+            if let Some(head) = sock.writes.pop_front() {
+                self.ready.push(head.complete(socket, result));
+            }
+        }
+        if let Some(sock) = self.sockets.get_mut(socket) {
+            if sock.closing.is_some() {
+                // The head ran while closing; anything behind it was cancelled.
+                for op in sock.writes.drain(..) {
+                    self.ready.push(op.cancel(socket));
+                }
+            }
+        }
+        self.start_write(socket);
     }
 
     fn complete_accept(&mut self, listener: SocketId, res: i32, more: bool) {
@@ -791,6 +1287,37 @@ impl UringReactor {
     }
 }
 
+/// A linked timeout SQE for `ts`, which must stay put until the chain is submitted.
+fn link_timeout(ts: &Timespec) -> squeue::Entry {
+    opcode::LinkTimeout::new(ts)
+        .build()
+        .user_data(LINK_TIMEOUT_UD)
+}
+
+/// A multishot receive's completion carrying data (more follow).
+fn multi_more(socket: SocketId, token: Token, bytes: Bytes) -> Completion {
+    Completion {
+        token,
+        event: Event::ReceivedBytes {
+            socket,
+            result: Ok(bytes),
+            more: true,
+        },
+    }
+}
+
+/// A multishot receive's last completion.
+fn multi_done(socket: SocketId, token: Token, result: Result<Bytes>) -> Completion {
+    Completion {
+        token,
+        event: Event::ReceivedBytes {
+            socket,
+            result,
+            more: false,
+        },
+    }
+}
+
 /// The op-table index of `listener`'s multishot accept.
 fn listener_op_ud(ops: &Slab<Op>, listener: SocketId) -> u32 {
     ops.ids()
@@ -839,7 +1366,100 @@ impl Io for UringReactor {
         for opt in opts {
             options::set(socket.as_fd(), *opt)?;
         }
-        Ok(self.start_connect(socket, SockAddr::from(addr), token))
+        Ok(self.start_connect(socket, SockAddr::from(addr), token, None))
+    }
+
+    fn connect_timeout(
+        &mut self,
+        addr: SocketAddr,
+        opts: &[SockOpt],
+        timeout: Duration,
+        token: Token,
+    ) -> Result<SocketId> {
+        if !self.caps.operation_timeouts {
+            return Err(Error::Unsupported("IORING_OP_LINK_TIMEOUT on this kernel"));
+        }
+        let socket = sys::tcp_socket(&addr, false)?;
+        for opt in opts {
+            options::set(socket.as_fd(), *opt)?;
+        }
+        Ok(self.start_connect(socket, SockAddr::from(addr), token, Some(timeout)))
+    }
+
+    fn recv_timeout(
+        &mut self,
+        socket: SocketId,
+        buf: BytesMut,
+        timeout: Duration,
+        token: Token,
+    ) -> Result<(), (Error, BytesMut)> {
+        if !self.caps.operation_timeouts {
+            let err = Error::Unsupported("IORING_OP_LINK_TIMEOUT on this kernel");
+            return Err((err, buf));
+        }
+        self.queue_recv(socket, buf, token, Some(timeout));
+        Ok(())
+    }
+
+    fn recv_multishot(&mut self, socket: SocketId, token: Token) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        if sock.closing.is_some() {
+            return Err(Error::InvalidSocket);
+        }
+        if sock.listener || sock.datagram {
+            return Err(Error::Unsupported(
+                "recv_multishot needs a connected stream",
+            ));
+        }
+        if sock.multi.is_some() || sock.recv_busy || !sock.recvs.is_empty() {
+            return Err(Error::Unsupported(
+                "recv_multishot on a socket with receives outstanding",
+            ));
+        }
+        sock.multi = Some(Multi {
+            token,
+            op: None,
+            stopping: false,
+            starved: false,
+            spare: BytesMut::new(),
+        });
+        self.arm_multi(socket);
+        Ok(())
+    }
+
+    fn cancel_recv_multishot(&mut self, socket: SocketId) -> Result<()> {
+        let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
+        let multi = sock.multi.as_mut().ok_or(Error::InvalidArgument(
+            "no multishot receive on this socket",
+        ))?;
+        if multi.stopping {
+            return Ok(());
+        }
+        multi.stopping = true;
+        match multi.op {
+            // Its last completion (after any data already received) reports the cancel.
+            Some(op_id) => {
+                let entry = opcode::AsyncCancel::new(u64::from(op_id.index))
+                    .build()
+                    .user_data(CANCEL_UD);
+                self.push(entry)?;
+            }
+            None => {
+                let token = multi.token;
+                sock.multi = None;
+                self.ready
+                    .push(multi_done(socket, token, Err(Error::Cancelled)));
+            }
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> IoStats {
+        IoStats {
+            recv_buffers_lent: self.bufs.as_ref().map_or(0, |(pool, _)| pool.lent()),
+            zero_copy_pending: self.zc_pending,
+            ..self.stats
+        }
     }
 
     fn pause_recv(&mut self, socket: SocketId) -> Result<()> {
@@ -848,7 +1468,8 @@ impl Io for UringReactor {
             return Ok(());
         }
         sock.paused = true;
-        if let Some(op_id) = sock.recv_op {
+        let multi_op = sock.multi.as_ref().and_then(|m| m.op);
+        if let Some(op_id) = sock.recv_op.or(multi_op) {
             // Take the receive back from the kernel; its completion re-queues it.
             let entry = opcode::AsyncCancel::new(u64::from(op_id.index))
                 .build()
@@ -862,6 +1483,7 @@ impl Io for UringReactor {
         let sock = self.sockets.get_mut(socket).ok_or(Error::InvalidSocket)?;
         sock.paused = false;
         self.start_recv(socket);
+        self.arm_multi(socket);
         Ok(())
     }
 
@@ -985,32 +1607,11 @@ impl Io for UringReactor {
     fn connect_unix(&mut self, path: &Path, token: Token) -> Result<SocketId> {
         let addr = SockAddr::unix(path)?;
         let socket = sys::unix_stream(false)?;
-        Ok(self.start_connect(socket, addr, token))
+        Ok(self.start_connect(socket, addr, token, None))
     }
 
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
-        match self.sockets.get_mut(socket) {
-            Some(s) if !s.listener && !s.datagram && s.closing.is_none() => {
-                s.recvs.push_back((token, buf));
-                self.start_recv(socket);
-            }
-            other => {
-                let err = match other {
-                    Some(s) if s.listener || s.datagram => {
-                        Error::Unsupported("recv needs a connected stream")
-                    }
-                    _ => Error::InvalidSocket,
-                };
-                self.ready.push(Completion {
-                    token,
-                    event: Event::Received {
-                        socket,
-                        buf,
-                        result: Err(err),
-                    },
-                });
-            }
-        }
+        self.queue_recv(socket, buf, token, None)
     }
 
     fn write(&mut self, socket: SocketId, op: WriteOp) {
@@ -1064,13 +1665,21 @@ impl Io for UringReactor {
         let Some(sock) = self.sockets.get_mut(socket) else {
             return;
         };
-        for (token, buf) in sock.recvs.drain(..) {
+        for (token, buf, _) in sock.recvs.drain(..) {
             let event = Event::Received {
                 socket,
                 buf,
                 result: Err(Error::Cancelled),
             };
             self.ready.push(Completion { token, event });
+        }
+        if sock.multi.as_ref().is_some_and(|m| m.op.is_none()) {
+            // Not in the kernel (paused, starved or connecting): it ends here. One in the
+            // kernel ends with the cancel below.
+            if let Some(multi) = sock.multi.take() {
+                self.ready
+                    .push(multi_done(socket, multi.token, Err(Error::Cancelled)));
+            }
         }
         let keep = usize::from(sock.write_busy);
         for op in sock.writes.drain(keep..) {
@@ -1093,7 +1702,12 @@ impl Io for UringReactor {
     }
 
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()> {
-        let backoff = io::min_timeout(self.expire_backoffs(), self.retry_blocked());
+        let mut backoff = io::min_timeout(self.expire_backoffs(), self.retry_blocked());
+        if self.refill() {
+            // A receive waits for lent buffers to come back; dropping a `Bytes` does not
+            // wake the ring, so look again soon.
+            backoff = io::min_timeout(backoff, Some(STARVED_RECHECK));
+        }
         let pending = !self.ready.is_empty() || !self.ring.completion().is_empty();
         let timeout = if pending {
             Some(Duration::ZERO)
@@ -1132,7 +1746,7 @@ impl Drop for UringReactor {
         }
         for _ in 0..100 {
             if self.ops.len() == 0 && !self.wake_armed {
-                return;
+                break;
             }
             if self.enter(Some(Duration::from_millis(10))).is_err() {
                 break;
@@ -1140,7 +1754,7 @@ impl Drop for UringReactor {
             for c in self.ring.completion() {
                 match c.user_data() {
                     WAKE_UD => self.wake_armed = false,
-                    CANCEL_UD => {}
+                    CANCEL_UD | LINK_TIMEOUT_UD => {}
                     ud => {
                         if !cqueue::more(c.flags()) {
                             if let Some(id) =
@@ -1154,13 +1768,20 @@ impl Drop for UringReactor {
             }
         }
         if self.ops.len() > 0 || self.wake_armed {
-            // Leak rather than free memory the kernel might still write to.
+            // Leak rather than free memory the kernel might still write to or read from
+            // (the op table's buffers, the receive pool and its ring).
             tracing::error!(
                 ops = self.ops.len(),
                 "io_uring operations still in flight at drop; leaking their buffers"
             );
             std::mem::forget(std::mem::replace(&mut self.ops, Slab::new()));
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+            std::mem::forget(self.bufs.take());
+        } else if let Some((_, ring)) = self.bufs.as_mut() {
+            if let Err(e) = ring.unregister(&self.ring) {
+                tracing::warn!(error = %e, "cannot unregister the provided buffer ring");
+                // The ring closes right after; it stops using the buffer ring then.
+            }
         }
     }
 }

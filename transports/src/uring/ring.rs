@@ -79,3 +79,29 @@ fn probe_uncached() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Optional io_uring features this kernel offers beyond what [`probe`] requires.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Features {
+    /// `IORING_OP_SEND_ZC` (Linux 6.0). Multishot receive (`IORING_RECV_MULTISHOT`) arrived
+    /// in the same release and has no opcode of its own to probe, so this stands for it too.
+    pub(super) send_zc: bool,
+    /// `IORING_OP_SENDMSG_ZC` (Linux 6.1).
+    pub(super) sendmsg_zc: bool,
+    /// `IORING_OP_LINK_TIMEOUT` (Linux 5.5).
+    pub(super) link_timeout: bool,
+}
+
+/// Probes `ring`'s kernel for the optional opcodes.
+pub(super) fn features(ring: &Ring) -> Features {
+    let mut probe = Probe::new();
+    if let Err(e) = ring.submitter().register_probe(&mut probe) {
+        tracing::debug!(error = %e, "IORING_REGISTER_PROBE failed; no optional features");
+        return Features::default();
+    }
+    Features {
+        send_zc: probe.is_supported(opcode::SendZc::CODE),
+        sendmsg_zc: probe.is_supported(opcode::SendMsgZc::CODE),
+        link_timeout: probe.is_supported(opcode::LinkTimeout::CODE),
+    }
+}

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sinew_transports::{
-    Backend, Completion, DatagramAddr, Error, Event, Reactor, SockOpt, SocketId, Token,
+    Backend, Completion, DatagramAddr, Error, Event, Reactor, ReactorConfig, SockOpt, SocketId,
+    Token,
 };
 
 /// Upper bound on any single wait, so a broken backend fails instead of hanging the suite.
@@ -31,7 +32,11 @@ pub fn available(backend: Backend) -> bool {
 
 impl Harness {
     pub fn new(backend: Backend) -> Harness {
-        let reactor = Reactor::new(backend).expect("reactor");
+        Harness::with_config(backend, &ReactorConfig::default())
+    }
+
+    pub fn with_config(backend: Backend, config: &ReactorConfig) -> Harness {
+        let reactor = Reactor::with_config(backend, config).expect("reactor");
         assert_eq!(reactor.backend(), backend);
         Harness {
             reactor,
@@ -875,6 +880,11 @@ pub fn unix_stream(backend: Backend) {
     let got = read_to_end(&mut h, server);
     assert_eq!(got.len(), SIZE);
     assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+    if h.reactor.capabilities().zero_copy_send {
+        // Unix sockets cannot send zero copy: the kernel copies by itself, or refuses
+        // (EOPNOTSUPP) and the reactor sends again, copying; the data is intact either way.
+        assert!(h.reactor.stats().zero_copy_sends > 0);
+    }
     h.reactor
         .send(server, Bytes::from_static(b"done"), Token(4));
     h.reactor.shutdown(server, Shutdown::Write, Token(5));
@@ -1266,4 +1276,875 @@ pub fn datagram_cancel_in_flight(backend: Backend) {
     assert_eq!(open_fds(), before, "descriptors leaked");
     std::fs::remove_file(&pa).expect("remove a");
     std::fs::remove_file(&pb).expect("remove b");
+}
+
+// ----- multishot receive, zero-copy send, operation timeouts, connection properties.
+
+/// Says on stderr which io_uring fast paths this kernel gave the reactor (for the report).
+fn note_capabilities(h: &Harness, case: &str) {
+    let caps = h.reactor.capabilities();
+    eprintln!(
+        "{case} on {}: multishot_recv={} provided_buffers={} zero_copy_send={} operation_timeouts={}",
+        h.reactor.backend(),
+        caps.multishot_recv,
+        caps.provided_buffers,
+        caps.zero_copy_send,
+        caps.operation_timeouts
+    );
+}
+
+/// Polls without blocking a few times, so buffers whose `Bytes` were dropped are collected.
+pub fn settle(h: &mut Harness) {
+    for _ in 0..3 {
+        let mut out = Vec::new();
+        h.reactor
+            .poll(&mut out, Some(Duration::ZERO))
+            .expect("poll");
+        h.queue.extend(out);
+    }
+}
+
+/// Collects a multishot receive's chunks until its last completion; the stream must end
+/// with end of stream. Returns the bytes and how many chunks carried them. Other completions
+/// (sends, shutdowns) must succeed.
+pub fn collect_multishot(h: &mut Harness, socket: SocketId, max_chunk: usize) -> (Vec<u8>, usize) {
+    let (mut all, mut chunks) = (Vec::new(), 0);
+    loop {
+        let c = h.next();
+        match c.event {
+            Event::ReceivedBytes {
+                socket: s,
+                result: Ok(bytes),
+                more,
+            } if s == socket => {
+                if !more {
+                    assert!(bytes.is_empty(), "the last completion carries no data");
+                    return (all, chunks);
+                }
+                assert!(!bytes.is_empty(), "a chunk with `more` carries data");
+                assert!(bytes.len() <= max_chunk, "chunk larger than a pool buffer");
+                all.extend_from_slice(&bytes);
+                chunks += 1;
+            }
+            Event::Sent { result, .. } | Event::SentVectored { result, .. } => {
+                result.expect("send");
+            }
+            Event::Shutdown { result, .. } => result.expect("shutdown"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A large transfer into a multishot receive, delivered in order byte for byte.
+fn multishot_transfer(backend: Backend, config: &ReactorConfig) {
+    const BIG: usize = 6 << 20;
+    let mut h = Harness::with_config(backend, config);
+    note_capabilities(&h, "multishot_transfer");
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    h.reactor.recv_multishot(server, Token(7));
+    h.reactor
+        .send(client, Bytes::from(pattern_bytes(0, BIG)), Token(1));
+    let mut at = BIG;
+    let pieces: Vec<Bytes> = [1usize, 70_000, 3, 300_000]
+        .iter()
+        .map(|&len| {
+            let b = Bytes::from(pattern_bytes(at, len));
+            at += len;
+            b
+        })
+        .collect();
+    h.reactor.send_vectored(client, pieces, Token(2));
+    for _ in 0..100 {
+        h.reactor
+            .send(client, Bytes::from(pattern_bytes(at, 17)), Token(3));
+        at += 17;
+    }
+    h.reactor.shutdown(client, Shutdown::Write, Token(4));
+    let (got, chunks) = collect_multishot(&mut h, server, config.recv_buffer_size);
+    assert_eq!(got.len(), at, "every byte arrived");
+    assert!(
+        got.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "byte stream corrupted"
+    );
+    let stats = h.reactor.stats();
+    eprintln!("{chunks} chunks; {stats:?}");
+    let caps = h.reactor.capabilities();
+    assert_eq!(caps.multishot_recv, stats.multishot_arms > 0);
+    if backend == Backend::Mio || !config.multishot_recv {
+        assert!(!caps.multishot_recv, "emulated");
+    }
+    // Every chunk was dropped: every buffer is back once the reactor looks.
+    settle(&mut h);
+    assert_eq!(h.reactor.stats().recv_buffers_lent, 0, "buffers returned");
+}
+
+pub fn multishot_large_transfer(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    multishot_transfer(backend, &ReactorConfig::default());
+}
+
+/// The portable path: multishot receive emulated even where the kernel has it.
+pub fn multishot_emulated(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let config = ReactorConfig::default()
+        .multishot_recv(false)
+        .recv_buffer_size(4096);
+    multishot_transfer(backend, &config);
+}
+
+/// Many connections each stream their own pattern into a multishot receive on a small
+/// pool, with every chunk kept until its connection ends: the pool runs low, chunks get
+/// copied instead of lent, no connection starves, every stream arrives intact.
+pub fn multishot_many_connections(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const N: usize = 100;
+    const LEN: usize = 200_000;
+    const SIZE: usize = 4096;
+    let config = ReactorConfig::default()
+        .recv_buffer_count(64)
+        .recv_buffer_size(SIZE);
+    let mut h = Harness::with_config(backend, &config);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(u64::MAX));
+    let mut clients = HashMap::new();
+    for i in 0..N {
+        let c = h
+            .reactor
+            .connect(addr, &[], Token(i as u64))
+            .expect("connect");
+        clients.insert(c, i);
+    }
+    // Which client a server socket talks to: the client sends its index first.
+    let mut servers: HashMap<SocketId, (Option<usize>, Vec<Bytes>)> = HashMap::new();
+    let mut done = 0;
+    let mut peak_lent = 0;
+    while done < N {
+        let c = h.next();
+        match c.event {
+            Event::Accepted { result, .. } => {
+                let s = result.expect("accept");
+                servers.insert(s, (None, Vec::new()));
+                h.reactor.recv_multishot(s, Token(1000));
+            }
+            Event::Connected { socket, result } => {
+                result.expect("connected");
+                let i = clients[&socket];
+                let mut payload = (i as u32).to_le_bytes().to_vec();
+                payload.extend(pattern_bytes(i * 7919, LEN));
+                h.reactor.send(socket, Bytes::from(payload), Token(1));
+                h.reactor.shutdown(socket, Shutdown::Write, Token(2));
+            }
+            Event::ReceivedBytes {
+                socket,
+                result,
+                more,
+            } => {
+                let bytes = result.expect("multishot");
+                let entry = servers.get_mut(&socket).expect("server");
+                if more {
+                    assert!(bytes.len() <= SIZE);
+                    entry.1.push(bytes);
+                    peak_lent = peak_lent.max(h.reactor.stats().recv_buffers_lent);
+                    continue;
+                }
+                let mut all = Vec::new();
+                for b in entry.1.drain(..) {
+                    all.extend_from_slice(&b);
+                }
+                let i = u32::from_le_bytes(all[..4].try_into().expect("index")) as usize;
+                assert!(
+                    entry.0.replace(i).is_none(),
+                    "one end of stream per connection"
+                );
+                assert_eq!(all.len(), 4 + LEN, "connection {i} complete");
+                assert!(
+                    all[4..] == pattern_bytes(i * 7919, LEN)[..],
+                    "connection {i} intact"
+                );
+                done += 1;
+                h.reactor.close(socket, Token(3));
+            }
+            Event::Sent { result, .. } => {
+                result.expect("send");
+            }
+            Event::Shutdown { result, .. } => result.expect("shutdown"),
+            Event::Closed { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let stats = h.reactor.stats();
+    eprintln!("peak lent {peak_lent}; {stats:?}");
+    assert!(peak_lent <= 64);
+    assert!(
+        stats.recv_copied > 0,
+        "chunks held by the consumer make the reactor copy"
+    );
+    settle(&mut h);
+    assert_eq!(h.reactor.stats().recv_buffers_lent, 0);
+}
+
+/// The rules and the control paths: no mixing with plain receives, cancel keeps data that
+/// arrives later for the next receive, pause holds data back until resume.
+pub fn multishot_control(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, client, server) = connected_pair(&mut h, &[]);
+    // Not with a plain receive outstanding, and not twice.
+    h.reactor
+        .recv(server, BytesMut::with_capacity(16), Token(1));
+    h.reactor.recv_multishot(server, Token(2));
+    match h.next().event {
+        Event::ReceivedBytes {
+            result: Err(Error::Unsupported(_)),
+            more: false,
+            ..
+        } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    h.reactor.send(client, Bytes::from_static(b"x"), Token(3));
+    let mut got_plain = false;
+    while !got_plain {
+        match h.next().event {
+            Event::Received { buf, result, .. } => {
+                assert_eq!(result.expect("recv"), 1);
+                assert_eq!(&buf[..], b"x");
+                got_plain = true;
+            }
+            Event::Sent { result, .. } => {
+                result.expect("send");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(matches!(
+        h.reactor.cancel_recv_multishot(server),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Multishot on a listener is refused.
+    h.reactor.recv_multishot(listener, Token(4));
+    assert!(matches!(
+        h.next().event,
+        Event::ReceivedBytes {
+            result: Err(Error::Unsupported(_)),
+            more: false,
+            ..
+        }
+    ));
+
+    h.reactor.recv_multishot(server, Token(5));
+    // A plain receive on a socket with a multishot receive is refused.
+    h.reactor
+        .recv(server, BytesMut::with_capacity(16), Token(6));
+    assert!(matches!(
+        h.next().event,
+        Event::Received {
+            result: Err(Error::Unsupported(_)),
+            ..
+        }
+    ));
+    // Pause: data sent meanwhile is not delivered until resume.
+    h.reactor.pause_recv(server).expect("pause");
+    h.reactor
+        .send(client, Bytes::from_static(b"held back"), Token(7));
+    for c in h.drain_for(Duration::from_millis(200)) {
+        match c.event {
+            Event::Sent { result, .. } => assert_eq!(result.expect("send"), 9),
+            other => panic!("delivered while paused: {other:?}"),
+        }
+    }
+    h.reactor.resume_recv(server).expect("resume");
+    let mut got = Vec::new();
+    while got.len() < 9 {
+        match h.next().event {
+            Event::ReceivedBytes {
+                result: Ok(b),
+                more: true,
+                ..
+            } => got.extend_from_slice(&b),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, b"held back");
+    // Cancel: the last completion says so; data sent afterwards waits in the socket.
+    h.reactor.cancel_recv_multishot(server).expect("cancel");
+    match h.next().event {
+        Event::ReceivedBytes {
+            result: Err(Error::Cancelled),
+            more: false,
+            ..
+        } => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    h.reactor
+        .send(client, Bytes::from_static(b"later"), Token(8));
+    h.reactor
+        .recv(server, BytesMut::with_capacity(16), Token(9));
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        match h.next().event {
+            Event::Received { buf, result, .. } => {
+                result.expect("recv");
+                got.extend_from_slice(&buf);
+                if got.len() < 5 {
+                    h.reactor.recv(server, buf, Token(9));
+                }
+            }
+            Event::Sent { result, .. } => {
+                result.expect("send");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, b"later");
+    // A peer reset ends a multishot receive with the error.
+    h.reactor.recv_multishot(server, Token(10));
+    h.reactor
+        .set_option(client, SockOpt::Linger(Some(Duration::ZERO)))
+        .expect("linger");
+    h.reactor.close(client, Token(11));
+    loop {
+        match h.next().event {
+            Event::Closed { .. } => {}
+            Event::ReceivedBytes {
+                result: Err(e),
+                more: false,
+                ..
+            } => {
+                assert!(matches!(e, Error::ConnectionReset), "{e:?}");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Waits until the reactor has no zero-copy notification outstanding.
+fn wait_zero_copy_released(h: &mut Harness) {
+    let deadline = Instant::now() + WAIT;
+    while h.reactor.stats().zero_copy_pending > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "zero-copy notifications never came"
+        );
+        let mut out = Vec::new();
+        h.reactor
+            .poll(&mut out, Some(Duration::from_millis(10)))
+            .expect("poll");
+        h.queue.extend(out);
+    }
+}
+
+/// 1 MiB payloads (plain and vectored, with small sends between them and a small send
+/// buffer forcing partial sends): zero copy where the backend has it, in order, byte for
+/// byte, and every buffer released (unique again) once the kernel's notifications came.
+fn zero_copy_transfer(backend: Backend, config: &ReactorConfig) {
+    const MIB: usize = 1 << 20;
+    let mut h = Harness::with_config(backend, config);
+    note_capabilities(&h, "zero_copy_transfer");
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    h.reactor
+        .set_option(client, SockOpt::SendBuffer(256 << 10))
+        .expect("sndbuf");
+    let mut at = 0;
+    let mut expected_order = Vec::new();
+    // The first large send is vectored: on loopback the kernel copies zero-copy sends and
+    // the reactor then stops using zero copy on the connection, so the first one is the one
+    // sure to take the zero-copy path.
+    for k in 0..6u64 {
+        if k % 3 == 0 {
+            let pieces: Vec<Bytes> = [MIB / 2, 1, MIB / 2 - 1]
+                .iter()
+                .map(|&len| {
+                    let b = Bytes::from(pattern_bytes(at, len));
+                    at += len;
+                    b
+                })
+                .collect();
+            h.reactor.send_vectored(client, pieces, Token(k * 2));
+        } else {
+            h.reactor
+                .send(client, Bytes::from(pattern_bytes(at, MIB)), Token(k * 2));
+            at += MIB;
+        }
+        expected_order.push(Token(k * 2));
+        // Below the threshold: an ordinary send between the large ones.
+        h.reactor.send(
+            client,
+            Bytes::from(pattern_bytes(at, 100)),
+            Token(k * 2 + 1),
+        );
+        at += 100;
+        expected_order.push(Token(k * 2 + 1));
+    }
+    h.reactor.shutdown(client, Shutdown::Write, Token(99));
+    expected_order.push(Token(99));
+
+    let mut got = Vec::new();
+    let (mut order, mut returned) = (Vec::new(), Vec::new());
+    h.reactor
+        .recv(server, BytesMut::with_capacity(256 << 10), Token(100));
+    let mut eof = false;
+    while !eof || order.len() < expected_order.len() {
+        let c = h.next();
+        match c.event {
+            Event::Received { buf, result, .. } => {
+                if result.expect("recv") == 0 {
+                    eof = true;
+                    continue;
+                }
+                got.extend_from_slice(&buf);
+                let mut buf = buf;
+                buf.clear();
+                h.reactor.recv(server, buf, Token(100));
+            }
+            Event::Sent { buf, result, .. } => {
+                assert_eq!(result.expect("send"), buf.len());
+                order.push(c.token);
+                returned.push(buf);
+            }
+            Event::SentVectored { bufs, result, .. } => {
+                assert_eq!(result.expect("sendv"), MIB);
+                order.push(c.token);
+                returned.extend(bufs);
+            }
+            Event::Shutdown { result, .. } => {
+                result.expect("shutdown");
+                order.push(c.token);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(order, expected_order, "writes complete in submission order");
+    assert_eq!(got.len(), at);
+    assert!(
+        got.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "byte stream corrupted"
+    );
+    let stats = h.reactor.stats();
+    eprintln!("{stats:?}");
+    let zc = h.reactor.capabilities().zero_copy_send;
+    assert_eq!(zc, stats.zero_copy_sends > 0, "large sends go zero copy");
+    if stats.zero_copy_copied > 0 {
+        // The kernel reported copying: the connection went back to copying sends, so fewer
+        // zero-copy sends than the six large payloads need even unsplit.
+        assert!(stats.zero_copy_sends < 6, "{stats:?}");
+    }
+    wait_zero_copy_released(&mut h);
+    for b in returned {
+        assert!(b.is_unique(), "the reactor released every buffer");
+    }
+}
+
+pub fn zero_copy_send(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    zero_copy_transfer(backend, &ReactorConfig::default());
+}
+
+/// The portable path: zero copy off.
+pub fn zero_copy_disabled(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let config = ReactorConfig::default().zero_copy_threshold(None);
+    let h = Harness::with_config(backend, &config);
+    assert!(!h.reactor.capabilities().zero_copy_send);
+    drop(h);
+    zero_copy_transfer(backend, &config);
+}
+
+/// A receive deadline fires on a silent peer (the buffer comes back, the connection stays
+/// usable), does not fire when data arrives first, and a close still reports `Cancelled`.
+pub fn recv_timeout(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    assert!(h.reactor.capabilities().operation_timeouts);
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    let start = Instant::now();
+    h.reactor.recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_millis(200),
+        Token(1),
+    );
+    match h.next().event {
+        Event::Received {
+            result: Err(Error::TimedOut),
+            buf,
+            ..
+        } => {
+            assert_eq!(buf.capacity(), 64, "buffer handed back");
+            assert!(buf.is_empty());
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(190),
+        "fired early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "fired late: {waited:?}");
+
+    // Data within the deadline: delivered, and the deadline never fires afterwards.
+    h.reactor.recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_millis(300),
+        Token(2),
+    );
+    h.reactor
+        .send(client, Bytes::from_static(b"hello"), Token(3));
+    let mut got = false;
+    while !got {
+        match h.next().event {
+            Event::Received { buf, result, .. } => {
+                assert_eq!(result.expect("recv"), 5);
+                assert_eq!(&buf[..], b"hello");
+                got = true;
+            }
+            Event::Sent { result, .. } => {
+                result.expect("send");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for c in h.drain_for(Duration::from_millis(500)) {
+        match c.event {
+            Event::Sent { .. } => {}
+            other => panic!("after data arrived: {other:?}"),
+        }
+    }
+
+    // Two queued: the second's clock starts when it becomes active.
+    h.reactor.recv_timeout(
+        server,
+        BytesMut::with_capacity(8),
+        Duration::from_millis(100),
+        Token(4),
+    );
+    h.reactor.recv_timeout(
+        server,
+        BytesMut::with_capacity(8),
+        Duration::from_millis(100),
+        Token(5),
+    );
+    let mut timed_out = Vec::new();
+    while timed_out.len() < 2 {
+        let c = h.next();
+        match c.event {
+            Event::Received {
+                result: Err(Error::TimedOut),
+                ..
+            } => timed_out.push(c.token),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(timed_out, vec![Token(4), Token(5)], "in order");
+
+    // Closing the socket cancels a timed receive: `Cancelled`, not `TimedOut`.
+    h.reactor.recv_timeout(
+        server,
+        BytesMut::with_capacity(8),
+        Duration::from_secs(10),
+        Token(6),
+    );
+    h.reactor
+        .poll(&mut Vec::new(), Some(Duration::ZERO))
+        .expect("submit");
+    h.reactor.close(server, Token(7));
+    let mut seen = 0;
+    while seen < 2 {
+        match h.next().event {
+            Event::Received {
+                result: Err(Error::Cancelled),
+                ..
+            } => seen += 1,
+            Event::Closed { socket } => {
+                assert_eq!(socket, server);
+                seen += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connect to it
+/// hangs. Returns the listener and the connections filling its queue.
+fn full_listener() -> (socket2::Socket, SocketAddr, Vec<TcpStream>) {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    listener.bind(&any.into()).expect("bind");
+    listener.listen(0).expect("listen");
+    let addr = listener
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let mut fill = Vec::new();
+    for _ in 0..8 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => fill.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return (listener, addr, fill),
+            Err(e) => panic!("filling the accept queue: {e}"),
+        }
+    }
+    panic!("the accept queue never filled up");
+}
+
+/// A connect deadline fires on a peer that never answers, and does not fire on one that
+/// does.
+pub fn connect_timeout(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (_listener, addr, _fill) = full_listener();
+    let start = Instant::now();
+    let s = h
+        .reactor
+        .connect_timeout(addr, &[], Duration::from_millis(300), Token(1))
+        .expect("connect");
+    match h.next().event {
+        Event::Connected {
+            socket,
+            result: Err(Error::TimedOut),
+        } => assert_eq!(socket, s),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(290),
+        "fired early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "fired late: {waited:?}");
+    h.reactor.close(s, Token(2));
+    assert!(matches!(h.next().event, Event::Closed { .. }));
+
+    // A listener that answers: connected, and the deadline stays quiet.
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(3));
+    let c = h
+        .reactor
+        .connect_timeout(addr, &[], Duration::from_millis(200), Token(4))
+        .expect("connect");
+    let (mut connected, mut accepted) = (false, false);
+    while !connected || !accepted {
+        match h.next().event {
+            Event::Connected { socket, result } => {
+                assert_eq!(socket, c);
+                result.expect("connected");
+                connected = true;
+            }
+            Event::Accepted { result, .. } => {
+                result.expect("accept");
+                accepted = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let late = h.drain_for(Duration::from_millis(400));
+    assert!(late.is_empty(), "after connecting: {late:?}");
+}
+
+/// Connection properties: id, addresses, MTU, segment size, buffer sizes.
+pub fn connection_info(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, client, server) = connected_pair(&mut h, &[SockOpt::RecvBuffer(128 << 10)]);
+    let ci = h.reactor.connection_info(client).expect("client info");
+    let si = h.reactor.connection_info(server).expect("server info");
+    assert_eq!(ci.id, client);
+    assert_ne!(client.as_u64(), server.as_u64());
+    assert_eq!(ci.peer_addr, si.local_addr);
+    assert_eq!(si.peer_addr, ci.local_addr);
+    let lo_mtu = std::fs::read_to_string("/sys/class/net/lo/mtu")
+        .ok()
+        .and_then(|m| m.trim().parse::<usize>().ok());
+    match lo_mtu {
+        // IPv4 caps a route's MTU at 65535 (IP_MAX_MTU) below loopback's 65536.
+        Some(m) => assert_eq!(ci.mtu, Some(m.min(65535)), "loopback MTU"),
+        None => assert!(matches!(ci.mtu, Some(n) if n >= 1280), "{ci:?}"),
+    }
+    assert!(
+        matches!(ci.max_segment, Some(n) if n > 1000 && n < 65536),
+        "{ci:?}"
+    );
+    assert!(
+        matches!(ci.recv_buffer, Some(n) if n >= 128 << 10),
+        "{ci:?}"
+    );
+    assert!(ci.send_buffer.is_some());
+    let li = h.reactor.connection_info(listener).expect("listener info");
+    assert_eq!(li.peer_addr, None);
+    assert_eq!(li.mtu, None, "no path MTU before connecting");
+    h.reactor.close(client, Token(1));
+    assert!(matches!(h.next().event, Event::Closed { .. }));
+    assert!(matches!(
+        h.reactor.connection_info(client),
+        Err(Error::InvalidSocket)
+    ));
+}
+
+/// Multishot receives in flight with chunks still held, ended by cancel, by close and by
+/// dropping the reactor: each ends exactly once, every pool buffer comes back, held chunks
+/// stay valid after the reactor is gone, and no descriptor is left.
+pub fn multishot_cancel_in_flight(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const N: usize = 40;
+    let before = open_fds();
+    let kept: Vec<Bytes>;
+    {
+        let mut h = Harness::new(backend);
+        let (listener, addr) = h.listen();
+        h.reactor.accept(listener, Token(0));
+        let mut clients = Vec::new();
+        for _ in 0..N {
+            clients.push(h.reactor.connect(addr, &[], Token(1)).expect("connect"));
+        }
+        let (mut servers, mut connected) = (Vec::new(), 0);
+        while servers.len() < N || connected < N {
+            match h.next().event {
+                Event::Accepted { result, .. } => {
+                    let s = result.expect("accept");
+                    h.reactor.recv_multishot(s, Token(2));
+                    servers.push(s);
+                }
+                Event::Connected { result, .. } => {
+                    result.expect("connect");
+                    connected += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        for &c in &clients {
+            h.reactor
+                .send(c, Bytes::from(pattern_bytes(0, 40_000)), Token(3));
+        }
+        // Receive some of it, keeping every chunk.
+        let mut held: Vec<Bytes> = Vec::new();
+        let mut sent = 0;
+        while held.len() < 2 * N || sent < N {
+            match h.next().event {
+                Event::ReceivedBytes {
+                    result: Ok(b),
+                    more: true,
+                    ..
+                } => held.push(b),
+                Event::Sent { result, .. } => {
+                    result.expect("send");
+                    sent += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            h.reactor.stats().recv_buffers_lent > 0 || !h.reactor.capabilities().multishot_recv
+        );
+        // Half are cancelled, half closed with the multishot in flight; clients close too.
+        let (cancel, close) = servers.split_at(N / 2);
+        for &s in cancel {
+            h.reactor.cancel_recv_multishot(s).expect("cancel");
+        }
+        for &s in close.iter().chain(&clients).chain([&listener]) {
+            h.reactor.close(s, Token(4));
+        }
+        let mut finals: HashMap<SocketId, usize> = HashMap::new();
+        let mut closed = 0;
+        while closed < N + N / 2 + 1 || finals.len() < N {
+            match h.next().event {
+                Event::ReceivedBytes {
+                    socket,
+                    result,
+                    more,
+                } => {
+                    if more {
+                        held.push(result.expect("data"));
+                        continue;
+                    }
+                    // Cancelled, or (cancelled ones) the peer's close seen first.
+                    match result {
+                        Err(Error::Cancelled) | Err(Error::ConnectionReset) => {}
+                        Ok(b) => assert!(b.is_empty()),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                    *finals.entry(socket).or_default() += 1;
+                }
+                Event::Closed { .. } => closed += 1,
+                Event::Sent { .. }
+                | Event::Accepted {
+                    result: Err(Error::Cancelled),
+                    more: false,
+                    ..
+                } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            finals.values().all(|&n| n == 1),
+            "exactly one last completion each"
+        );
+        for &s in cancel {
+            h.reactor.close(s, Token(5));
+        }
+        let mut closed = 0;
+        while closed < N / 2 {
+            if let Event::Closed { .. } = h.next().event {
+                closed += 1;
+            }
+        }
+        assert_eq!(h.reactor.socket_count(), 0);
+        // Dropping the chunks returns every buffer.
+        let keep = held.split_off(held.len() - 3);
+        drop(held);
+        settle(&mut h);
+        let lent = h.reactor.stats().recv_buffers_lent;
+        assert!(lent <= 3, "only the kept chunks are out ({lent})");
+        drop(keep);
+        settle(&mut h);
+        assert_eq!(h.reactor.stats().recv_buffers_lent, 0, "every buffer back");
+
+        // Drop the reactor with a multishot receive armed and chunks held: the chunks stay
+        // readable afterwards.
+        let (_, client, server) = connected_pair(&mut h, &[]);
+        h.reactor.recv_multishot(server, Token(6));
+        h.reactor
+            .send(client, Bytes::from(pattern_bytes(0, 1000)), Token(7));
+        let mut got = Vec::new();
+        let mut len = 0;
+        while len < 1000 {
+            match h.next().event {
+                Event::ReceivedBytes {
+                    result: Ok(b),
+                    more: true,
+                    ..
+                } => {
+                    len += b.len();
+                    got.push(b);
+                }
+                Event::Sent { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        kept = got;
+    }
+    let all: Vec<u8> = kept.iter().flat_map(|b| b.iter().copied()).collect();
+    assert_eq!(all, pattern_bytes(0, 1000), "chunks outlive the reactor");
+    drop(kept);
+    assert_eq!(open_fds(), before, "descriptors leaked");
 }
