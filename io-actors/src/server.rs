@@ -155,6 +155,9 @@ pub struct ServerConfig {
     /// Requests in flight across the whole server at most: beyond, requests get the
     /// protocol's "unavailable" answer (HTTP 503) at once (load shedding).
     pub max_in_flight: Option<usize>,
+    /// Use the reactor's multishot receive where it is native (io_uring): one submission per
+    /// connection instead of one per read. Default on.
+    pub multishot: bool,
 }
 
 impl Default for ServerConfig {
@@ -164,6 +167,7 @@ impl Default for ServerConfig {
             read_buffer: 16 * 1024,
             rate_limit: None,
             max_in_flight: None,
+            multishot: true,
         }
     }
 }
@@ -173,6 +177,19 @@ pub type IncomingFor<P> = Incoming<
     <P as sinew_protocols::protocol::Protocol>::Request,
     <P as sinew_protocols::protocol::Protocol>::Response,
 >;
+
+/// The state of a connection's multishot receive.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Multishot {
+    /// Plain receives (the reactor has no native multishot).
+    Unused,
+    /// Multishot, not armed (not yet, or the kernel ended it): armed on the next read.
+    Idle,
+    /// Armed: chunks arrive as `Event::ReceivedBytes`.
+    Armed,
+    /// Taken out of the kernel while the application or the codec wants no input.
+    Paused,
+}
 
 /// Where a connection sends each request: one handler, or one of several picked by a function
 /// of the request (key-hash sharding, a command table). Picking happens on the connection's
@@ -293,6 +310,9 @@ where
     /// The receive buffer when no read is in flight.
     rbuf: Option<BytesMut>,
     reading: bool,
+    /// The multishot receive, when the reactor has a native one (one submission for the
+    /// connection's life instead of one per read).
+    multishot: Multishot,
     /// A request its target had no room for, with the target's index.
     paused: Option<(usize, IncomingFor<P>)>,
     writes_in_flight: usize,
@@ -335,6 +355,7 @@ where
             config,
             rbuf: Some(BytesMut::with_capacity(config.read_buffer)),
             reading: false,
+            multishot: Multishot::Unused,
             paused: None,
             writes_in_flight: 0,
             closing: false,
@@ -477,16 +498,32 @@ where
 
     fn read(&mut self, ctx: &mut Context<Self>) {
         let lingering = self.linger.is_some();
-        if self.reading
-            || self.closing
-            || self.peer_eof
-            || (!lingering && (self.paused.is_some() || !self.codec.wants_read()))
-        {
-            return;
-        }
+        let want = !self.closing
+            && !self.peer_eof
+            && (lingering || (self.paused.is_none() && self.codec.wants_read()));
         let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
             return;
         };
+        if self.multishot != Multishot::Unused {
+            let mut r = io.reactor();
+            match (want, self.multishot) {
+                (true, Multishot::Idle) => {
+                    r.recv_multishot(self.socket, token);
+                    self.multishot = Multishot::Armed;
+                }
+                (true, Multishot::Paused) if r.resume_recv(self.socket).is_ok() => {
+                    self.multishot = Multishot::Armed;
+                }
+                (false, Multishot::Armed) if !self.closing && r.pause_recv(self.socket).is_ok() => {
+                    self.multishot = Multishot::Paused;
+                }
+                _ => {}
+            }
+            return;
+        }
+        if self.reading || !want {
+            return;
+        }
         let Some(mut buf) = self.rbuf.take() else {
             return;
         };
@@ -501,6 +538,30 @@ where
         let next = self.codec.next_timeout();
         self.timer.sync(ctx, next, now, || ConnMsg::Timer);
     }
+
+    /// A multishot chunk: appended to the receive buffer (the ring slot goes back to the
+    /// kernel as soon as the chunk is dropped), or drained while lingering; empty at EOF.
+    fn received_chunk(&mut self, chunk: &Bytes, ctx: &mut Context<Self>) {
+        let n = chunk.len();
+        if let Some(discarded) = self.linger.as_mut() {
+            *discarded += n;
+            if n == 0 || *discarded > LINGER_BYTES {
+                self.peer_eof = n == 0;
+                self.close(ctx);
+            }
+            return;
+        }
+        if n == 0 {
+            self.peer_eof = true;
+            if let Some(ServerEvent::Error { .. }) = self.codec.on_eof() {
+                tracing::debug!("connection closed mid-request");
+            }
+            self.codec.shutdown();
+        } else if let Some(buf) = self.rbuf.as_mut() {
+            buf.extend_from_slice(chunk);
+        }
+        self.dirty = true;
+    }
 }
 
 impl<P> Actor for ServerConn<P>
@@ -514,6 +575,9 @@ where
             return ctx.stop();
         };
         self.token = Some(io.register(ctx.addr().recipient_map(ConnMsg::Io)));
+        if self.config.multishot && io.reactor().capabilities().multishot_recv {
+            self.multishot = Multishot::Idle;
+        }
         self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
         if self.gate.is_some() {
             self.peer = io.reactor().peer_addr(self.socket).ok().map(|a| a.ip());
@@ -558,6 +622,18 @@ where
                         self.codec.shutdown();
                     }
                     self.dirty = true;
+                }
+                Event::ReceivedBytes { result, more, .. } => {
+                    if !more {
+                        self.multishot = Multishot::Idle;
+                    }
+                    match result {
+                        Ok(chunk) => self.received_chunk(&chunk, ctx),
+                        // Ended by our own close, or re-armed on the next read.
+                        Err(_) if self.closing || more => {}
+                        Err(sinew_transports::Error::Cancelled) => {}
+                        Err(_) => self.close(ctx),
+                    }
                 }
                 Event::Shutdown { result: Ok(()), .. } => {}
                 Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {

@@ -432,3 +432,78 @@ fn requests_beyond_the_in_flight_cap_are_shed_with_503() {
     assert_eq!(pipelined_statuses(addr, "/plaintext", 1), vec![200]);
     assert!(sys.shutdown(Duration::from_secs(5)).clean);
 }
+
+/// Echoes the request path, slowly, blocking its own worker: its small mailbox fills.
+struct Slow;
+
+impl Actor for Slow {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
+        std::thread::sleep(Duration::from_micros(300));
+        let body = inc.request.target.clone();
+        inc.reply
+            .send(Response::new(200).with_body(Body::Full(body)));
+    }
+}
+
+/// A full application mailbox stops the connection reading (the default overload policy);
+/// when room returns reading resumes, and every pipelined request is answered, in order.
+#[test]
+fn a_full_application_pauses_reading_and_loses_nothing() {
+    for backend in [Backend::Auto, Backend::Mio] {
+        let sys = System::builder()
+            .workers(2)
+            .try_driver(io_driver(backend))
+            .build()
+            .expect("system");
+        let app = sys
+            .spawn_with(
+                Slow,
+                sinew_actors::SpawnOptions::default()
+                    .placement(sinew_actors::Placement::Worker(1))
+                    .mailbox(sinew_actors::MailboxConfig::bounded(2)),
+            )
+            .expect("app");
+        let addr = serve(
+            &sys.handle(),
+            Http1::default(),
+            "127.0.0.1:0".parse().unwrap(),
+            0..1,
+            app.recipient(),
+            ServerConfig::default(),
+        )
+        .expect("serve");
+        const N: usize = 300;
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let wire: String = (0..N)
+            .map(|i| format!("GET /r{i} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .collect();
+        let mut writer = s.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || writer.write_all(wire.as_bytes()));
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let mut text = String::new();
+        while got.len() < N {
+            let n = s.read(&mut chunk).expect("answers keep coming");
+            assert!(n > 0, "closed after {} answers", got.len());
+            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            while let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if text.len() < end + 4 + len {
+                    break;
+                }
+                got.push(text[end + 4..end + 4 + len].to_string());
+                text.drain(..end + 4 + len);
+            }
+        }
+        sender.join().unwrap().expect("all requests written");
+        let want: Vec<String> = (0..N).map(|i| format!("/r{i}")).collect();
+        assert_eq!(got, want, "{backend:?}");
+        sys.shutdown(Duration::from_secs(5));
+    }
+}
