@@ -21,6 +21,7 @@ use sinew_protocols::protocol::{Protocol, RequestId, ServerCodec, ServerEvent, S
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 
 use crate::admission::{Gate, RateLimit, Verdict};
+use crate::body::{BodyCtl, BodyPart, BodyStream, Flow, StreamIn};
 use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
 
@@ -54,6 +55,9 @@ pub struct Incoming<Req, Resp: Send + 'static> {
     /// A handle for messages that answer no request (pub/sub deliveries), present when the
     /// protocol says this request needs one ([`ServerProtocol::needs_push`]).
     pub push: Option<Pusher<Resp>>,
+    /// The request's body, when it arrives in parts ([`ServerProtocol::streams_body`]):
+    /// name a recipient with [`BodyStream::read_into`], or drop it to discard the body.
+    pub body: Option<BodyStream>,
 }
 
 /// Sends a connection messages that answer no request (a RESP subscriber's deliveries).
@@ -288,6 +292,8 @@ pub enum ConnMsg<P: ServerProtocol> {
     Push(P::Response),
     /// A lingering close ran out of time.
     LingerDone,
+    /// The application's decision about a streamed request body.
+    Body(BodyCtl),
 }
 
 /// How long a closing connection keeps reading (and discarding) after its last answer, and
@@ -331,6 +337,10 @@ where
     peer: Option<std::net::IpAddr>,
     /// Requests this connection has admitted and not yet seen answered.
     admitted: usize,
+    /// The streamed request body being decoded, if any (one at a time on a connection).
+    stream_in: Option<StreamIn>,
+    /// Decoding waits for the body's reader (full, or not attached yet).
+    body_blocked: bool,
     timer: Deadline,
 }
 
@@ -366,6 +376,8 @@ where
             gate,
             peer: None,
             admitted: 0,
+            stream_in: None,
+            body_blocked: false,
             timer: Deadline::default(),
         }
     }
@@ -378,7 +390,7 @@ where
     /// the codec's timer armed.
     fn step(&mut self, ctx: &mut Context<Self>) {
         let now = ctx.now();
-        while self.paused.is_none() {
+        while self.paused.is_none() && !self.body_blocked {
             let Some(buf) = self.rbuf.as_mut() else { break };
             let Some(event) = self.codec.poll_event(buf, now) else {
                 break;
@@ -389,13 +401,39 @@ where
                     // The codec has queued the protocol's error response and will close.
                     tracing::debug!(error = ?std::mem::discriminant(&error), "bad request");
                 }
-                // Streamed request bodies are not routed to applications yet.
-                ServerEvent::BodyChunk { .. } | ServerEvent::BodyEnd { .. } => {}
+                ServerEvent::BodyChunk { id, data } => {
+                    self.body_part(id, BodyPart::Data(data), ctx);
+                }
+                ServerEvent::BodyEnd { id, .. } => self.body_part(id, BodyPart::End, ctx),
             }
         }
         self.flush(ctx, now);
         self.read(ctx);
         self.arm_timer(ctx, now);
+    }
+
+    /// Forwards a part of the streamed body (parts of bodies nobody reads are dropped).
+    fn body_part(&mut self, id: RequestId, part: BodyPart, ctx: &mut Context<Self>) {
+        let Some(stream) = self.stream_in.as_mut().filter(|s| s.id == id) else {
+            return;
+        };
+        let flow = stream.offer(part);
+        self.body_flow(flow, ctx);
+    }
+
+    fn body_flow(&mut self, flow: Flow, ctx: &mut Context<Self>) {
+        self.body_blocked = flow != Flow::Go;
+        if flow == Flow::Full {
+            if let Some(stream) = &self.stream_in {
+                let me = ctx.addr();
+                stream.when_room(move || {
+                    let _ = me.send_reply(ConnMsg::Resume);
+                });
+            }
+        }
+        if self.stream_in.as_ref().is_some_and(|s| s.finished()) {
+            self.stream_in = None;
+        }
     }
 
     fn dispatch(&mut self, id: RequestId, request: P::Request, ctx: &mut Context<Self>) {
@@ -422,11 +460,16 @@ where
         let push = self.protocol.needs_push(&request).then(|| Pusher {
             target: ctx.addr().recipient_map(ConnMsg::Push),
         });
+        let body = self.protocol.streams_body(&request).then(|| {
+            self.stream_in = Some(StreamIn::new(id));
+            BodyStream::new(ctx.addr().recipient_map(ConnMsg::Body), id)
+        });
         let target = self.routes.index(&request, ctx.worker_index());
         let incoming = Incoming {
             request,
             reply,
             push,
+            body,
         };
         match self.routes.targets[target].try_send(incoming) {
             Ok(()) => {}
@@ -500,7 +543,8 @@ where
         let lingering = self.linger.is_some();
         let want = !self.closing
             && !self.peer_eof
-            && (lingering || (self.paused.is_none() && self.codec.wants_read()));
+            && (lingering
+                || (self.paused.is_none() && !self.body_blocked && self.codec.wants_read()));
         let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
             return;
         };
@@ -676,7 +720,31 @@ where
                 }
                 self.dirty = true;
             }
+            ConnMsg::Body(ctl) => {
+                if let Some(stream) = self.stream_in.as_mut() {
+                    match ctl {
+                        BodyCtl::ReadInto(id, to) if id == stream.id.0 => {
+                            self.codec.read_body(stream.id);
+                            let flow = stream.attach(to);
+                            self.body_flow(flow, ctx);
+                        }
+                        BodyCtl::Discard(id) if id == stream.id.0 => {
+                            stream.discard();
+                            self.body_flow(Flow::Go, ctx);
+                        }
+                        _ => {}
+                    }
+                }
+                self.dirty = true;
+            }
             ConnMsg::Resume => {
+                if let Some(stream) = self.stream_in.as_mut() {
+                    let flow = stream.pump();
+                    self.body_flow(flow, ctx);
+                    if self.body_blocked {
+                        return;
+                    }
+                }
                 if let Some((target, incoming)) = self.paused.take() {
                     match self.routes.targets[target].try_send(incoming) {
                         Ok(()) => {}
@@ -694,6 +762,10 @@ where
     }
 
     fn stopping(&mut self, ctx: &mut Context<Self>) {
+        // A reader of an unfinished body learns that no more is coming.
+        if let Some(stream) = self.stream_in.take() {
+            stream.abort();
+        }
         // Answers still on their way will find this actor gone: release their places now.
         if let Some(gate) = &self.gate {
             gate.done(std::mem::take(&mut self.admitted));

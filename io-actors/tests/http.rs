@@ -507,3 +507,173 @@ fn a_full_application_pauses_reading_and_loses_nothing() {
         sys.shutdown(Duration::from_secs(5));
     }
 }
+
+/// Counts and checksums a streamed body, then answers the request with both.
+struct Collector {
+    reply: Option<sinew_actors::ReplyTo<Response>>,
+    len: usize,
+    sum: u64,
+    slow: bool,
+}
+
+impl Actor for Collector {
+    type Msg = sinew_io_actors::BodyPart;
+    fn handle(&mut self, part: sinew_io_actors::BodyPart, ctx: &mut Context<Self>) {
+        match part {
+            sinew_io_actors::BodyPart::Data(d) => {
+                if self.slow {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                self.len += d.len();
+                self.sum = d.iter().fold(self.sum, |s, b| {
+                    s.wrapping_mul(31).wrapping_add(u64::from(*b))
+                });
+            }
+            end => {
+                let text = format!("{} {} {:?}", self.len, self.sum, end);
+                if let Some(r) = self.reply.take() {
+                    r.send(Response::new(200).with_body(Body::Full(Bytes::from(text))));
+                }
+                ctx.stop();
+            }
+        }
+    }
+}
+
+/// Reads streamed bodies into a `Collector` (`/slow` with a tiny, slow mailbox), drops the
+/// body unread on `/ignore`, and answers plain requests at once.
+struct Uploads;
+
+impl Actor for Uploads {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, ctx: &mut Context<Self>) {
+        let path = inc.request.target.clone();
+        match (inc.body, &path[..]) {
+            (Some(_unread), b"/ignore") => {
+                inc.reply
+                    .send(Response::new(200).with_body(Body::Full(Bytes::from_static(b"ignored"))));
+            }
+            (Some(body), p) => {
+                let slow = p == b"/slow";
+                let mailbox = if slow { 2 } else { 64 };
+                let collector = ctx
+                    .spawn_with(
+                        Collector {
+                            reply: Some(inc.reply),
+                            len: 0,
+                            sum: 0,
+                            slow,
+                        },
+                        sinew_actors::SpawnOptions::default()
+                            .mailbox(sinew_actors::MailboxConfig::bounded(mailbox)),
+                    )
+                    .expect("collector");
+                body.read_into(collector.recipient());
+            }
+            (None, _) => {
+                inc.reply
+                    .send(Response::new(200).with_body(Body::Full(path)));
+            }
+        }
+    }
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    data.iter()
+        .fold(0u64, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)))
+}
+
+/// Reads `n` responses (Content-Length framed) and returns their bodies.
+fn read_bodies(s: &mut TcpStream, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut text = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while out.len() < n {
+        let k = s.read(&mut chunk).expect("read");
+        assert!(k > 0, "closed after {out:?}");
+        text.extend_from_slice(&chunk[..k]);
+        while let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&text[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if text.len() < end + 4 + len {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&text[end + 4..end + 4 + len]).into_owned());
+            text.drain(..end + 4 + len);
+        }
+    }
+    out
+}
+
+#[test]
+fn streamed_request_bodies_reach_the_application_whole_and_in_order() {
+    for backend in [Backend::Auto, Backend::Mio] {
+        let sys = System::builder()
+            .workers(2)
+            .try_driver(io_driver(backend))
+            .build()
+            .expect("system");
+        let app = sys.spawn(Uploads).expect("app");
+        let addr = serve(
+            &sys.handle(),
+            Http1::default(),
+            "127.0.0.1:0".parse().unwrap(),
+            0..2,
+            app.recipient(),
+            ServerConfig::default(),
+        )
+        .expect("serve");
+        let big: Vec<u8> = (0..1_048_576u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // A 1 MiB Content-Length body, read slowly through a two-message mailbox; then a
+        // chunked body in uneven chunks; then a body nobody reads; then a plain request.
+        let mut wire = format!(
+            "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .into_bytes();
+        wire.extend_from_slice(&big);
+        wire.extend_from_slice(
+            b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let mut chunked = Vec::new();
+        for (i, piece) in big[..300_000].chunks(4093).enumerate() {
+            let piece = &piece[..piece.len() - (i % 3)];
+            chunked.extend_from_slice(piece);
+            wire.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            wire.extend_from_slice(piece);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b"0\r\n\r\n");
+        wire.extend_from_slice(
+            format!(
+                "POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                200_000
+            )
+            .as_bytes(),
+        );
+        wire.extend_from_slice(&big[..200_000]);
+        wire.extend_from_slice(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut writer = s.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || writer.write_all(&wire));
+        let got = read_bodies(&mut s, 4);
+        sender.join().unwrap().expect("all written");
+        assert_eq!(
+            got[0],
+            format!("{} {} End", big.len(), checksum(&big)),
+            "{backend:?}"
+        );
+        assert_eq!(
+            got[1],
+            format!("{} {} End", chunked.len(), checksum(&chunked))
+        );
+        assert_eq!(got[2], "ignored");
+        assert_eq!(got[3], "/after");
+        sys.shutdown(Duration::from_secs(5));
+    }
+}

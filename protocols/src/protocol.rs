@@ -220,6 +220,12 @@ pub trait ServerProtocol: Protocol {
     fn rate_limited_response(&self, _retry_after: Duration) -> Self::Response {
         self.unavailable_response()
     }
+    /// Whether this request's body follows it in parts (the codec reports `BodyChunk`s and a
+    /// `BodyEnd`): the I/O layer then hands the application a stream to read them from.
+    /// Default: never.
+    fn streams_body(&self, _request: &Self::Request) -> bool {
+        false
+    }
     /// Whether the application needs a way to send this connection messages that answer no
     /// request (a RESP `SUBSCRIBE`): the I/O layer then hands it a push handle with the
     /// request. Default: never.

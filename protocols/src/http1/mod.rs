@@ -106,6 +106,11 @@ impl ServerProtocol for Http1 {
             )))
     }
 
+    /// Bodies over `body_stream_threshold` or chunked arrive in parts.
+    fn streams_body(&self, request: &Request) -> bool {
+        matches!(request.body, Body::Stream)
+    }
+
     fn health_check_response(&self) -> Response {
         Response::new(200)
             .header("content-type", "text/plain; charset=utf-8")
