@@ -1,9 +1,15 @@
-//! Streamed request bodies: a request whose body is too large to hold whole (or has no length
+//! Streamed bodies, both ways.
+//!
+//! Requests: a request whose body is too large to hold whole (or has no length
 //! in advance) reaches the application with a [`BodyStream`]; the application says where the
 //! parts go ([`BodyStream::read_into`]) and the connection forwards them as they are decoded,
 //! with back-pressure: while the recipient is full (or has not been named yet and a small
 //! buffer is used up) the connection stops reading its socket. Dropping the stream unread
 //! discards the body.
+//!
+//! Responses: an application answers with a streaming response (HTTP: `Body::Stream`) and then
+//! sends its parts through the request's [`BodySender`]; the connection encodes them (chunked
+//! for HTTP/1.1) as they come.
 
 use std::collections::VecDeque;
 
@@ -189,6 +195,80 @@ impl StreamIn {
     pub(crate) fn when_room(&self, wake: impl FnOnce() + Send + 'static) {
         if let Some(to) = &self.to {
             to.notify_when_room(wake);
+        }
+    }
+}
+
+/// A part of a streamed response, sent to the connection.
+#[derive(Debug)]
+pub enum BodyOut {
+    /// The next bytes of response `id`.
+    Data(u64, Bytes),
+    /// Response `id` is complete.
+    Finish(u64),
+    /// The sender was dropped before finishing: the response is cut short.
+    Abort(u64),
+}
+
+/// Sends the parts of a streamed response. Send the response itself (with a streaming body)
+/// through the request's reply address first; parts sent from the same actor arrive after it.
+/// Dropping a sender that sent parts without [`BodySender::finish`] cuts the response short
+/// (the connection closes, so the client cannot mistake it for a complete body); an unused
+/// sender is dropped silently (the response had a whole body), so answer a streaming
+/// response with at least [`BodySender::finish`].
+pub struct BodySender {
+    conn: Recipient<BodyOut>,
+    id: u64,
+    finished: bool,
+    sent: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for BodySender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodySender").field("id", &self.id).finish()
+    }
+}
+
+impl BodySender {
+    pub(crate) fn new(conn: Recipient<BodyOut>, id: RequestId) -> Self {
+        BodySender {
+            conn,
+            id: id.0,
+            finished: false,
+            sent: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Queues the next bytes. `Err` with the bytes when the connection's mailbox is full
+    /// (wait with [`BodySender::notify_when_room`]) or the connection is gone.
+    pub fn send(&self, data: Bytes) -> Result<(), SendError<Bytes>> {
+        self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.conn
+            .try_send(BodyOut::Data(self.id, data))
+            .map_err(|e| match e {
+                SendError::Full(BodyOut::Data(_, d)) => SendError::Full(d),
+                SendError::Closed(BodyOut::Data(_, d)) => SendError::Closed(d),
+                SendError::Full(_) => SendError::Full(Bytes::new()),
+                SendError::Closed(_) => SendError::Closed(Bytes::new()),
+            })
+    }
+
+    /// Runs `f` once the connection has room again.
+    pub fn notify_when_room(&self, f: impl FnOnce() + Send + 'static) {
+        self.conn.notify_when_room(f);
+    }
+
+    /// Ends the response.
+    pub fn finish(mut self) {
+        self.finished = true;
+        let _ = self.conn.send_reply(BodyOut::Finish(self.id));
+    }
+}
+
+impl Drop for BodySender {
+    fn drop(&mut self) {
+        if !self.finished && *self.sent.get_mut() {
+            let _ = self.conn.send_reply(BodyOut::Abort(self.id));
         }
     }
 }

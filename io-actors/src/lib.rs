@@ -32,7 +32,7 @@ mod server;
 mod worker_io;
 
 pub use admission::RateLimit;
-pub use body::{BodyCtl, BodyPart, BodyStream};
+pub use body::{BodyCtl, BodyOut, BodyPart, BodySender, BodyStream};
 pub use client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
 pub use layout::{Layout, LayoutError, Machine, Node, Role, Slot};
 pub use pool::{

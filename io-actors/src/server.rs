@@ -21,7 +21,7 @@ use sinew_protocols::protocol::{Protocol, RequestId, ServerCodec, ServerEvent, S
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
 
 use crate::admission::{Gate, RateLimit, Verdict};
-use crate::body::{BodyCtl, BodyPart, BodyStream, Flow, StreamIn};
+use crate::body::{BodyCtl, BodyOut, BodyPart, BodySender, BodyStream, Flow, StreamIn};
 use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
 
@@ -58,6 +58,9 @@ pub struct Incoming<Req, Resp: Send + 'static> {
     /// The request's body, when it arrives in parts ([`ServerProtocol::streams_body`]):
     /// name a recipient with [`BodyStream::read_into`], or drop it to discard the body.
     pub body: Option<BodyStream>,
+    /// Where the parts of a streamed response go, for protocols that stream
+    /// ([`ProtocolInfo::streaming`](sinew_protocols::protocol::ProtocolInfo)).
+    pub body_out: Option<BodySender>,
 }
 
 /// Sends a connection messages that answer no request (a RESP subscriber's deliveries).
@@ -294,6 +297,8 @@ pub enum ConnMsg<P: ServerProtocol> {
     LingerDone,
     /// The application's decision about a streamed request body.
     Body(BodyCtl),
+    /// A part of a streamed response.
+    BodyOut(BodyOut),
 }
 
 /// How long a closing connection keeps reading (and discarding) after its last answer, and
@@ -341,6 +346,8 @@ where
     stream_in: Option<StreamIn>,
     /// Decoding waits for the body's reader (full, or not attached yet).
     body_blocked: bool,
+    /// Where applications send streamed response parts (for streaming protocols).
+    body_out: Option<Recipient<BodyOut>>,
     timer: Deadline,
 }
 
@@ -378,6 +385,7 @@ where
             admitted: 0,
             stream_in: None,
             body_blocked: false,
+            body_out: None,
             timer: Deadline::default(),
         }
     }
@@ -464,12 +472,17 @@ where
             self.stream_in = Some(StreamIn::new(id));
             BodyStream::new(ctx.addr().recipient_map(ConnMsg::Body), id)
         });
+        let body_out = self
+            .body_out
+            .as_ref()
+            .map(|conn| BodySender::new(conn.clone(), id));
         let target = self.routes.index(&request, ctx.worker_index());
         let incoming = Incoming {
             request,
             reply,
             push,
             body,
+            body_out,
         };
         match self.routes.targets[target].try_send(incoming) {
             Ok(()) => {}
@@ -623,6 +636,9 @@ where
             self.multishot = Multishot::Idle;
         }
         self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
+        if self.protocol.info().streaming {
+            self.body_out = Some(ctx.addr().recipient_map(ConnMsg::BodyOut));
+        }
         if self.gate.is_some() {
             self.peer = io.reactor().peer_addr(self.socket).ok().map(|a| a.ip());
         }
@@ -717,6 +733,20 @@ where
                 let now = ctx.now();
                 if let Some(kind) = self.codec.on_timeout(now) {
                     tracing::debug!(?kind, "connection timer fired");
+                }
+                self.dirty = true;
+            }
+            ConnMsg::BodyOut(part) => {
+                let r = match part {
+                    BodyOut::Data(id, data) => self.codec.send_body_chunk(RequestId(id), data),
+                    BodyOut::Finish(id) => self.codec.finish_body(RequestId(id), None),
+                    BodyOut::Abort(id) => {
+                        tracing::debug!(id, "streamed response cut short: closing");
+                        return self.close(ctx);
+                    }
+                };
+                if r.is_err() {
+                    tracing::debug!("response part not accepted by the codec");
                 }
                 self.dirty = true;
             }

@@ -677,3 +677,64 @@ fn streamed_request_bodies_reach_the_application_whole_and_in_order() {
         sys.shutdown(Duration::from_secs(5));
     }
 }
+
+/// Answers `/stream` with a chunked body sent in parts after the head, `/cut` with a body
+/// whose sender is dropped midway, anything else with a plain body.
+struct Streamer;
+
+impl Actor for Streamer {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
+        let path = inc.request.target.clone();
+        let out = inc.body_out.expect("HTTP/1.1 streams responses");
+        match &path[..] {
+            b"/stream" | b"/cut" => {
+                inc.reply.send(Response::new(200).with_body(Body::Stream));
+                for i in 0..50 {
+                    out.send(Bytes::from(format!("part {i};"))).expect("room");
+                }
+                if &path[..] == b"/stream" {
+                    out.finish();
+                }
+            }
+            _ => {
+                inc.reply
+                    .send(Response::new(200).with_body(Body::Full(path)));
+            }
+        }
+    }
+}
+
+#[test]
+fn streamed_responses_are_sent_chunked_and_a_cut_one_closes_the_connection() {
+    let sys = System::builder()
+        .workers(1)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .expect("system");
+    let app = sys.spawn(Streamer).expect("app");
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        0..1,
+        app.recipient(),
+        ServerConfig::default(),
+    )
+    .expect("serve");
+    let want: String = (0..50).map(|i| format!("part {i};")).collect();
+    assert_eq!(curl(&[&format!("http://{addr}/stream")]), want);
+    // Keep-alive survives a streamed response: a plain request follows on the same connection.
+    let out = curl(&[
+        &format!("http://{addr}/stream"),
+        &format!("http://{addr}/plain"),
+    ]);
+    assert_eq!(out, format!("{want}/plain"));
+    // A response cut short: the client sees an incomplete chunked body, never a complete one.
+    let cut = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10", &format!("http://{addr}/cut")])
+        .output()
+        .expect("curl");
+    assert!(!cut.status.success(), "a cut body must fail: {cut:?}");
+    sys.shutdown(Duration::from_secs(5));
+}
