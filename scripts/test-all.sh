@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+# Where cargo puts build output (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET="${CARGO_TARGET_DIR:-target}"
 
 step "apt packages (.ci/apt-packages.txt)"
 mapfile -t pkgs < <(grep -Ev '^\s*(#|$)' .ci/apt-packages.txt)
@@ -70,7 +72,7 @@ step "examples run to completion"
 cargo run --release --example quickstart -- 20000
 cargo run --release --example supervision_tree
 cargo build --release --example http_hello
-./target/release/examples/http_hello --addr 127.0.0.1:18080 --io-workers 2 --run-for-secs 20 &
+"$TARGET"/release/examples/http_hello --addr 127.0.0.1:18080 --io-workers 2 --run-for-secs 20 &
 hello=$!
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18080/plaintext >/dev/null && break; sleep 0.1; done
 test "$(curl -sf http://127.0.0.1:18080/plaintext)" = "Hello, World!"
@@ -80,9 +82,9 @@ wait "$hello" 2>/dev/null || true
 
 # API gateway over two backends; one dies: its circuit opens and it is reported unavailable.
 cargo build --release --example api_gateway
-./target/release/examples/http_hello --addr 127.0.0.1:19001 --io-workers 1 --run-for-secs 60 & b1=$!
-./target/release/examples/http_hello --addr 127.0.0.1:19002 --io-workers 1 --run-for-secs 60 & b2=$!
-./target/release/examples/api_gateway --listen 127.0.0.1:18090 --path /plaintext \
+"$TARGET"/release/examples/http_hello --addr 127.0.0.1:19001 --io-workers 1 --run-for-secs 60 & b1=$!
+"$TARGET"/release/examples/http_hello --addr 127.0.0.1:19002 --io-workers 1 --run-for-secs 60 & b2=$!
+"$TARGET"/release/examples/api_gateway --listen 127.0.0.1:18090 --path /plaintext \
   --backend http://127.0.0.1:19001 --backend http://127.0.0.1:19002 --run-for-secs 60 & gw=$!
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18090/health >/dev/null && break; sleep 0.1; done
 for _ in $(seq 1 100); do [ "$(curl -sf http://127.0.0.1:18090/aggregate | grep -o 'Hello, World!' | wc -l)" = 2 ] && break; sleep 0.1; done
@@ -100,9 +102,9 @@ wait "$gw" "$b1" 2>/dev/null || true
 echo "api_gateway: fan-out, circuit opening and health report checked"
 
 step "sinew-bench smoke run (numbers are not checked: this machine is noisy)"
-cargo run --release -p sinew-bench -- actors --quick --json > target/bench-smoke.json
-python3 -c 'import json,sys; rows=json.load(open("target/bench-smoke.json")); assert rows, "no rows"; print(len(rows), "rows")'
-cargo run --release -p sinew-bench -- transports --quick --no-syscalls --json > target/bench-transports.json
-python3 -c 'import json,sys; rows=json.load(open("target/bench-transports.json")); assert rows, "no rows"; print(len(rows), "rows")'
+cargo run --release -p sinew-bench -- actors --quick --json > "$TARGET"/bench-smoke.json
+python3 -c 'import json,sys; rows=json.load(open(sys.argv[1])); assert rows, "no rows"; print(len(rows), "rows")' "$TARGET"/bench-smoke.json
+cargo run --release -p sinew-bench -- transports --quick --no-syscalls --json > "$TARGET"/bench-transports.json
+python3 -c 'import json,sys; rows=json.load(open(sys.argv[1])); assert rows, "no rows"; print(len(rows), "rows")' "$TARGET"/bench-transports.json
 
 step "all green"
