@@ -17,6 +17,11 @@ use crate::mailbox::MailboxConfig;
 use crate::system::{spawn_actor, SpawnOptions, SystemHandle, SystemShared};
 use crate::worker::{enter, Clock, TraceEvent, WorkerLocal, WorkerShared};
 
+thread_local! {
+    /// Deterministic systems alive on this thread (they share its reply tracking).
+    static LIVE_SYSTEMS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The future passed to [`DeterministicSystem::block_on`] could not finish: nothing was runnable
 /// and no timer was armed.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -55,7 +60,11 @@ impl DeterministicSystem {
             now_ms: std::cell::Cell::new(0),
         };
         let local = WorkerLocal::new(ws, shared.clone(), clock, batch, Some(seed));
-        crate::reply::tracking::start();
+        // Several systems may live on one thread (a simulation's hosts): the first starts the
+        // thread's reply tracking, later ones join it without resetting its count.
+        if LIVE_SYSTEMS.with(|n| n.replace(n.get() + 1)) == 0 {
+            crate::reply::tracking::start();
+        }
         DeterministicSystem {
             local,
             handle: SystemHandle { shared },
@@ -195,6 +204,8 @@ impl DeterministicSystem {
 
     /// Reply addresses created on this thread since the system was created and not answered
     /// yet (the no-hang invariant: zero once the system is idle with no request outstanding).
+    /// Deterministic systems that live on one thread at the same time (a simulation's hosts)
+    /// share this count: it starts with the first of them.
     pub fn outstanding_replies(&self) -> i64 {
         crate::reply::tracking::outstanding()
     }
@@ -232,6 +243,13 @@ impl Drop for DeterministicSystem {
             let _g = enter(&self.local);
             self.local.kill_all();
         }
-        crate::reply::tracking::stop();
+        // The last system on this thread stops the tracking.
+        if LIVE_SYSTEMS.with(|n| {
+            n.set(n.get().saturating_sub(1));
+            n.get()
+        }) == 0
+        {
+            crate::reply::tracking::stop();
+        }
     }
 }

@@ -49,6 +49,34 @@ impl WorkerIo {
     pub fn routes(&self) -> usize {
         self.routes.len()
     }
+
+    /// A worker's I/O over `reactor` that no worker parks in: the caller polls it with
+    /// [`WorkerIo::dispatch_ready`] and installs it (`sinew_actors::set_worker_extension`)
+    /// while the actors that use it run. A simulation harness builds one per simulated host
+    /// over [`SimNet::reactor`](sinew_transports::SimNet::reactor).
+    pub fn detached(reactor: Reactor) -> WorkerIo {
+        WorkerIo {
+            reactor: Rc::new(RefCell::new(reactor)),
+            routes: Rc::new(Routes::default()),
+        }
+    }
+
+    /// Polls the reactor without waiting and routes every completion to the actor that
+    /// registered its token, as a worker's driver does (call it on the worker those actors
+    /// live on, so the deliveries are local). Returns how many completions were routed or
+    /// dropped.
+    pub fn dispatch_ready(&self) -> sinew_transports::Result<usize> {
+        let mut ready = Vec::new();
+        // Release the reactor before delivering: nothing may find it borrowed.
+        self.reactor
+            .borrow_mut()
+            .poll(&mut ready, Some(std::time::Duration::ZERO))?;
+        let n = ready.len();
+        for c in ready {
+            self.routes.dispatch(c);
+        }
+        Ok(n)
+    }
 }
 
 /// Token -> recipient, with generations so a stale token never reaches a newer registration.
@@ -96,6 +124,22 @@ impl Routes {
     fn len(&self) -> usize {
         self.slots.borrow().iter().filter(|s| s.1.is_some()).count()
     }
+
+    /// Delivers a completion to the actor that submitted its operation.
+    fn dispatch(&self, c: Completion) {
+        match self.get(c.token) {
+            // A completion answers an operation the actor submitted: it bypasses capacity
+            // like a reply, so no buffer is ever lost to back-pressure.
+            Some(to) => {
+                if let Err(e) = to.send_reply(c) {
+                    tracing::debug!(error = %e, "completion for a stopped actor dropped");
+                }
+            }
+            None => {
+                tracing::debug!(token = ?c.token, event = ?c.event, "completion without a route dropped")
+            }
+        }
+    }
 }
 
 /// A driver factory for `SystemBuilder::try_driver`: each worker gets its own reactor of
@@ -108,18 +152,7 @@ pub fn io_driver(
         let routes = Rc::new(Routes::default());
         let r = routes.clone();
         let driver = IoDriver::new(reactor, move |_reactor: &mut Reactor, c: Completion| {
-            match r.get(c.token) {
-                // A completion answers an operation the actor submitted: it bypasses capacity
-                // like a reply, so no buffer is ever lost to back-pressure.
-                Some(to) => {
-                    if let Err(e) = to.send_reply(c) {
-                        tracing::debug!(error = %e, "completion for a stopped actor dropped");
-                    }
-                }
-                None => {
-                    tracing::debug!(token = ?c.token, event = ?c.event, "completion without a route dropped")
-                }
-            }
+            r.dispatch(c)
         });
         let io = WorkerIo {
             reactor: driver.reactor(),

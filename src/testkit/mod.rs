@@ -15,6 +15,13 @@
 //! the system is quiescent), a check mode that runs every seed twice and fails on the first
 //! divergence of the traces, and `buggify` fault points (`sinew_actors::buggify`).
 //!
+//! I/O actors run on simulated hosts ([`SimRun::host`]): each host is a system of its own
+//! whose actors reach a simulated network (`sinew_transports::SimNet`) through a reactor bound
+//! to the host's address, so `serve`, `ClientConn` and `Pool` run unchanged. The run drives
+//! every host, the network and the scenario's own system under one virtual clock, and
+//! [`SimRun::net`] injects network faults (partitions, swizzle-clog, resets, lossy or slow
+//! links) now or at virtual times. See docs/TESTING.md and `tests/sim_network.rs`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use sinew::prelude::*;
@@ -44,6 +51,8 @@
 
 #[cfg(feature = "io-actors")]
 pub mod chaos;
+#[cfg(feature = "io-actors")]
+mod net;
 mod plan;
 mod rng;
 
@@ -56,8 +65,17 @@ use std::time::Duration;
 
 use sinew_actors::{DeterministicSystem, TraceEvent};
 
+#[cfg(feature = "io-actors")]
+pub use net::{NetFault, RandomFaults, SimHost, SimNetwork};
 pub use plan::{FaultPlan, Target};
 pub use rng::SimRng;
+#[cfg(feature = "io-actors")]
+pub use sinew_transports::LinkConfig;
+
+/// The examples of docs/TESTING.md compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/TESTING.md")]
+pub struct TestingGuideDoctests;
 
 /// Why a simulation run failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,13 +97,18 @@ impl std::error::Error for SimFailure {}
 /// A user invariant, checked at the end of every run.
 type Invariant = Box<dyn Fn(&DeterministicSystem) -> Result<(), String>>;
 
-/// One run of a scenario: the system, the fault plan, seeded randomness, invariants.
+/// One run of a scenario: the system, the fault plan, seeded randomness, invariants, and
+/// (once asked for) simulated hosts on a simulated network.
 pub struct SimRun {
     system: DeterministicSystem,
     plan: Rc<RefCell<FaultPlan>>,
     rng: SimRng,
     invariants: Vec<(String, Invariant)>,
     horizon: Duration,
+    #[cfg(feature = "io-actors")]
+    buggify: bool,
+    #[cfg(feature = "io-actors")]
+    world: std::cell::OnceCell<Rc<net::World>>,
 }
 
 impl SimRun {
@@ -100,10 +123,15 @@ impl SimRun {
             rng: SimRng::new(seed),
             invariants: Vec::new(),
             horizon: Duration::from_secs(600),
+            #[cfg(feature = "io-actors")]
+            buggify,
+            #[cfg(feature = "io-actors")]
+            world: std::cell::OnceCell::new(),
         }
     }
 
-    /// The simulated system.
+    /// The scenario's own simulated system (it has no network: put I/O actors on a
+    /// [`SimRun::host`]).
     pub fn system(&self) -> &DeterministicSystem {
         &self.system
     }
@@ -137,24 +165,53 @@ impl SimRun {
         self.horizon = d;
     }
 
-    /// Drives the system until `fut` completes (virtual time jumps when nothing is runnable).
+    /// Drives the simulation until `fut` completes (virtual time jumps when nothing is
+    /// runnable). With simulated hosts, fails when `fut` has not completed after the settle
+    /// horizon ([`SimRun::settle_horizon`]) of virtual time: a segment sent into a lasting
+    /// partition is retransmitted forever, so "nothing left to do" may never come.
     pub fn block_on<F: Future>(&self, fut: F) -> Result<F::Output, String> {
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            return world.block_on(&self.system, fut, self.horizon);
+        }
         self.system.block_on(fut).map_err(|e| e.to_string())
     }
 
-    /// Advances virtual time by `d`, running everything due.
+    /// Advances virtual time by `d`, running everything due (actors on every host, network
+    /// events, scheduled faults) in time order.
     pub fn advance(&self, d: Duration) {
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            return world.advance(&self.system, d);
+        }
         self.system.advance(d);
+    }
+
+    /// Runs everything runnable at the current virtual time, on every host, until nothing is.
+    pub fn run_until_idle(&self) {
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            return world.run_until_idle(&self.system);
+        }
+        self.system.run_until_idle();
     }
 
     /// Jumps the clock forward by `d` at once, without running what falls due in between
     /// first (timers then fire late, all together): a clock-jump fault.
     pub fn jump_clock(&self, d: Duration) {
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            return world.jump(&self.system, d);
+        }
         self.system.jump(d);
     }
 
     /// Runs until nothing is runnable and no timer is due within the horizon.
     fn settle(&self) {
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            return world.settle(&self.system, self.horizon);
+        }
         let start = self.system.now_ms();
         let horizon = self.horizon.as_millis() as u64;
         loop {
@@ -167,6 +224,45 @@ impl SimRun {
             }
         }
     }
+}
+
+#[cfg(feature = "io-actors")]
+impl SimRun {
+    fn world(&self) -> &Rc<net::World> {
+        self.world
+            .get_or_init(|| net::World::new(self.system.seed(), self.buggify, self.system.now_ms()))
+    }
+
+    /// The simulated network every host of this run is on (created with the first call,
+    /// seeded from the run's seed): faults now or at virtual times, link parameters.
+    pub fn net(&self) -> SimNetwork {
+        SimNetwork::new(self.world().clone())
+    }
+
+    /// The simulated host with address `ip`, created on first use: a system of its own whose
+    /// actors (and their children) reach the network through a reactor bound to `ip`, so
+    /// `serve`, `ClientConn` and `Pool` run on it unchanged. The run drives every host, the
+    /// network and the scenario's own system together, under one virtual clock.
+    pub fn host(&self, ip: impl Into<std::net::IpAddr>) -> SimHost {
+        self.world().host(ip.into())
+    }
+
+    /// Runs `f` on a helper thread while this thread steps the simulated hosts (in a fixed
+    /// order, virtual time standing still) until `f` returns; returns what `f` returned. For
+    /// setup calls that wait for actors to answer, such as `sinew_io_actors::serve`
+    /// ([`SimHost::serve`] wraps that one). The result stays deterministic as long as `f`
+    /// submits one thing at a time and waits for its effect before the next.
+    pub fn blocking<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.world().blocking(f)
+    }
+}
+
+/// What one seed's run leaves for the determinism check.
+struct Record {
+    /// Actor turns: the scenario's system, then each host's.
+    trace: Vec<TraceEvent>,
+    /// The harness's interleaving of systems and network deliveries (empty without hosts).
+    schedule: Vec<u64>,
 }
 
 /// Runs a scenario over many seeds (see the module docs).
@@ -248,25 +344,47 @@ impl Simulation {
         scenario: impl Fn(&mut SimRun) -> Result<(), String>,
     ) -> Result<(), SimFailure> {
         for seed in self.seed_list() {
-            let trace = self.run_seed(seed, &scenario)?;
+            let first = self.run_once(seed, &scenario)?;
             if self.check {
-                let again = self.run_seed(seed, &scenario)?;
-                if let Some(i) = trace.iter().zip(again.iter()).position(|(a, b)| a != b) {
+                let again = self.run_once(seed, &scenario)?;
+                let (trace, again_trace) = (&first.trace, &again.trace);
+                if let Some(i) = trace
+                    .iter()
+                    .zip(again_trace.iter())
+                    .position(|(a, b)| a != b)
+                {
                     return Err(SimFailure {
                         seed,
                         message: format!(
                             "non-deterministic: traces diverge at event {i}: {:?} vs {:?}",
-                            trace[i], again[i]
+                            trace[i], again_trace[i]
                         ),
                     });
                 }
-                if trace.len() != again.len() {
+                if trace.len() != again_trace.len() {
                     return Err(SimFailure {
                         seed,
                         message: format!(
                             "non-deterministic: {} vs {} events",
                             trace.len(),
-                            again.len()
+                            again_trace.len()
+                        ),
+                    });
+                }
+                if first.schedule != again.schedule {
+                    let i = first
+                        .schedule
+                        .iter()
+                        .zip(again.schedule.iter())
+                        .position(|(a, b)| a != b)
+                        .unwrap_or(first.schedule.len().min(again.schedule.len()));
+                    return Err(SimFailure {
+                        seed,
+                        message: format!(
+                            "non-deterministic: the interleaving of hosts and network deliveries \
+                             diverges at step {i} (of {} vs {})",
+                            first.schedule.len(),
+                            again.schedule.len()
                         ),
                     });
                 }
@@ -275,12 +393,21 @@ impl Simulation {
         Ok(())
     }
 
-    /// Runs one seed; returns its trace.
+    /// Runs one seed; returns its trace (the scenario's system's actor turns, then each
+    /// simulated host's, in creation order).
     pub fn run_seed(
         &self,
         seed: u64,
         scenario: &impl Fn(&mut SimRun) -> Result<(), String>,
     ) -> Result<Vec<TraceEvent>, SimFailure> {
+        self.run_once(seed, scenario).map(|r| r.trace)
+    }
+
+    fn run_once(
+        &self,
+        seed: u64,
+        scenario: &impl Fn(&mut SimRun) -> Result<(), String>,
+    ) -> Result<Record, SimFailure> {
         let fail = |message: String| SimFailure { seed, message };
         let mut run = SimRun::new(seed, self.buggify);
         let outcome = catch_unwind(AssertUnwindSafe(|| scenario(&mut run)));
@@ -301,11 +428,32 @@ impl Simulation {
         for (name, check) in &run.invariants {
             check(&run.system).map_err(|e| fail(format!("invariant '{name}' violated: {e}")))?;
         }
-        let trace = run.system.trace();
+        let (record, sections) = run.record();
         if let Ok(path) = std::env::var("SINEW_SIM_TRACE") {
-            write_trace(&path, &self.name, seed, &trace);
+            write_trace(&path, &self.name, seed, &record.trace, &sections);
         }
-        Ok(trace)
+        Ok(record)
+    }
+}
+
+impl SimRun {
+    /// The run's record, and the trace's sections (a label and an event count per system:
+    /// the scenario's own, unlabelled, then each host's).
+    fn record(&self) -> (Record, Vec<(String, usize)>) {
+        let trace = self.system.trace();
+        let sections = vec![(String::new(), trace.len())];
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            let (mut trace, mut sections) = (trace, sections);
+            for (ip, t) in world.traces() {
+                sections.push((ip.to_string(), t.len()));
+                trace.extend(t);
+            }
+            let schedule = world.schedule();
+            return (Record { trace, schedule }, sections);
+        }
+        let schedule = Vec::new();
+        (Record { trace, schedule }, sections)
     }
 }
 
@@ -320,7 +468,15 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-string panic".into())
 }
 
-fn write_trace(path: &str, name: &str, seed: u64, trace: &[TraceEvent]) {
+/// Writes a run's trace: one `virtual-ms actor` line per actor turn; a simulated host's turns
+/// follow a `# host <ip>` line (`sections`: a label and an event count per system).
+fn write_trace(
+    path: &str,
+    name: &str,
+    seed: u64,
+    trace: &[TraceEvent],
+    sections: &[(String, usize)],
+) {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -332,8 +488,14 @@ fn write_trace(path: &str, name: &str, seed: u64, trace: &[TraceEvent]) {
                 "# simulation {name:?} seed {seed}: {} events",
                 trace.len()
             );
-            for e in trace {
-                let _ = writeln!(f, "{} {}", e.at_ms, e.actor.as_u64());
+            let mut events = trace.iter();
+            for (label, n) in sections {
+                if !label.is_empty() {
+                    let _ = writeln!(f, "# host {label}");
+                }
+                for e in events.by_ref().take(*n) {
+                    let _ = writeln!(f, "{} {}", e.at_ms, e.actor.as_u64());
+                }
             }
         }
         Err(e) => tracing::warn!(%path, error = %e, "cannot write SINEW_SIM_TRACE"),

@@ -11,11 +11,16 @@
 //!
 //! Faults are set at run time through the [`SimNet`] handle: per-direction [`LinkConfig`]s
 //! (latency, jitter, loss, duplication, reordering, bandwidth, slow reader), partitions
-//! (one-way or both), and connection resets.
+//! (one-way or both), and connection resets (of a host, or between two hosts).
+//!
+//! `sinew::testkit` is such a harness: its simulated hosts each run their actors on a reactor
+//! of one `SimNet`, advanced with the actors' virtual clock.
 
 mod config;
 mod net;
 mod rng;
+#[cfg(test)]
+mod tests;
 
 use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -235,6 +240,16 @@ impl SimNet {
         st.blocked.remove(&(b, a));
     }
 
+    /// Lets traffic flow from `from` to `to` again (the other direction is unchanged).
+    pub fn heal_one_way(&self, from: IpAddr, to: IpAddr) {
+        self.lock().blocked.remove(&(from, to));
+    }
+
+    /// Every blocked direction, as `(from, to)` pairs in address order.
+    pub fn partitions(&self) -> Vec<(IpAddr, IpAddr)> {
+        self.lock().blocked.iter().copied().collect()
+    }
+
     /// Removes every partition.
     pub fn heal_all(&self) {
         self.lock().blocked.clear();
@@ -249,6 +264,13 @@ impl SimNet {
     /// [`Error::ConnectionReset`] at once. Returns how many sockets were reset.
     pub fn reset_connections(&self, host: IpAddr) -> usize {
         self.lock().reset_host(host)
+    }
+
+    /// Resets every connection between hosts `a` and `b` (whichever side connected): both
+    /// ends fail their operations with [`Error::ConnectionReset`] at once; connections of
+    /// either host with other hosts are untouched. Returns how many sockets were reset.
+    pub fn reset_between(&self, a: IpAddr, b: IpAddr) -> usize {
+        self.lock().reset_between(a, b)
     }
 }
 

@@ -349,6 +349,17 @@ impl NetState {
     /// Resets every connection with an end on `host`, at once on both ends; returns how many
     /// sockets were reset.
     pub(crate) fn reset_host(&mut self, host: IpAddr) -> usize {
+        self.reset_where(|local, peer| local == host || peer == host)
+    }
+
+    /// Resets every connection between hosts `a` and `b` (either way), at once on both ends;
+    /// returns how many sockets were reset.
+    pub(crate) fn reset_between(&mut self, a: IpAddr, b: IpAddr) -> usize {
+        self.reset_where(|local, peer| (local, peer) == (a, b) || (local, peer) == (b, a))
+    }
+
+    /// Resets the live connection ends whose (local host, peer host) match.
+    fn reset_where(&mut self, matches: impl Fn(IpAddr, IpAddr) -> bool) -> usize {
         let keys: Vec<u64> = self
             .endpoints
             .iter_mut()
@@ -359,7 +370,7 @@ impl NetState {
                     st.state,
                     State::Connecting | State::Established | State::Closing
                 );
-                (live && (local == host || st.peer_addr.ip() == host)).then_some(k)
+                (live && matches(local, st.peer_addr.ip())).then_some(k)
             })
             .collect();
         for &k in &keys {
