@@ -338,6 +338,9 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
     type Msg = ClientMsg<P>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // Nothing was sent yet (calls wait in `queued`): rebuild the codec on the actor clock
+        // (virtual in simulation) so its deadlines are that clock's.
+        self.codec = self.protocol.new_codec(ctx.now());
         let Some(io) = ctx.extension::<WorkerIo>() else {
             return ctx.stop();
         };

@@ -628,6 +628,8 @@ where
     type Msg = ConnMsg<P>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The codec's deadlines run on the actor clock (virtual in simulation): build it now.
+        self.codec = self.protocol.new_codec(ctx.now());
         let Some(io) = Self::io(ctx) else {
             return ctx.stop();
         };
