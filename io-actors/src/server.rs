@@ -596,17 +596,17 @@ where
         self.timer.sync(ctx, next, now, || ConnMsg::Timer);
     }
 
-    /// A multishot chunk: appended to the receive buffer (the ring slot goes back to the
-    /// kernel as soon as the chunk is dropped), or drained while lingering; empty at EOF.
-    fn received_chunk(&mut self, chunk: &Bytes, ctx: &mut Context<Self>) {
-        let n = chunk.len();
+    /// `n` bytes arrived (0: the peer closed), by either kind of receive. While lingering
+    /// they are only counted (the caller drops them) and the connection closes at EOF or past
+    /// the linger budget. Returns whether the bytes are input to decode.
+    fn arrived(&mut self, n: usize, ctx: &mut Context<Self>) -> bool {
         if let Some(discarded) = self.linger.as_mut() {
             *discarded += n;
             if n == 0 || *discarded > LINGER_BYTES {
                 self.peer_eof = n == 0;
                 self.close(ctx);
             }
-            return;
+            return false;
         }
         if n == 0 {
             self.peer_eof = true;
@@ -614,10 +614,19 @@ where
                 tracing::debug!("connection closed mid-request");
             }
             self.codec.shutdown();
-        } else if let Some(buf) = self.rbuf.as_mut() {
-            buf.extend_from_slice(chunk);
         }
         self.dirty = true;
+        true
+    }
+
+    /// A multishot chunk: appended to the receive buffer (the ring slot goes back to the
+    /// kernel as soon as the chunk is dropped); empty at EOF.
+    fn received_chunk(&mut self, chunk: &Bytes, ctx: &mut Context<Self>) {
+        if self.arrived(chunk.len(), ctx) {
+            if let Some(buf) = self.rbuf.as_mut() {
+                buf.extend_from_slice(chunk);
+            }
+        }
     }
 }
 
@@ -663,27 +672,15 @@ where
                     buf, result: Ok(n), ..
                 } => {
                     self.reading = false;
-                    if let Some(discarded) = self.linger.as_mut() {
-                        // Closing: input is no longer decoded, only drained.
-                        *discarded += n;
-                        let mut buf = buf;
+                    let mut buf = buf;
+                    let keep = self.arrived(n, ctx);
+                    if !keep {
                         buf.clear();
-                        self.rbuf = Some(buf);
-                        if n == 0 || *discarded > LINGER_BYTES {
-                            self.peer_eof = n == 0;
-                            return self.close(ctx);
-                        }
-                        return self.read(ctx);
                     }
                     self.rbuf = Some(buf);
-                    if n == 0 {
-                        self.peer_eof = true;
-                        if let Some(ServerEvent::Error { .. }) = self.codec.on_eof() {
-                            tracing::debug!("connection closed mid-request");
-                        }
-                        self.codec.shutdown();
+                    if !keep && !self.closing {
+                        self.read(ctx);
                     }
-                    self.dirty = true;
                 }
                 Event::ReceivedBytes { result, more, .. } => {
                     if !more {

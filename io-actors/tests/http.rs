@@ -366,38 +366,18 @@ fn pipelined_statuses(addr: SocketAddr, path: &str, n: usize) -> Vec<u16> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(n);
     s.write_all(req.as_bytes()).expect("write");
-    let mut got = Vec::new();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while got.len() < n {
-        let k = s.read(&mut chunk).expect("read");
-        assert!(k > 0, "closed early after {got:?}");
-        buf.extend_from_slice(&chunk[..k]);
-        // Parse complete responses off the front.
-        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(|v| v.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() < end + 4 + len {
-                break;
-            }
-            got.push(head[9..12].parse().unwrap());
+    read_responses(&mut s, n)
+        .into_iter()
+        .map(|(head, _)| {
             if head.starts_with("HTTP/1.1 429") {
                 assert!(
                     head.to_ascii_lowercase().contains("retry-after: "),
                     "{head}"
                 );
             }
-            buf.drain(..end + 4 + len);
-        }
-    }
-    got
+            head[9..12].parse().unwrap()
+        })
+        .collect()
 }
 
 #[test]
@@ -481,26 +461,7 @@ fn a_full_application_pauses_reading_and_loses_nothing() {
             .collect();
         let mut writer = s.try_clone().expect("clone");
         let sender = std::thread::spawn(move || writer.write_all(wire.as_bytes()));
-        let mut got = Vec::new();
-        let mut chunk = [0u8; 8192];
-        let mut text = String::new();
-        while got.len() < N {
-            let n = s.read(&mut chunk).expect("answers keep coming");
-            assert!(n > 0, "closed after {} answers", got.len());
-            text.push_str(&String::from_utf8_lossy(&chunk[..n]));
-            while let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text[..end]
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if text.len() < end + 4 + len {
-                    break;
-                }
-                got.push(text[end + 4..end + 4 + len].to_string());
-                text.drain(..end + 4 + len);
-            }
-        }
+        let got = read_bodies(&mut s, N);
         sender.join().unwrap().expect("all requests written");
         let want: Vec<String> = (0..N).map(|i| format!("/r{i}")).collect();
         assert_eq!(got, want, "{backend:?}");
@@ -583,8 +544,8 @@ fn checksum(data: &[u8]) -> u64 {
         .fold(0u64, |s, b| s.wrapping_mul(31).wrapping_add(u64::from(*b)))
 }
 
-/// Reads `n` responses (Content-Length framed) and returns their bodies.
-fn read_bodies(s: &mut TcpStream, n: usize) -> Vec<String> {
+/// Reads `n` responses (Content-Length framed) and returns their heads and bodies.
+fn read_responses(s: &mut TcpStream, n: usize) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut text = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -593,20 +554,30 @@ fn read_bodies(s: &mut TcpStream, n: usize) -> Vec<String> {
         assert!(k > 0, "closed after {out:?}");
         text.extend_from_slice(&chunk[..k]);
         while let Some(end) = text.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&text[..end]).to_ascii_lowercase();
+            let head = String::from_utf8_lossy(&text[..end]).into_owned();
             let len: usize = head
+                .to_ascii_lowercase()
                 .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
+                .find_map(|l| l.strip_prefix("content-length: ").map(str::to_owned))
                 .and_then(|v| v.trim().parse().ok())
                 .unwrap_or(0);
             if text.len() < end + 4 + len {
                 break;
             }
-            out.push(String::from_utf8_lossy(&text[end + 4..end + 4 + len]).into_owned());
+            let body = String::from_utf8_lossy(&text[end + 4..end + 4 + len]).into_owned();
+            out.push((head, body));
             text.drain(..end + 4 + len);
         }
     }
     out
+}
+
+/// Reads `n` responses and returns their bodies.
+fn read_bodies(s: &mut TcpStream, n: usize) -> Vec<String> {
+    read_responses(s, n)
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect()
 }
 
 #[test]

@@ -194,8 +194,11 @@ impl std::fmt::Debug for Map {
 #[derive(Debug, Default)]
 pub struct Keyspace {
     map: Map,
-    deadlines: BinaryHeap<Reverse<(Instant, Bytes)>>,
+    deadlines: Deadlines,
 }
+
+/// Expiry deadlines, earliest first (entries go stale when a key's deadline changes).
+type Deadlines = BinaryHeap<Reverse<(Instant, Bytes)>>;
 
 impl Keyspace {
     /// An empty keyspace.
@@ -224,10 +227,11 @@ impl Keyspace {
         }
     }
 
-    fn track(&mut self, key: &[u8], at: Option<Instant>) {
+    /// Remembers `key`'s deadline for active expiry. A free function over the heap so it can
+    /// run while a table slot is borrowed.
+    fn track(deadlines: &mut Deadlines, key: &[u8], at: Option<Instant>) {
         if let Some(at) = at {
-            self.deadlines
-                .push(Reverse((at, Bytes::copy_from_slice(key))));
+            deadlines.push(Reverse((at, Bytes::copy_from_slice(key))));
         }
     }
 
@@ -261,11 +265,6 @@ impl Keyspace {
     ) -> (bool, Option<Bytes>) {
         // Keys and values arrive as slices of a connection's receive buffer; stored as they
         // are, one small value would pin that whole buffer for its lifetime. Copy them out.
-        let track = |deadlines: &mut BinaryHeap<_>, key: &[u8], at: Option<Instant>| {
-            if let Some(at) = at {
-                deadlines.push(Reverse((at, Bytes::copy_from_slice(key))));
-            }
-        };
         match self.map.slot(&key) {
             Slot::Occupied(mut o) => {
                 let Pair(k, e) = o.get_mut();
@@ -284,7 +283,7 @@ impl Keyspace {
                     (false, _) => opts.expires_at,
                 };
                 if expires_at != e.expires_at {
-                    track(&mut self.deadlines, k.as_slice(), expires_at);
+                    Self::track(&mut self.deadlines, k.as_slice(), expires_at);
                 }
                 e.expires_at = expires_at;
                 let old = std::mem::replace(&mut e.value, Stored::new(&value));
@@ -294,7 +293,7 @@ impl Keyspace {
                 if opts.only_if_present {
                     return (false, None);
                 }
-                track(&mut self.deadlines, &key, opts.expires_at);
+                Self::track(&mut self.deadlines, &key, opts.expires_at);
                 let entry = Entry {
                     value: Stored::new(&value),
                     expires_at: opts.expires_at,
@@ -360,7 +359,7 @@ impl Keyspace {
             return true;
         }
         e.expires_at = Some(at);
-        self.track(key, Some(at));
+        Self::track(&mut self.deadlines, key, Some(at));
         true
     }
 
