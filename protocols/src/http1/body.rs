@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::error::Http1Error;
 use super::limits::{Limits, LineEndingPolicy};
-use super::message::Headers;
+use super::message::{field_span, Headers};
 use super::parse::line_content_end;
 
 /// Most trailer fields accepted (trailers are rare and should be small).
@@ -274,7 +274,7 @@ fn parse_trailers(section: Bytes) -> Result<Headers, Http1Error> {
         .map(|h| {
             let ns = (h.name.as_ptr() as usize).wrapping_sub(base);
             let vs = (h.value.as_ptr() as usize).wrapping_sub(base);
-            (ns, ns + h.name.len(), vs, vs + h.value.len())
+            field_span(ns, ns + h.name.len(), vs, vs + h.value.len())
         })
         .collect();
     Ok(Headers::from_parsed(section, spans))

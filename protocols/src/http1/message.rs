@@ -93,9 +93,27 @@ impl Version {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
+pub(crate) struct Span {
     start: u32,
     end: u32,
+}
+
+/// A parsed field: name and value as ranges of the head's bytes.
+pub(crate) type FieldSpan = (Span, Span);
+
+/// The field at `name_start..name_end`, `value_start..value_end` of a head. Parsers build the
+/// final span list directly (one allocation per head, on the request hot path).
+pub(crate) fn field_span(
+    name_start: usize,
+    name_end: usize,
+    value_start: usize,
+    value_end: usize,
+) -> FieldSpan {
+    let span = |start: usize, end: usize| Span {
+        start: start as u32,
+        end: end as u32,
+    };
+    (span(name_start, name_end), span(value_start, value_end))
 }
 
 impl Span {
@@ -124,24 +142,10 @@ impl Headers {
         Headers::default()
     }
 
-    /// Builds parsed headers over `buf`. Ranges must lie inside `buf` (the parser guarantees
-    /// it); out-of-range spans read as empty rather than panic.
-    pub(crate) fn from_parsed(buf: Bytes, spans: Vec<(usize, usize, usize, usize)>) -> Self {
-        let parsed = spans
-            .into_iter()
-            .map(|(ns, ne, vs, ve)| {
-                (
-                    Span {
-                        start: ns as u32,
-                        end: ne as u32,
-                    },
-                    Span {
-                        start: vs as u32,
-                        end: ve as u32,
-                    },
-                )
-            })
-            .collect();
+    /// Builds parsed headers over `buf` from fields made by [`field_span`]. Ranges must lie
+    /// inside `buf` (the parser guarantees it); out-of-range spans read as empty rather than
+    /// panic.
+    pub(crate) fn from_parsed(buf: Bytes, parsed: Vec<FieldSpan>) -> Self {
         Headers {
             buf,
             parsed,
@@ -369,7 +373,8 @@ mod tests {
     #[test]
     fn headers_lookup_is_case_insensitive_and_ordered() {
         let buf = Bytes::from_static(b"Host: a\r\nX-A: 1\r\n");
-        let mut h = Headers::from_parsed(buf, vec![(0, 4, 6, 7), (9, 12, 14, 15)]);
+        let mut h =
+            Headers::from_parsed(buf, vec![field_span(0, 4, 6, 7), field_span(9, 12, 14, 15)]);
         h.append("x-a", "2");
         assert_eq!(h.get("host"), Some(&b"a"[..]));
         assert_eq!(
@@ -382,7 +387,7 @@ mod tests {
 
     #[test]
     fn out_of_range_spans_read_empty() {
-        let h = Headers::from_parsed(Bytes::from_static(b"ab"), vec![(0, 9, 1, 2)]);
+        let h = Headers::from_parsed(Bytes::from_static(b"ab"), vec![field_span(0, 9, 1, 2)]);
         assert_eq!(h.iter().next(), Some((&b""[..], &b"b"[..])));
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::error::Http1Error;
 use super::limits::{Limits, LineEndingPolicy};
-use super::message::{Headers, Method, Version};
+use super::message::{field_span, FieldSpan, Headers, Method, Version};
 
 /// Which start line a head begins with; only request lines have their own length limit (414).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,13 +189,13 @@ fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
-fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<(usize, usize, usize, usize)> {
+fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
     headers
         .iter()
         .map(|h| {
             let (ns, ne) = offset_in(base, h.name.as_bytes());
             let (vs, ve) = offset_in(base, h.value);
-            (ns, ne, vs, ve)
+            field_span(ns, ne, vs, ve)
         })
         .collect()
 }
