@@ -66,7 +66,7 @@ use std::time::Duration;
 use sinew_actors::{DeterministicSystem, TraceEvent};
 
 #[cfg(feature = "io-actors")]
-pub use net::{NetFault, RandomFaults, SimHost, SimNetwork};
+pub use net::{NetFault, RandomCrashes, RandomFaults, SimHost, SimNetwork};
 pub use plan::{FaultPlan, Target};
 pub use rng::SimRng;
 #[cfg(feature = "io-actors")]
@@ -416,7 +416,9 @@ impl Simulation {
             Ok(Err(e)) => return Err(fail(e)),
             Err(p) => return Err(fail(format!("scenario panicked: {}", panic_text(&p)))),
         }
+        run.harness_failures().map_err(fail)?;
         run.settle();
+        run.harness_failures().map_err(fail)?;
         if self.no_hang {
             let open = run.system.outstanding_replies();
             if open != 0 {
@@ -437,6 +439,18 @@ impl Simulation {
 }
 
 impl SimRun {
+    /// What failed outside the scenario's code (a simulated host's boot at a restart).
+    fn harness_failures(&self) -> Result<(), String> {
+        #[cfg(feature = "io-actors")]
+        if let Some(world) = self.world.get() {
+            let failures = world.take_failures();
+            if !failures.is_empty() {
+                return Err(failures.join("; "));
+            }
+        }
+        Ok(())
+    }
+
     /// The run's record, and the trace's sections (a label and an event count per system:
     /// the scenario's own, unlabelled, then each host's).
     fn record(&self) -> (Record, Vec<(String, usize)>) {

@@ -98,6 +98,12 @@ pub enum NetFault {
     },
     /// Sets the link every direction without a link of its own uses.
     DefaultLink(LinkConfig),
+    /// Crashes a host ([`SimHost::crash`]): its actors die at once, its connections are reset
+    /// (peers see `ConnectionReset`), its listeners vanish (connects are refused).
+    CrashHost(IpAddr),
+    /// Restarts a crashed host ([`SimHost::restart`]): a fresh system on the same address
+    /// whose boot closure ([`SimHost::boot`]) runs again.
+    RestartHost(IpAddr),
 }
 
 /// What [`SimNetwork::random_faults`] may inject, and how often.
@@ -139,8 +145,39 @@ impl Default for RandomFaults {
     }
 }
 
+/// What [`SimNetwork::random_crashes`] injects: hosts crashing and coming back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RandomCrashes {
+    /// Mean virtual time a host stays up between two crashes (each gap is uniform in
+    /// `[0, 2 * mean_up]`).
+    pub mean_up: Duration,
+    /// How long a crashed host stays down at least.
+    pub min_down: Duration,
+    /// How long a crashed host stays down at most (uniform in `[min_down, max_down]`).
+    pub max_down: Duration,
+}
+
+impl Default for RandomCrashes {
+    fn default() -> Self {
+        RandomCrashes {
+            mean_up: Duration::from_secs(2),
+            min_down: Duration::from_millis(100),
+            max_down: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What runs when a host boots: at [`SimHost::boot`], and again at every restart.
+type Boot = Rc<dyn Fn(&SimHost) -> Result<(), String>>;
+
 /// One simulated host: a deterministic system whose actors reach the simulated network through
 /// a reactor bound to the host's IP. A cheap handle; clones share the host.
+///
+/// A host can crash and restart ([`SimHost::crash`], [`SimHost::restart`],
+/// [`NetFault::CrashHost`], [`SimNetwork::random_crashes`]): each life of the host (an
+/// incarnation) is a fresh system and a fresh reactor on the same address, and what
+/// [`SimHost::boot`] set up runs again at every restart. Nothing survives a crash but what
+/// the scenario keeps outside the host (a "disk" it hands to the boot closure).
 #[derive(Clone)]
 pub struct SimHost {
     inner: Rc<HostInner>,
@@ -151,17 +188,58 @@ struct HostInner {
     /// 1-based: 0 is the scenario's own system in the harness's schedule.
     index: usize,
     seed: u64,
-    system: DeterministicSystem,
-    io: Rc<WorkerIo>,
+    buggify: bool,
+    /// The current incarnation (replaced at each crash).
+    life: RefCell<Rc<Life>>,
+    /// False between a crash and the restart.
+    up: Cell<bool>,
+    /// Incarnations so far, the first included.
+    lives: Cell<u32>,
+    /// The actor turns of the incarnations that crashed, in order.
+    past_traces: RefCell<Vec<TraceEvent>>,
+    boot: RefCell<Option<Boot>>,
+    /// Shared by every incarnation (ids are those of the current one's actors).
     plan: OnceCell<Rc<RefCell<FaultPlan>>>,
     world: Weak<World>,
+}
+
+/// One incarnation of a host: what a crash throws away.
+struct Life {
+    // Dropped first: killing the actors releases their handles on the reactor below.
+    system: DeterministicSystem,
+    io: Rc<WorkerIo>,
+}
+
+impl HostInner {
+    fn life(&self) -> Rc<Life> {
+        self.life.borrow().clone()
+    }
+
+    /// Incarnation number `life` (1-based), its clock at `now_ns`.
+    fn new_life(&self, net: &SimNet, now_ns: u64, life: u32) -> Life {
+        let lives = u64::from(life - 1);
+        let system =
+            DeterministicSystem::new(self.seed ^ lives.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        system.set_buggify(self.buggify);
+        if let Some(plan) = self.plan.get() {
+            system.set_fault_hook(Some(Box::new(SharedPlan(plan.clone()))));
+        }
+        let now_ms = now_ns / MS;
+        if now_ms > 0 {
+            system.jump(Duration::from_millis(now_ms));
+        }
+        let io = Rc::new(WorkerIo::detached(net.reactor(self.ip)));
+        Life { system, io }
+    }
 }
 
 impl std::fmt::Debug for SimHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SimHost")
             .field("ip", &self.inner.ip)
-            .field("live_actors", &self.inner.system.live_actors())
+            .field("up", &self.inner.up.get())
+            .field("lives", &self.inner.lives.get())
+            .field("live_actors", &self.inner.life().system.live_actors())
             .finish()
     }
 }
@@ -177,42 +255,51 @@ impl SimHost {
         SocketAddr::new(self.inner.ip, port)
     }
 
-    /// The host's system (for lookups, metrics, its trace). Drive it through the run
-    /// ([`SimRun::block_on`](super::SimRun::block_on), [`SimRun::advance`](super::SimRun::advance),
+    /// The system of the host's current incarnation (for lookups, metrics, its trace). Drive
+    /// it through the run ([`SimRun::block_on`](super::SimRun::block_on),
+    /// [`SimRun::advance`](super::SimRun::advance),
     /// [`SimRun::run_until_idle`](super::SimRun::run_until_idle)), not on its own: only the run
-    /// moves the network and the other hosts along.
-    pub fn system(&self) -> &DeterministicSystem {
-        &self.inner.system
+    /// moves the network and the other hosts along. Release the guard before the run goes on:
+    /// a crash replaces the system.
+    pub fn system(&self) -> std::cell::Ref<'_, DeterministicSystem> {
+        std::cell::Ref::map(self.inner.life.borrow(), |l| &l.system)
     }
 
-    /// A handle to the host's system, for APIs that take one (`serve`, `PoolGroup`...).
+    /// A handle to the system of the host's current incarnation, for APIs that take one
+    /// (`serve`, `PoolGroup`...).
     pub fn handle(&self) -> SystemHandle {
-        self.inner.system.handle()
+        self.inner.life().system.handle()
     }
 
     /// Spawns a top-level actor on this host. It, and every child it spawns, uses this host's
-    /// reactor.
+    /// reactor. Fails with `ShuttingDown` while the host is down.
     pub fn spawn<A: Actor>(&self, actor: A) -> Result<Addr<A>, SpawnError> {
-        self.inner.system.spawn(actor)
+        if !self.is_up() {
+            return Err(SpawnError::ShuttingDown);
+        }
+        self.inner.life().system.spawn(actor)
     }
 
     /// Runs `f` as if on this host's worker: sends from inside are local, and
     /// `worker_extension::<WorkerIo>()` is this host's (to use its reactor directly).
     pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
-        set_worker_extension(self.inner.io.clone());
-        self.inner.system.enter(f)
+        let life = self.inner.life();
+        set_worker_extension(life.io.clone());
+        life.system.enter(f)
     }
 
-    /// The host's I/O: its reactor on the simulated network and its completion routes.
+    /// The host's I/O: its reactor on the simulated network and its completion routes (the
+    /// current incarnation's).
     pub fn io(&self) -> Rc<WorkerIo> {
-        self.inner.io.clone()
+        self.inner.life().io.clone()
     }
 
     /// Message faults for this host's actors (actor ids are per host, so each host has its own
     /// plan; [`SimRun::faults`](super::SimRun::faults) covers the scenario's own system).
     /// Completions are messages too: a plan that drops or delays messages to an I/O actor
     /// drops or delays its completions, which a real kernel never does; aim rules at
-    /// application actors and use network faults for I/O.
+    /// application actors and use network faults for I/O. The plan survives restarts, but
+    /// actor ids start again in each incarnation.
     pub fn faults(&self) -> RefMut<'_, FaultPlan> {
         let inner = &self.inner;
         inner
@@ -220,11 +307,56 @@ impl SimHost {
             .get_or_init(|| {
                 let plan = Rc::new(RefCell::new(FaultPlan::new(inner.seed)));
                 inner
+                    .life()
                     .system
                     .set_fault_hook(Some(Box::new(SharedPlan(plan.clone()))));
                 plan
             })
             .borrow_mut()
+    }
+
+    /// Sets what runs when this host boots, and boots it now: `setup` spawns the host's
+    /// actors and servers (`serve`, [`SimHost::serve`]) and runs again, on a fresh system,
+    /// every time the host restarts after a crash. State the host should keep across crashes
+    /// lives outside it (an `Rc<RefCell<..>>` the closure captures: the host's "disk"). A
+    /// failing setup at a restart fails the run.
+    pub fn boot(
+        &self,
+        setup: impl Fn(&SimHost) -> Result<(), String> + 'static,
+    ) -> Result<(), String> {
+        let setup: Boot = Rc::new(setup);
+        *self.inner.boot.borrow_mut() = Some(setup.clone());
+        setup(self)
+    }
+
+    /// True unless the host crashed and has not restarted yet.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.get()
+    }
+
+    /// The host's incarnations so far (1 before its first crash, 2 after its first restart...).
+    pub fn lives(&self) -> u32 {
+        self.inner.lives.get()
+    }
+
+    /// Crashes the host now: every actor on it is killed at once (no `stopping` hooks: their
+    /// pending reply addresses drop, answering their callers with an error), every
+    /// connection with an end on it is reset (its peers see `ConnectionReset` at once) and
+    /// its listeners vanish (connects are refused) until [`SimHost::restart`]. No-op if the
+    /// host is down. Schedule it with [`NetFault::CrashHost`].
+    pub fn crash(&self) {
+        if let Some(world) = self.inner.world.upgrade() {
+            world.apply(&NetFault::CrashHost(self.inner.ip));
+        }
+    }
+
+    /// Restarts a crashed host now: a fresh system and reactor on the same address, then the
+    /// boot closure ([`SimHost::boot`]) again. No-op if the host is up. Schedule it with
+    /// [`NetFault::RestartHost`].
+    pub fn restart(&self) {
+        if let Some(world) = self.inner.world.upgrade() {
+            world.apply(&NetFault::RestartHost(self.inner.ip));
+        }
     }
 
     /// Serves `protocol` on `port` of this host with `sinew_io_actors::serve` (one listener,
@@ -240,6 +372,12 @@ impl SimHost {
         handler: impl Into<Routes<P>> + Send,
         config: ServerConfig,
     ) -> Result<SocketAddr, ServeError> {
+        if !self.is_up() {
+            return Err(ServeError::Listen(format!(
+                "host {} is down",
+                self.inner.ip
+            )));
+        }
         let handle = self.handle();
         let addr = self.addr(port);
         let start = move || serve(&handle, protocol, addr, 0..1, handler, config);
@@ -272,6 +410,9 @@ pub(crate) struct World {
     /// host `k`), and every batch of completions handed out (`u64::MAX - k`, then the count).
     schedule: RefCell<Vec<u64>>,
     faults_applied: Cell<u64>,
+    /// What went wrong outside the scenario's own code (a host's boot closure at a restart):
+    /// the run fails with these.
+    failures: RefCell<Vec<String>>,
 }
 
 impl Drop for World {
@@ -295,6 +436,7 @@ impl World {
             now: Cell::new(now_ms.saturating_mul(MS)),
             schedule: RefCell::new(Vec::new()),
             faults_applied: Cell::new(0),
+            failures: RefCell::new(Vec::new()),
         })
     }
 
@@ -304,24 +446,31 @@ impl World {
         }
         let index = self.hosts.borrow().len() + 1;
         let seed = self.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let system = DeterministicSystem::new(seed);
-        system.set_buggify(self.buggify);
-        let now_ms = self.now.get() / MS;
-        if now_ms > 0 {
-            system.jump(Duration::from_millis(now_ms));
+        let inner = Rc::new(HostInner {
+            ip,
+            index,
+            seed,
+            buggify: self.buggify,
+            life: RefCell::new(Rc::new(Life {
+                system: DeterministicSystem::new(seed),
+                io: Rc::new(WorkerIo::detached(self.net.reactor(ip))),
+            })),
+            up: Cell::new(true),
+            lives: Cell::new(1),
+            past_traces: RefCell::new(Vec::new()),
+            boot: RefCell::new(None),
+            plan: OnceCell::new(),
+            world: Rc::downgrade(self),
+        });
+        {
+            let life = inner.life();
+            life.system.set_buggify(self.buggify);
+            let now_ms = self.now.get() / MS;
+            if now_ms > 0 {
+                life.system.jump(Duration::from_millis(now_ms));
+            }
         }
-        let io = Rc::new(WorkerIo::detached(self.net.reactor(ip)));
-        let host = SimHost {
-            inner: Rc::new(HostInner {
-                ip,
-                index,
-                seed,
-                system,
-                io,
-                plan: OnceCell::new(),
-                world: Rc::downgrade(self),
-            }),
-        };
+        let host = SimHost { inner };
         self.hosts.borrow_mut().push(host.clone());
         host
     }
@@ -345,7 +494,7 @@ impl World {
         let mut t = self.now.get().max(ns(self.net.now()));
         t = t.max(main.now_ms().saturating_mul(MS));
         for h in self.hosts.borrow().iter() {
-            t = t.max(h.inner.system.now_ms().saturating_mul(MS));
+            t = t.max(h.inner.life().system.now_ms().saturating_mul(MS));
         }
         t
     }
@@ -358,7 +507,7 @@ impl World {
             consider(ms.saturating_mul(MS));
         }
         for h in self.hosts.borrow().iter() {
-            if let Some(ms) = h.inner.system.next_timer_ms() {
+            if let Some(ms) = h.inner.life().system.next_timer_ms() {
                 consider(ms.saturating_mul(MS));
             }
         }
@@ -385,9 +534,17 @@ impl World {
                 }
             };
             let Some((at, fault)) = due else { break };
-            self.net.advance_to(Duration::from_nanos(at));
+            // Every clock reads the fault's time first: a restarted host boots at it, and what
+            // its boot runs (other hosts answering `serve`) happens then too.
+            self.set_clocks(main, at);
             self.apply(&fault);
         }
+        self.set_clocks(main, t);
+    }
+
+    /// Moves the network to `t` and every actor clock to `t`'s millisecond (never back).
+    fn set_clocks(&self, main: &DeterministicSystem, t: u64) {
+        let t = t.max(self.now.get());
         self.net.advance_to(Duration::from_nanos(t));
         self.now.set(t);
         let ms = t / MS;
@@ -399,7 +556,7 @@ impl World {
         };
         sync(main);
         for h in self.hosts.borrow().iter() {
-            sync(&h.inner.system);
+            sync(&h.inner.life().system);
         }
     }
 
@@ -410,8 +567,8 @@ impl World {
         let mut any = false;
         for i in 0..self.host_count() {
             let Some(h) = self.host_at(i) else { break };
-            let io = &h.inner.io;
-            match h.inner.system.enter(|| io.dispatch_ready()) {
+            let life = h.inner.life();
+            match life.system.enter(|| life.io.dispatch_ready()) {
                 Ok(0) => {}
                 Ok(n) => {
                     any = true;
@@ -441,8 +598,9 @@ impl World {
         let Some(h) = self.host_at(i) else {
             return false;
         };
-        set_worker_extension(h.inner.io.clone());
-        h.inner.system.step()
+        let life = h.inner.life();
+        set_worker_extension(life.io.clone());
+        life.system.step()
     }
 
     /// Hands out completions, then runs one step of a system picked by the seeded chooser
@@ -582,8 +740,17 @@ impl World {
         self.hosts
             .borrow()
             .iter()
-            .map(|h| (h.inner.ip, h.inner.system.trace()))
+            .map(|h| {
+                let mut trace = h.inner.past_traces.borrow().clone();
+                trace.extend(h.inner.life().system.trace());
+                (h.inner.ip, trace)
+            })
             .collect()
+    }
+
+    /// Failures recorded outside the scenario's code (boot closures at restarts), taken.
+    pub(crate) fn take_failures(&self) -> Vec<String> {
+        std::mem::take(&mut *self.failures.borrow_mut())
     }
 
     /// The harness's own record (for the determinism check).
@@ -612,6 +779,76 @@ impl World {
             NetFault::Link { from, to, link } => net.set_link(from, to, link),
             NetFault::ClearLink { from, to } => net.clear_link(from, to),
             NetFault::DefaultLink(link) => net.set_default_link(link),
+            NetFault::CrashHost(ip) => self.crash(ip),
+            NetFault::RestartHost(ip) => self.restart(ip),
+        }
+    }
+
+    fn find_host(&self, ip: IpAddr) -> Option<SimHost> {
+        self.hosts
+            .borrow()
+            .iter()
+            .find(|h| h.inner.ip == ip)
+            .cloned()
+    }
+
+    /// Kills every actor of `ip`'s current incarnation, resets its connections and drops its
+    /// reactor (its listeners with it); a fresh, empty incarnation waits for the restart.
+    fn crash(&self, ip: IpAddr) {
+        let Some(h) = self.find_host(ip) else {
+            tracing::warn!(%ip, "crash of an unknown host ignored");
+            return;
+        };
+        let inner = &h.inner;
+        if !inner.up.replace(false) {
+            return;
+        }
+        // Peers learn at once, as when a process dies and its kernel answers for it.
+        self.net.reset_connections(ip);
+        // The thread may still hold this host's I/O as its worker extension.
+        remove_worker_extension::<WorkerIo>();
+        // The incarnation that waits for the restart: empty, with a reactor that listens on
+        // nothing, so connects to the host are refused meanwhile.
+        let fresh = inner.new_life(&self.net, self.now.get(), inner.lives.get() + 1);
+        let old = inner.life.replace(Rc::new(fresh));
+        inner.past_traces.borrow_mut().extend(old.system.trace());
+        match Rc::try_unwrap(old) {
+            Ok(Life { system, io }) => {
+                drop(system);
+                if Rc::strong_count(&io) > 1 {
+                    self.failures.borrow_mut().push(format!(
+                        "host {ip} crashed but something outside it still holds its I/O: \
+                         its sockets stay open"
+                    ));
+                }
+            }
+            Err(_) => self.failures.borrow_mut().push(format!(
+                "host {ip} crashed while its system was in use (a `SimHost::system()` guard \
+                 held across the run?)"
+            )),
+        }
+        tracing::debug!(%ip, at = ?self.net.now(), "host crashed");
+    }
+
+    /// Brings a crashed host back: its waiting incarnation goes up and the boot closure runs.
+    fn restart(&self, ip: IpAddr) {
+        let Some(h) = self.find_host(ip) else {
+            tracing::warn!(%ip, "restart of an unknown host ignored");
+            return;
+        };
+        let inner = &h.inner;
+        if inner.up.replace(true) {
+            return;
+        }
+        inner.lives.set(inner.lives.get() + 1);
+        tracing::debug!(%ip, at = ?self.net.now(), lives = inner.lives.get(), "host restarted");
+        let boot = inner.boot.borrow().clone();
+        if let Some(boot) = boot {
+            if let Err(e) = boot(&h) {
+                self.failures
+                    .borrow_mut()
+                    .push(format!("host {ip}: boot after restart failed: {e}"));
+            }
         }
     }
 
@@ -746,6 +983,50 @@ impl SimNetwork {
     /// Sets the link of every direction that has none of its own.
     pub fn set_default_link(&self, link: LinkConfig) {
         self.apply(NetFault::DefaultLink(link));
+    }
+
+    /// Crashes `host` now (see [`SimHost::crash`]).
+    pub fn crash_host(&self, host: IpAddr) {
+        self.apply(NetFault::CrashHost(host));
+    }
+
+    /// Restarts `host` now (see [`SimHost::restart`]).
+    pub fn restart_host(&self, host: IpAddr) {
+        self.apply(NetFault::RestartHost(host));
+    }
+
+    /// Schedules seeded crashes of `hosts` from now for `duration`: each host, on its own,
+    /// stays up for a random while (`kinds.mean_up` on average), crashes, stays down between
+    /// `kinds.min_down` and `kinds.max_down`, restarts, and so on. Every host that crashed is
+    /// restarted by the end. Returns the number of crashes scheduled.
+    pub fn random_crashes(
+        &self,
+        hosts: &[IpAddr],
+        duration: Duration,
+        kinds: RandomCrashes,
+    ) -> usize {
+        let start = self.world.now.get();
+        let end = start.saturating_add(ns(duration));
+        let mut rng = self.world.fault_rng.borrow_mut();
+        let (min_down, max_down) = (ns(kinds.min_down), ns(kinds.max_down.max(kinds.min_down)));
+        let mut crashes = 0;
+        for &host in hosts {
+            let mut at = start;
+            loop {
+                at = at.saturating_add(rng.below(2 * ns(kinds.mean_up) + 1));
+                if at >= end {
+                    break;
+                }
+                let back = at
+                    .saturating_add(min_down + rng.below(max_down - min_down + 1))
+                    .min(end);
+                self.world.schedule_at(at, NetFault::CrashHost(host));
+                self.world.schedule_at(back, NetFault::RestartHost(host));
+                crashes += 1;
+                at = back;
+            }
+        }
+        crashes
     }
 
     /// FoundationDB's swizzle-clog, seeded: takes the directed links among `hosts` in a random

@@ -158,3 +158,6 @@ pub fn frame_len(buf: &[u8], at: usize) -> Option<usize> {
         _ => None,
     }
 }
+
+#[cfg(feature = "io-actors")]
+pub mod sim;
