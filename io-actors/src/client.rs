@@ -6,6 +6,17 @@
 //! response. No correlation table exists above the connection: the reply address is the
 //! correlation. When the connection fails, times out or closes, every outstanding call is
 //! answered with an error at once.
+//!
+//! # Fault points
+//!
+//! Under simulation with buggify on (`sinew::testkit::Simulation::buggify`), a connection
+//! misbehaves on purpose, the way real ones do, so simulations exercise what callers and pools
+//! do about it. Each point costs one thread-local read when off (real systems never fire them):
+//!
+//! - a connect refused, as if nothing listened ([`BUGGIFY_CONNECT_REFUSED`]);
+//! - a response held back past its deadline, as on a stalled peer ([`BUGGIFY_LATE_RESPONSE`]);
+//! - an idle connection found closed by the peer when a call arrives, as when a server's idle
+//!   timeout races the call ([`BUGGIFY_IDLE_CLOSE`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -16,10 +27,23 @@ use sinew_actors::{Actor, Context, Recipient, ReplyTo, SendError};
 use sinew_protocols::protocol::{
     ClientCodec, ClientEvent, ClientProtocol, ConnectionInfo, DisconnectReason, Protocol, RequestId,
 };
-use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
+use sinew_transports::{Completion, Error as TransportError, Event, SockOpt, SocketId, Token};
 
 use crate::deadline::Deadline;
 use crate::worker_io::WorkerIo;
+
+/// Probability that a connect is refused (fault point, simulation only).
+pub(crate) const BUGGIFY_CONNECT_REFUSED: f64 = 0.02;
+/// Probability that a read carrying a response is held back past the call's deadline (fault
+/// point, simulation only).
+pub(crate) const BUGGIFY_LATE_RESPONSE: f64 = 0.01;
+/// Probability that a call on an idle connection finds it closed by the peer (fault point,
+/// simulation only).
+pub(crate) const BUGGIFY_IDLE_CLOSE: f64 = 0.02;
+
+/// How late a held-back response arrives when the codec has no deadline of its own: past any
+/// sensible call timeout.
+const LATE_WITHOUT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A client protocol whose connections can live in actors: codec, requests and responses
 /// cross threads. Implemented for every such protocol.
@@ -313,6 +337,77 @@ impl<P: PooledProtocol> ClientConn<P> {
         self.timer.sync(ctx, next, now, || ClientMsg::Timer);
     }
 
+    /// Fault point: how long to hold back this completion, when it carries response bytes
+    /// and buggify says so (just past the codec's next deadline, so that deadline fires first).
+    fn buggify_late(&self, c: &Completion, now: Instant) -> Option<Duration> {
+        let data = matches!(c.event, Event::Received { result: Ok(n), .. } if n > 0);
+        if !data || self.waiting.is_empty() || !sinew_actors::buggify(BUGGIFY_LATE_RESPONSE) {
+            return None;
+        }
+        Some(match self.codec.next_timeout() {
+            Some(t) => t.saturating_duration_since(now) + Duration::from_millis(1),
+            None => LATE_WITHOUT_DEADLINE,
+        })
+    }
+
+    /// The peer closed while the connection was idle: the call that found it fails like the
+    /// rest of a closed connection's calls, and the connection closes.
+    fn closed_by_peer(&mut self, reply: ReplyTo<CallResult<P>>, ctx: &mut Context<Self>) {
+        self.eof = true;
+        self.codec.on_eof();
+        reply.send(Err(ClientError::Connection("peer closed".into())));
+        self.fail_all(ClientError::Connection("peer closed".into()));
+        self.close(ctx);
+    }
+
+    /// A completion from the reactor.
+    fn on_io(&mut self, c: Completion, ctx: &mut Context<Self>) {
+        match c.event {
+            // A connect that completes after the connection gave up on it changes nothing.
+            Event::Connected { .. } if self.closing => {}
+            Event::Connected { result: Ok(()), .. } => {
+                self.connected = true;
+                self.protocol.on_connect(&self.info());
+                for (req, reply) in std::mem::take(&mut self.queued) {
+                    self.send_call(req, reply);
+                }
+                self.dirty = true;
+            }
+            Event::Connected { result: Err(e), .. } => {
+                self.fail_all(ClientError::Connection(e.to_string()));
+                self.close(ctx);
+            }
+            Event::Received {
+                buf, result: Ok(n), ..
+            } => {
+                self.reading = false;
+                self.rbuf = Some(buf);
+                if n == 0 {
+                    self.eof = true;
+                    self.codec.on_eof();
+                    // Deliver what the close completed before failing the rest.
+                    self.step(ctx);
+                    self.fail_all(ClientError::Connection("peer closed".into()));
+                    self.close(ctx);
+                } else {
+                    self.dirty = true;
+                }
+            }
+            Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
+                self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
+                self.dirty = true;
+            }
+            Event::Closed { .. } => {
+                self.fail_all(ClientError::Connection("connection closed".into()));
+                ctx.stop();
+            }
+            _ => {
+                self.fail_all(ClientError::Connection("transport error".into()));
+                self.close(ctx);
+            }
+        }
+    }
+
     fn fail_all(&mut self, err: ClientError) {
         for (_, r) in self.waiting.drain(..) {
             r.send(Err(err.clone()));
@@ -354,7 +449,22 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
             .reactor()
             .connect(self.addr, &[SockOpt::NoDelay(true)], token);
         match socket {
-            Ok(s) => self.socket = Some(s),
+            Ok(s) => {
+                self.socket = Some(s);
+                if sinew_actors::buggify(BUGGIFY_CONNECT_REFUSED) {
+                    // Fault point: the connect reports a refusal, as if nothing listened. It
+                    // is ahead of any real completion in the mailbox; the real one that
+                    // follows finds the connection closing and is ignored.
+                    let refused = Completion {
+                        token,
+                        event: Event::Connected {
+                            socket: s,
+                            result: Err(TransportError::ConnectionRefused),
+                        },
+                    };
+                    let _ = ctx.addr().send_reply(ClientMsg::Io(refused));
+                }
+            }
             Err(e) => {
                 self.fail_all(ClientError::Connection(e.to_string()));
                 ctx.stop();
@@ -376,54 +486,26 @@ impl<P: PooledProtocol> Actor for ClientConn<P> {
                 if self.closing {
                     reply.send(Err(ClientError::Connection("connection closing".into())));
                 } else if self.connected {
+                    // Only an idle connection can have been closed idle by the peer; the
+                    // check costs nothing on a busy one.
+                    let idle = self.waiting.is_empty() && self.writes_in_flight == 0;
+                    if idle && sinew_actors::buggify(BUGGIFY_IDLE_CLOSE) {
+                        return self.closed_by_peer(reply, ctx);
+                    }
                     self.send_call(req, reply);
                     self.dirty = true;
                 } else {
                     self.queued.push((req, reply));
                 }
             }
-            ClientMsg::Io(c) => match c.event {
-                Event::Connected { result: Ok(()), .. } => {
-                    self.connected = true;
-                    self.protocol.on_connect(&self.info());
-                    for (req, reply) in std::mem::take(&mut self.queued) {
-                        self.send_call(req, reply);
-                    }
-                    self.dirty = true;
+            ClientMsg::Io(c) => {
+                if let Some(late) = self.buggify_late(&c, ctx.now()) {
+                    // `reading` stays set: no other read overtakes the held one.
+                    ctx.send_after(late, ClientMsg::Io(c));
+                    return;
                 }
-                Event::Connected { result: Err(e), .. } => {
-                    self.fail_all(ClientError::Connection(e.to_string()));
-                    self.close(ctx);
-                }
-                Event::Received {
-                    buf, result: Ok(n), ..
-                } => {
-                    self.reading = false;
-                    self.rbuf = Some(buf);
-                    if n == 0 {
-                        self.eof = true;
-                        self.codec.on_eof();
-                        // Deliver what the close completed before failing the rest.
-                        self.step(ctx);
-                        self.fail_all(ClientError::Connection("peer closed".into()));
-                        self.close(ctx);
-                    } else {
-                        self.dirty = true;
-                    }
-                }
-                Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
-                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    self.dirty = true;
-                }
-                Event::Closed { .. } => {
-                    self.fail_all(ClientError::Connection("connection closed".into()));
-                    ctx.stop();
-                }
-                _ => {
-                    self.fail_all(ClientError::Connection("transport error".into()));
-                    self.close(ctx);
-                }
-            },
+                self.on_io(c, ctx);
+            }
             ClientMsg::ConnectTimeout => {
                 if !self.connected && !self.closing {
                     self.fail_all(ClientError::Connection("connect timed out".into()));

@@ -23,6 +23,10 @@
 //! paid from the retry budget, never outlive the call's deadline, and never touch requests
 //! that are not idempotent.
 //!
+//! Fault point (simulation with buggify on): a passing health check is taken as failed
+//! ([`BUGGIFY_HEALTH_CHECK_FAILS`]); the client connections have their own (see
+//! the `client` module).
+//!
 //! [`health_check_request`]: sinew_protocols::protocol::ClientProtocol::health_check_request
 
 use std::collections::{HashMap, VecDeque};
@@ -38,6 +42,12 @@ use sinew_supervision::resilience::retry::{Idempotency, RetryBudget, RetryPolicy
 use sinew_supervision::Backoff;
 
 use crate::client::{CallResult, ClientConn, ClientError, ClientMsg, PooledProtocol};
+
+/// Probability that a health check that passed is taken as failed (fault point, simulation
+/// only: `sinew_actors::buggify`), as when a probe meets a destination's bad moment: the
+/// connection is retired and replaced after the reconnect backoff, and no call may fail
+/// because of it.
+pub(crate) const BUGGIFY_HEALTH_CHECK_FAILS: f64 = 0.05;
 
 /// Pool settings.
 #[derive(Clone, Debug)]
@@ -1192,7 +1202,7 @@ impl<P: PooledProtocol> Actor for Pool<P> {
                 let healthy = match &result {
                     Ok(Ok(resp)) => !self.failure.as_ref().is_some_and(|f| f(resp)),
                     Ok(Err(_)) | Err(_) => false,
-                };
+                } && !sinew_actors::buggify(BUGGIFY_HEALTH_CHECK_FAILS);
                 if healthy {
                     self.failures_in_a_row = 0;
                 } else {
