@@ -161,3 +161,5 @@ pub fn frame_len(buf: &[u8], at: usize) -> Option<usize> {
 
 #[cfg(feature = "io-actors")]
 pub mod sim;
+
+pub mod postgres;
