@@ -20,7 +20,9 @@
 //! to the host's address, so `serve`, `ClientConn` and `Pool` run unchanged. The run drives
 //! every host, the network and the scenario's own system under one virtual clock, and
 //! [`SimRun::net`] injects network faults (partitions, swizzle-clog, resets, lossy or slow
-//! links) now or at virtual times. See docs/TESTING.md and `tests/sim_network.rs`.
+//! links) now or at virtual times; hosts crash and restart ([`SimHost::crash`],
+//! [`SimHost::boot`], [`NetFault::CrashHost`], [`SimNetwork::random_crashes`]). See
+//! docs/TESTING.md, `tests/sim_network.rs` and `tests/sim_host_restart.rs`.
 //!
 //! ```
 //! use std::time::Duration;
