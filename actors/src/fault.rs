@@ -42,6 +42,7 @@ pub trait FaultHook: 'static {
 /// only when running inside a deterministic system with buggify enabled; always false in real
 /// systems. Framework and user code mark rare paths with it so simulations exercise them
 /// (FoundationDB's BUGGIFY).
+#[inline]
 pub fn buggify(p: f64) -> bool {
     with_current(|w| w.is_some_and(|w| w.buggify(p)))
 }
