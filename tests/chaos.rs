@@ -1,6 +1,8 @@
 //! The fault-injecting proxy between a real client and a real server: pass-through, latency,
 //! sliced writes, bandwidth cap, blackhole, reset, and faults changed while traffic flows.
 
+mod support;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -169,63 +171,6 @@ fn reset_tears_connections_down_with_rst() {
     }
 }
 
-/// A real redis-server on a free port, stopped when dropped.
-struct Redis {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed by .ci/run (apt: redis-server)");
-        // Owned by the guard at once: whatever happens next, Drop stops and reaps it.
-        let redis = Redis {
-            child,
-            addr: ([127, 0, 0, 1], port).into(),
-        };
-        // Ready when it answers PING.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(redis.addr) {
-                s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
-                if resp(&mut s, "*1\r\n$4\r\nPING\r\n")
-                    .map(|r| r == "+PONG\r\n")
-                    .unwrap_or(false)
-                {
-                    return redis;
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not come up");
-            std::thread::yield_now();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Sends one RESP command and reads one line-terminated reply (enough for +OK, +PONG, $n bulk
 /// replies of short values are read in full below).
 fn resp(s: &mut TcpStream, cmd: &str) -> std::io::Result<String> {
@@ -254,7 +199,7 @@ fn resp(s: &mut TcpStream, cmd: &str) -> std::io::Result<String> {
 
 #[test]
 fn a_real_redis_server_through_latency_and_sliced_writes() {
-    let redis = Redis::start();
+    let redis = support::RealRedis::start();
     let proxy = ChaosProxy::start(
         redis.addr,
         Faults {

@@ -4,11 +4,13 @@
 //!
 //! Needs `/usr/sbin/nginx` (or `SINEW_NGINX`); skipped with a note when it is not installed.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../../tests/support/nginx.rs"]
+mod nginx;
+
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use nginx::{free_port, nginx_binary, Nginx, TempDir};
 
 use sinew_actors::{Addr, System};
 use sinew_io_actors::{io_driver, Pool, PoolConfig, PoolError, PoolMetrics, PoolMsg};
@@ -16,128 +18,6 @@ use sinew_protocols::http1::{Body, Http1, Method, Request, Response};
 use sinew_supervision::resilience::breaker::{BreakerConfig, Trip, Window};
 use sinew_supervision::Backoff;
 use sinew_transports::Backend;
-
-fn nginx_binary() -> PathBuf {
-    std::env::var_os("SINEW_NGINX")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
-}
-
-/// A temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("sinew-pool-nginx-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One nginx process (no master, one worker) serving `ok` on `port`; killed when dropped.
-struct Nginx {
-    child: Child,
-}
-
-impl Nginx {
-    fn start(dir: &Path, port: u16) -> Nginx {
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;
-master_process off;
-worker_processes 1;
-error_log stderr;
-pid {d}/nginx.pid;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location = /status {{ stub_status; }}
-        location / {{ return 200 \"ok\"; }}
-    }}
-}}
-"
-        );
-        let path = dir.join("nginx.conf");
-        std::fs::write(&path, conf).expect("nginx.conf");
-        let child = Command::new(nginx_binary())
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg("stderr")
-            .arg("-c")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let mut nginx = Nginx { child };
-        // Ready once it accepts connections.
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "nginx did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        nginx
-    }
-
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// nginx's count of open client connections (stub_status), not counting the one asking.
-fn nginx_connections(port: u16) -> usize {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to nginx");
-    s.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .expect("status request");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("status response");
-    let active = out
-        .lines()
-        .find_map(|l| l.strip_prefix("Active connections:"))
-        .and_then(|n| n.trim().parse::<usize>().ok())
-        .unwrap_or_else(|| panic!("no stub_status in {out:?}"));
-    active - 1
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
 
 fn io_system() -> System {
     System::builder()
@@ -177,7 +57,7 @@ fn circuit_opens_when_nginx_stops_and_closes_when_it_returns() {
         eprintln!("skipped: no nginx at {}", nginx_binary().display());
         return;
     }
-    let dir = TempDir::new();
+    let dir = TempDir::new("sinew-pool-nginx");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let nginx = Nginx::start(&dir.0, port);
@@ -217,7 +97,7 @@ fn circuit_opens_when_nginx_stops_and_closes_when_it_returns() {
     let baseline = metrics(&pool);
     assert_eq!(baseline.breaker, "closed");
     assert_eq!(baseline.size, 1, "{baseline:?}");
-    assert_eq!(nginx_connections(port), baseline.size);
+    assert_eq!(nginx.connections(), baseline.size);
 
     // nginx goes away: calls fail, the circuit opens, and calls then fail fast.
     nginx.stop();
@@ -264,7 +144,7 @@ fn circuit_opens_when_nginx_stops_and_closes_when_it_returns() {
     // Back to the baseline number of connections, as the pool and nginx see them.
     eventually("connections back to the baseline", || {
         let m = metrics(&pool);
-        m.size == baseline.size && nginx_connections(port) == baseline.size
+        m.size == baseline.size && nginx.connections() == baseline.size
     });
     client.shutdown(Duration::from_secs(5));
     drop(nginx);

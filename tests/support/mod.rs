@@ -163,3 +163,5 @@ pub fn frame_len(buf: &[u8], at: usize) -> Option<usize> {
 pub mod sim;
 
 pub mod postgres;
+
+pub mod nginx;
