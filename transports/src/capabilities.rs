@@ -1,5 +1,32 @@
 //! What a backend can do, so callers pick strategies (multishot, zero copy) without naming it.
 
+/// The shape of a socket's traffic, as the kernel's socket type says it
+/// ([`ConnectionInfo::kind`](crate::ConnectionInfo::kind),
+/// [`Capabilities::supports`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionKind {
+    /// A connected byte stream without message boundaries (TCP, Unix `SOCK_STREAM`).
+    Stream,
+    /// Unconnected datagrams, each sent and received whole or lost (UDP, Unix `SOCK_DGRAM`).
+    Datagram,
+    /// A connected, reliable, ordered stream of messages whose boundaries are kept
+    /// (Unix `SOCK_SEQPACKET`): one send is one message, one receive returns exactly one.
+    SeqPacket,
+}
+
+impl Capabilities {
+    /// True if this backend can open sockets of `kind`.
+    pub fn supports(&self, kind: ConnectionKind) -> bool {
+        match kind {
+            // Every backend has connected streams (TCP, or the simulated network's).
+            ConnectionKind::Stream => true,
+            ConnectionKind::Datagram => self.datagrams,
+            ConnectionKind::SeqPacket => self.seqpacket,
+        }
+    }
+}
+
 /// Features of a running backend. Later backends (AF_XDP, DPDK, RDMA) fill in the offload and
 /// registered-memory fields.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +63,10 @@ pub struct Capabilities {
     pub batched_datagrams: bool,
     /// Unix domain sockets (stream and datagram) for IPC.
     pub unix_sockets: bool,
+    /// Unix domain `SOCK_SEQPACKET` sockets ([`ConnectionKind::SeqPacket`]):
+    /// [`Reactor::listen_seqpacket`](crate::Reactor::listen_seqpacket) and
+    /// [`Reactor::connect_seqpacket`](crate::Reactor::connect_seqpacket).
+    pub seqpacket: bool,
     /// TLS record encryption in the kernel or NIC.
     pub tls_offload: bool,
     /// Checksum computation in the NIC.

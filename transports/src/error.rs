@@ -42,6 +42,14 @@ pub enum Error {
     /// accept backs off and retries on its own.
     #[error("too many open files ({0})")]
     TooManyOpenFiles(&'static str),
+    /// A message (on a [`ConnectionKind::SeqPacket`](crate::ConnectionKind::SeqPacket)
+    /// socket) was longer than the receive buffer's spare capacity: the buffer holds its
+    /// first part, the kernel dropped the rest. Not transient: receive with a larger buffer.
+    #[error("message of {len} bytes truncated to the receive buffer")]
+    MessageTruncated {
+        /// The message's full length.
+        len: usize,
+    },
     /// The local address is already in use (`EADDRINUSE`).
     #[error("address already in use")]
     AddrInUse,

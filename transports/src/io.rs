@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use sinew_actors::Unpark;
 use socket2::SockRef;
 
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Capabilities, ConnectionKind};
 use crate::completion::{Completion, SocketId, Token};
 use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
@@ -103,6 +103,30 @@ pub(crate) trait Io {
     /// Starts connecting a Unix domain stream socket to `path`.
     fn connect_unix(&mut self, _path: &Path, _token: Token) -> Result<SocketId> {
         Err(Error::Unsupported("Unix domain sockets on this backend"))
+    }
+
+    /// A Unix domain `SOCK_SEQPACKET` listener bound to `path`.
+    fn listen_seqpacket(&mut self, _path: &Path) -> Result<SocketId> {
+        Err(Error::Unsupported("seqpacket sockets on this backend"))
+    }
+
+    /// Starts connecting a Unix domain `SOCK_SEQPACKET` socket to `path`.
+    fn connect_seqpacket(&mut self, _path: &Path, _token: Token) -> Result<SocketId> {
+        Err(Error::Unsupported("seqpacket sockets on this backend"))
+    }
+
+    /// The socket's kind, from its descriptor's `SO_TYPE`.
+    fn kind(&self, socket: SocketId) -> Option<ConnectionKind> {
+        let ty = SockRef::from(&self.fd(socket)?).r#type().ok()?;
+        if ty == socket2::Type::STREAM {
+            Some(ConnectionKind::Stream)
+        } else if ty == socket2::Type::DGRAM {
+            Some(ConnectionKind::Datagram)
+        } else if ty == socket2::Type::SEQPACKET {
+            Some(ConnectionKind::SeqPacket)
+        } else {
+            None
+        }
     }
     fn write(&mut self, socket: SocketId, op: WriteOp);
     fn close(&mut self, socket: SocketId, token: Token);

@@ -94,7 +94,7 @@ mod uring;
 mod write;
 
 pub use backend::{Backend, ENV_VAR};
-pub use capabilities::Capabilities;
+pub use capabilities::{Capabilities, ConnectionKind};
 pub use completion::{Completion, Event, SocketId, Token};
 pub use config::ReactorConfig;
 pub use datagram::DatagramAddr;

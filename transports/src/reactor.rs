@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use sinew_actors::Unpark;
 
 use crate::backend::Backend;
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Capabilities, ConnectionKind};
 use crate::completion::{Completion, Event, SocketId, Token};
 use crate::config::ReactorConfig;
 use crate::datagram::{Bind, DatagramAddr};
@@ -64,6 +64,9 @@ pub struct ConnectionInfo {
     pub recv_buffer: Option<usize>,
     /// The CPU whose receive queue the socket's packets arrive on (`SO_INCOMING_CPU`).
     pub incoming_cpu: Option<usize>,
+    /// Stream, datagram or seqpacket (the kernel's `SO_TYPE`; a simulated socket is a
+    /// stream).
+    pub kind: Option<ConnectionKind>,
 }
 
 impl Reactor {
@@ -205,8 +208,30 @@ impl Reactor {
         self.io.connect_unix(path.as_ref(), token)
     }
 
+    /// Binds a Unix domain `SOCK_SEQPACKET` listener at `path` (which must not exist yet):
+    /// connections keep message boundaries ([`ConnectionKind::SeqPacket`]). Accept, send,
+    /// shutdown and close work as for streams, but each [`Reactor::send`] (or
+    /// [`Reactor::send_vectored`], all its buffers together) is one message, sent whole or
+    /// failed, and each [`Reactor::recv`] completes with exactly one message; one longer than
+    /// the buffer's spare capacity fails with [`Error::MessageTruncated`] (the buffer holds
+    /// what fit). `Ok(0)` is end of stream, as for streams, so empty messages cannot be told
+    /// from it: do not send them. [`Reactor::recv_multishot`] is refused on seqpacket
+    /// sockets ([`Error::Unsupported`]): the kernel would cut a message longer than a pool
+    /// buffer without saying so. Not on the simulated network
+    /// ([`Capabilities::seqpacket`]).
+    pub fn listen_seqpacket(&mut self, path: impl AsRef<Path>) -> Result<SocketId> {
+        self.io.listen_seqpacket(path.as_ref())
+    }
+
+    /// Starts connecting a Unix domain `SOCK_SEQPACKET` socket to `path`; completes with
+    /// [`Event::Connected`](crate::Event::Connected). See [`Reactor::listen_seqpacket`].
+    pub fn connect_seqpacket(&mut self, path: impl AsRef<Path>, token: Token) -> Result<SocketId> {
+        self.io.connect_seqpacket(path.as_ref(), token)
+    }
+
     /// Receives into `buf`'s spare capacity (16 KiB is reserved if it has none). Receives on
-    /// one socket complete in submission order.
+    /// one socket complete in submission order. On a seqpacket socket one receive is one
+    /// message ([`Reactor::listen_seqpacket`]).
     pub fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
         self.io.recv(socket, buf, token)
     }
@@ -458,6 +483,7 @@ impl Reactor {
             send_buffer: int(SockOptName::SendBuffer),
             recv_buffer: int(SockOptName::RecvBuffer),
             incoming_cpu: int(SockOptName::IncomingCpu),
+            kind: self.io.kind(socket),
         })
     }
 

@@ -55,6 +55,23 @@ pub(crate) fn unix_listener(path: &Path, nonblocking: bool) -> Result<OwnedFd> {
     Ok(socket.into())
 }
 
+/// A Unix domain `SOCK_SEQPACKET` socket (blocking or not, as for [`tcp_socket`]).
+pub(crate) fn unix_seqpacket(nonblocking: bool) -> Result<Socket> {
+    let mut ty = Type::SEQPACKET.cloexec();
+    if nonblocking {
+        ty = ty.nonblocking();
+    }
+    Ok(Socket::new(Domain::UNIX, ty, None)?)
+}
+
+/// A Unix domain `SOCK_SEQPACKET` socket bound to `path` and listening.
+pub(crate) fn unix_seqpacket_listener(path: &Path, nonblocking: bool) -> Result<OwnedFd> {
+    let socket = unix_seqpacket(nonblocking)?;
+    socket.bind(&SockAddr::unix(path)?)?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A bound datagram socket: UDP (with `opts` applied before bind) or Unix domain.
 pub(crate) fn datagram(bind: &crate::datagram::Bind<'_>, nonblocking: bool) -> Result<OwnedFd> {
     let mut ty = Type::DGRAM.cloexec();

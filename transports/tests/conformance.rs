@@ -35,6 +35,7 @@ every_backend!(
     peer_reset_peers,
     unix_stream,
     unix_connect_refused,
+    seqpacket,
     udp,
     unix_datagram,
     paused_reader_stalls_sender,
@@ -59,6 +60,7 @@ conformance!(
         half_close_peers,
         peer_reset_peers,
         thousand_connections,
-        large_transfer
+        large_transfer,
+        seqpacket
     ]
 );

@@ -199,10 +199,15 @@ impl EpollReactor {
             if !sock.kind.is_listener() {
                 return;
             }
+            let seqpacket = sock.seqpacket;
             match sock.kind.accept() {
                 Ok(stream) => {
                     acc.backoff = io::BACKOFF_MIN;
                     let result = self.add(stream);
+                    if let Some(conn) = result.as_ref().ok().and_then(|&c| self.sockets.get_mut(c))
+                    {
+                        conn.seqpacket = seqpacket;
+                    }
                     self.ready.push(Completion {
                         token,
                         event: Event::Accepted {
@@ -495,6 +500,34 @@ impl Io for EpollReactor {
         Ok(id)
     }
 
+    fn listen_seqpacket(&mut self, path: &Path) -> Result<SocketId> {
+        let fd = sys::unix_seqpacket_listener(path, true)?;
+        // mio's Unix types only wrap the descriptor: accept(2), recv(2) and send(2) behave
+        // as the socket's type says, so they carry seqpacket sockets unchanged.
+        let std = std::os::unix::net::UnixListener::from(fd);
+        let id = self.add(Kind::UnixListener(mio::net::UnixListener::from_std(std)))?;
+        if let Some(sock) = self.sockets.get_mut(id) {
+            sock.seqpacket = true;
+        }
+        Ok(id)
+    }
+
+    fn connect_seqpacket(&mut self, path: &Path, token: Token) -> Result<SocketId> {
+        let socket = sys::unix_seqpacket(true)?;
+        match socket.connect(&socket2::SockAddr::unix(path)?) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let std = std::os::unix::net::UnixStream::from(OwnedFd::from(socket));
+        let id = self.add(Kind::UnixStream(mio::net::UnixStream::from_std(std)))?;
+        if let Some(sock) = self.sockets.get_mut(id) {
+            sock.seqpacket = true;
+            sock.connecting = Some(token);
+        }
+        Ok(id)
+    }
+
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
         self.queue_recv(socket, buf, token, None)
     }
@@ -531,6 +564,11 @@ impl Io for EpollReactor {
         if !sock.kind.is_stream() {
             return Err(Error::Unsupported(
                 "recv_multishot needs a connected stream",
+            ));
+        }
+        if sock.seqpacket {
+            return Err(Error::Unsupported(
+                "recv_multishot on a seqpacket socket: use recv, which reports truncation",
             ));
         }
         if sock.multi.is_some() || !sock.recvs.is_empty() {
@@ -667,6 +705,7 @@ impl Io for EpollReactor {
             datagrams: true,
             batched_datagrams: true,
             unix_sockets: true,
+            seqpacket: true,
             operation_timeouts: true,
             ..Capabilities::default()
         }

@@ -115,6 +115,9 @@ impl Accept {
 
 pub(super) struct Sock {
     pub(super) kind: Kind,
+    /// A Unix `SOCK_SEQPACKET` socket (listener or connection): receives keep message
+    /// boundaries and report truncation.
+    pub(super) seqpacket: bool,
     pub(super) accept: Option<Accept>,
     /// The token of a connect still waiting for the socket to become writable.
     pub(super) connecting: Option<Token>,
@@ -136,6 +139,7 @@ impl Sock {
     pub(super) fn new(kind: Kind) -> Self {
         Sock {
             kind,
+            seqpacket: false,
             accept: None,
             connecting: None,
             connect_timer: None,
@@ -335,15 +339,27 @@ impl Sock {
             return;
         }
         let stream = self.kind.fd();
+        // MSG_TRUNC makes a seqpacket receive return the message's full length, so a cut
+        // message is reported instead of silently shortened (on a TCP socket it would
+        // discard data instead: never set it there).
+        let flags = if self.seqpacket { libc::MSG_TRUNC } else { 0 };
         while let Some(RecvReq { buf, .. }) = self.recvs.front_mut() {
             io::ensure_spare(buf);
-            let result = SockRef::from(&stream).recv(buf.spare_capacity_mut());
+            let spare = buf.spare_capacity_mut();
+            let room = spare.len();
+            let result = SockRef::from(&stream).recv_with_flags(spare, flags);
             let result = match result {
                 Ok(n) => {
-                    // SAFETY: recv(2) initialised the first `n` bytes of the spare capacity,
-                    // and `n` never exceeds the spare capacity it was given.
-                    unsafe { buf.set_len(buf.len() + n) };
-                    Ok(n)
+                    let got = n.min(room);
+                    // SAFETY: recv(2) initialised the first `got` bytes of the spare
+                    // capacity: `n` (or, with MSG_TRUNC, the part of the message that fit,
+                    // `got`) never exceeds the spare capacity it was given.
+                    unsafe { buf.set_len(buf.len() + got) };
+                    if n > room {
+                        Err(Error::MessageTruncated { len: n })
+                    } else {
+                        Ok(n)
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -34,7 +34,7 @@ use sinew_actors::Unpark;
 pub use config::{LinkConfig, NetConfig};
 
 use crate::backend::Backend;
-use crate::capabilities::Capabilities;
+use crate::capabilities::{Capabilities, ConnectionKind};
 use crate::completion::{Completion, SocketId, Token};
 use crate::datagram::DatagramAddr;
 use crate::error::{Error, Result};
@@ -358,6 +358,15 @@ impl Io for SimReactor {
 
     fn fd(&self, _socket: SocketId) -> Option<BorrowedFd<'_>> {
         None
+    }
+
+    fn kind(&self, socket: SocketId) -> Option<ConnectionKind> {
+        // Every simulated socket is TCP-like.
+        self.net
+            .lock()
+            .local_addr(self.id, socket)
+            .ok()
+            .map(|_| ConnectionKind::Stream)
     }
 
     fn raw_fd(&self, socket: SocketId) -> Result<BorrowedFd<'_>> {

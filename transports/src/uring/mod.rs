@@ -88,6 +88,9 @@ struct Sock {
     datagram: bool,
     /// A Unix datagram socket: its sends go straight to io_uring's workers (see `send_to`).
     unix_datagram: bool,
+    /// A Unix `SOCK_SEQPACKET` socket (listener or connection): receives keep message
+    /// boundaries and report truncation.
+    seqpacket: bool,
     accept: Option<Accept>,
     connecting: bool,
     /// Queued receives with their timeouts.
@@ -117,6 +120,7 @@ impl Sock {
             listener,
             datagram: false,
             unix_datagram: false,
+            seqpacket: false,
             accept: None,
             connecting: false,
             recvs: VecDeque::new(),
@@ -220,6 +224,7 @@ impl UringReactor {
                 batched_submit: true,
                 datagrams: true,
                 unix_sockets: true,
+                seqpacket: true,
                 operation_timeouts: features.link_timeout,
                 defer_taskrun,
                 ..Capabilities::default()
@@ -500,8 +505,12 @@ impl UringReactor {
         io::ensure_spare(&mut buf);
         let spare = buf.spare_capacity_mut();
         let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
-        let entry =
-            opcode::Recv::new(Fd(sock.fd.as_raw_fd()), spare.as_mut_ptr().cast(), len).build();
+        // MSG_TRUNC makes a seqpacket receive return the message's full length, so a cut
+        // message is reported (on a TCP socket it would discard data: never set it there).
+        let flags = if sock.seqpacket { libc::MSG_TRUNC } else { 0 };
+        let entry = opcode::Recv::new(Fd(sock.fd.as_raw_fd()), spare.as_mut_ptr().cast(), len)
+            .flags(flags)
+            .build();
         sock.recv_busy = true;
         let ts = timeout.map(|t| Box::new(Timespec::from(t)));
         let link = ts.as_deref().map(link_timeout);
@@ -972,10 +981,17 @@ impl UringReactor {
                 }
                 let result = if res >= 0 {
                     let n = res as usize;
-                    // SAFETY: the kernel wrote `n` bytes into the spare capacity it was given,
-                    // and `n` never exceeds that capacity.
-                    unsafe { buf.set_len(buf.len() + n) };
-                    Ok(n)
+                    let room = buf.capacity() - buf.len();
+                    let got = n.min(room);
+                    // SAFETY: the kernel wrote `got` bytes into the spare capacity it was
+                    // given (the buffer has not changed since): `n` never exceeds it, except
+                    // with MSG_TRUNC on a seqpacket socket, where only what fit was written.
+                    unsafe { buf.set_len(buf.len() + got) };
+                    if n > room {
+                        Err(Error::MessageTruncated { len: n })
+                    } else {
+                        Ok(n)
+                    }
                 } else if res == -libc::ECANCELED && timeout.is_some() && !closing {
                     // Cancelled by its linked timeout.
                     Err(Error::TimedOut)
@@ -1122,6 +1138,7 @@ impl UringReactor {
             return;
         };
         let closing = sock.closing.is_some();
+        let seqpacket = sock.seqpacket;
         let Some(acc) = sock.accept.as_mut() else {
             return;
         };
@@ -1134,7 +1151,9 @@ impl UringReactor {
             let fd = unsafe { OwnedFd::from_raw_fd(res) };
             acc.backoff = io::BACKOFF_MIN;
             if !closing {
-                let new = self.sockets.insert(Sock::new(fd, false));
+                let mut conn = Sock::new(fd, false);
+                conn.seqpacket = seqpacket;
+                let new = self.sockets.insert(conn);
                 self.ready.push(Completion {
                     token,
                     event: Event::Accepted {
@@ -1411,6 +1430,11 @@ impl Io for UringReactor {
                 "recv_multishot needs a connected stream",
             ));
         }
+        if sock.seqpacket {
+            return Err(Error::Unsupported(
+                "recv_multishot on a seqpacket socket: use recv, which reports truncation",
+            ));
+        }
         if sock.multi.is_some() || sock.recv_busy || !sock.recvs.is_empty() {
             return Err(Error::Unsupported(
                 "recv_multishot on a socket with receives outstanding",
@@ -1608,6 +1632,23 @@ impl Io for UringReactor {
         let addr = SockAddr::unix(path)?;
         let socket = sys::unix_stream(false)?;
         Ok(self.start_connect(socket, addr, token, None))
+    }
+
+    fn listen_seqpacket(&mut self, path: &Path) -> Result<SocketId> {
+        let fd = sys::unix_seqpacket_listener(path, false)?;
+        let mut sock = Sock::new(fd, true);
+        sock.seqpacket = true;
+        Ok(self.sockets.insert(sock))
+    }
+
+    fn connect_seqpacket(&mut self, path: &Path, token: Token) -> Result<SocketId> {
+        let addr = SockAddr::unix(path)?;
+        let socket = sys::unix_seqpacket(false)?;
+        let id = self.start_connect(socket, addr, token, None);
+        if let Some(sock) = self.sockets.get_mut(id) {
+            sock.seqpacket = true;
+        }
+        Ok(id)
     }
 
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {

@@ -2148,3 +2148,206 @@ pub fn multishot_cancel_in_flight(backend: Backend) {
     drop(kept);
     assert_eq!(open_fds(), before, "descriptors leaked");
 }
+
+// ----- Unix seqpacket sockets.
+
+/// A connected seqpacket pair: (listener, client, server).
+fn seqpacket_pair(h: &mut Harness, path: &std::path::Path) -> (SocketId, SocketId, SocketId) {
+    let listener = h.reactor.listen_seqpacket(path).expect("listen seqpacket");
+    h.reactor.accept(listener, Token(0));
+    let client = h
+        .reactor
+        .connect_seqpacket(path, Token(1))
+        .expect("connect seqpacket");
+    let (mut server, mut connected) = (None, false);
+    while server.is_none() || !connected {
+        match h.next().event {
+            Event::Accepted { result, .. } => server = Some(result.expect("accept")),
+            Event::Connected { socket, result } => {
+                assert_eq!(socket, client);
+                result.expect("connected");
+                connected = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (listener, client, server.expect("server"))
+}
+
+/// The next receive completion of `socket`: its buffer and result. Sends and shutdowns on
+/// the way must succeed.
+fn next_received(h: &mut Harness, socket: SocketId) -> (BytesMut, Result<usize, Error>) {
+    loop {
+        match h.next().event {
+            Event::Received {
+                socket: s,
+                buf,
+                result,
+            } if s == socket => return (buf, result),
+            Event::Sent { result: Ok(_), .. }
+            | Event::SentVectored { result: Ok(_), .. }
+            | Event::Shutdown { result: Ok(()), .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Unix `SOCK_SEQPACKET`: messages of different sizes (one sent vectored) arrive as exactly
+/// as many receives, byte for byte, even with every receive queued before any data; a
+/// message longer than the buffer is reported truncated; multishot receive is refused; the
+/// kind is reported; half close, peer close (end of stream) and sending to a closed peer
+/// (broken pipe) are detected. Backends without seqpacket refuse it with a typed error.
+pub fn seqpacket(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let path = socket_path(backend, "seqpacket");
+    let mut h = Harness::new(backend);
+    if !h.reactor.capabilities().seqpacket {
+        assert!(!h
+            .reactor
+            .capabilities()
+            .supports(sinew_transports::ConnectionKind::SeqPacket));
+        assert!(matches!(
+            h.reactor.listen_seqpacket(&path),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            h.reactor.connect_seqpacket(&path, Token(1)),
+            Err(Error::Unsupported(_))
+        ));
+        return;
+    }
+    assert!(h
+        .reactor
+        .capabilities()
+        .supports(sinew_transports::ConnectionKind::SeqPacket));
+    let (listener, client, server) = seqpacket_pair(&mut h, &path);
+    for s in [client, server] {
+        let info = h.reactor.connection_info(s).expect("info");
+        assert_eq!(info.kind, Some(sinew_transports::ConnectionKind::SeqPacket));
+    }
+
+    // Receives queued before any data: each must still take exactly one message.
+    const SIZES: [usize; 3] = [1, 3000, 70_000];
+    for i in 0..SIZES.len() {
+        h.reactor.recv(
+            server,
+            BytesMut::with_capacity(128 * 1024),
+            Token(10 + i as u64),
+        );
+    }
+    h.reactor
+        .send(client, Bytes::from(pattern_bytes(0, SIZES[0])), Token(2));
+    let second = pattern_bytes(SIZES[0], SIZES[1]);
+    h.reactor.send_vectored(
+        client,
+        vec![
+            Bytes::copy_from_slice(&second[..1000]),
+            Bytes::copy_from_slice(&second[1000..]),
+        ],
+        Token(3),
+    );
+    h.reactor.send(
+        client,
+        Bytes::from(pattern_bytes(SIZES[0] + SIZES[1], SIZES[2])),
+        Token(4),
+    );
+    let mut start = 0;
+    for size in SIZES {
+        let (buf, result) = next_received(&mut h, server);
+        assert_eq!(result.expect("message"), size, "one receive, one message");
+        assert_eq!(&buf[..], &pattern_bytes(start, size)[..]);
+        start += size;
+    }
+
+    // A message longer than the buffer: the part that fit, and the full length.
+    let long = pattern_bytes(7, 100);
+    h.reactor.send(client, Bytes::from(long.clone()), Token(5));
+    h.reactor
+        .recv(server, BytesMut::with_capacity(10), Token(6));
+    let (buf, result) = next_received(&mut h, server);
+    match result {
+        Err(Error::MessageTruncated { len: 100 }) => {}
+        other => panic!("expected a truncated message, got {other:?}"),
+    }
+    assert!(!buf.is_empty() && buf.len() < 100);
+    assert_eq!(&buf[..], &long[..buf.len()]);
+    // The rest of that message is gone: the next receive gets the next message.
+    h.reactor
+        .send(client, Bytes::from_static(b"next"), Token(7));
+    h.reactor
+        .recv(server, BytesMut::with_capacity(64), Token(8));
+    let (buf, result) = next_received(&mut h, server);
+    assert_eq!(result.expect("next message"), 4);
+    assert_eq!(&buf[..], b"next");
+
+    h.reactor.recv_multishot(server, Token(9));
+    match h.next().event {
+        Event::ReceivedBytes {
+            result: Err(Error::Unsupported(_)),
+            more: false,
+            ..
+        } => {}
+        other => panic!("expected multishot to be refused, got {other:?}"),
+    }
+
+    // Half close: the server sees end of stream and can still answer.
+    h.reactor.shutdown(client, Shutdown::Write, Token(20));
+    h.reactor
+        .recv(server, BytesMut::with_capacity(64), Token(21));
+    let (_, result) = next_received(&mut h, server);
+    assert_eq!(result.expect("end of stream"), 0);
+    h.reactor
+        .send(server, Bytes::from_static(b"bye"), Token(22));
+    h.reactor
+        .recv(client, BytesMut::with_capacity(64), Token(23));
+    let (buf, result) = next_received(&mut h, client);
+    assert_eq!(result.expect("answer"), 3);
+    assert_eq!(&buf[..], b"bye");
+
+    // Peer close: a receive sees end of stream, a send a broken pipe.
+    h.reactor.close(server, Token(24));
+    h.reactor
+        .recv(client, BytesMut::with_capacity(64), Token(25));
+    let mut eof = false;
+    while !eof {
+        match h.next().event {
+            Event::Closed { socket } => assert_eq!(socket, server),
+            Event::Received {
+                socket,
+                result: Ok(0),
+                ..
+            } if socket == client => eof = true,
+            // The client's shutdown may be reaped this late.
+            Event::Shutdown { result: Ok(()), .. } | Event::Sent { result: Ok(_), .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    h.reactor
+        .send(client, Bytes::from_static(b"late"), Token(26));
+    match h.next().event {
+        Event::Sent { result: Err(e), .. } => assert!(
+            matches!(e, Error::BrokenPipe | Error::ConnectionReset),
+            "{e:?}"
+        ),
+        other => panic!("expected a failed send, got {other:?}"),
+    }
+    for s in [client, listener] {
+        h.reactor.close(s, Token(27));
+    }
+    let mut closed = 0;
+    while closed < 2 {
+        match h.next().event {
+            Event::Closed { .. } => closed += 1,
+            Event::Accepted {
+                result: Err(Error::Cancelled),
+                more: false,
+                ..
+            } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(h.reactor.socket_count(), 0);
+    std::fs::remove_file(&path).expect("remove socket file");
+}
