@@ -24,6 +24,8 @@ macro_rules! every_backend {
 
 every_backend!(
     echo,
+    short_reads,
+    short_read_then_eof,
     partial_writes,
     half_close,
     peer_reset,

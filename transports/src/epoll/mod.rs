@@ -48,6 +48,15 @@ impl Unpark for MioUnpark {
     }
 }
 
+/// What one epoll event said about a socket.
+#[derive(Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// End of stream or an error: readiness that no later edge will repeat.
+    read_closed: bool,
+}
+
 /// The epoll reactor of one worker.
 pub(crate) struct EpollReactor {
     poll: Poll,
@@ -58,8 +67,8 @@ pub(crate) struct EpollReactor {
     ready: Vec<Completion>,
     /// Listeners whose accept is backing off after `EMFILE`/`ENFILE`.
     backoff: Vec<SocketId>,
-    /// Scratch list of (socket index, readable, writable) from the last epoll_wait.
-    fired: Vec<(usize, bool, bool)>,
+    /// Scratch list of the readiness the last epoll_wait reported, per socket index.
+    fired: Vec<(usize, Ready)>,
     /// Consecutive polls answered from `ready` without asking the kernel (bounded, so
     /// readiness events are never starved).
     skipped_waits: u32,
@@ -258,10 +267,20 @@ impl EpollReactor {
     }
 
     /// Runs every queued operation of a socket that its readiness allows.
-    fn drive(&mut self, id: SocketId, readable: bool, writable: bool) {
+    fn drive(&mut self, id: SocketId, ready: Ready) {
+        let Ready {
+            readable,
+            writable,
+            read_closed,
+        } = ready;
         let Some(sock) = self.sockets.get_mut(id) else {
             return;
         };
+        if readable {
+            // A new edge: whatever the last read left behind, there may be data now.
+            sock.drained = false;
+            sock.read_closed |= read_closed;
+        }
         if sock.kind.is_listener() {
             if readable {
                 self.drive_accept(id);
@@ -675,14 +694,18 @@ impl Io for EpollReactor {
             if ev.token() == WAKE {
                 continue;
             }
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            self.fired.push((ev.token().0, readable, writable));
+            let read_closed = ev.is_read_closed() || ev.is_error();
+            let ready = Ready {
+                readable: ev.is_readable() || read_closed,
+                writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                read_closed,
+            };
+            self.fired.push((ev.token().0, ready));
         }
         let fired = std::mem::take(&mut self.fired);
-        for &(index, readable, writable) in &fired {
+        for &(index, ready) in &fired {
             if let Some(id) = self.sockets.id_at(index) {
-                self.drive(id, readable, writable);
+                self.drive(id, ready);
             }
         }
         self.fired = fired;

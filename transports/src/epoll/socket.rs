@@ -128,6 +128,16 @@ pub(super) struct Sock {
     pub(super) multi: Option<Token>,
     /// Reading is paused (backpressure): queued receives wait.
     pub(super) paused: bool,
+    /// The last read of this stream found its receive queue empty (a short read, or
+    /// `EAGAIN`): the readiness epoll reported is used up, so a receive submitted now waits
+    /// for the next edge instead of trying a read that would only say `EAGAIN` (a syscall per
+    /// request in a ping-pong). Any edge clears it. Never set on seqpacket sockets, where a
+    /// short read is just a short message, nor once the peer's end of stream or an error was
+    /// seen: their readiness may already have been reported with the data, and no further
+    /// edge would come.
+    pub(super) drained: bool,
+    /// epoll reported end of stream (`EPOLLRDHUP`/`EPOLLHUP`) or an error on this socket.
+    pub(super) read_closed: bool,
     pub(super) writes: VecDeque<WriteOp>,
     /// Datagram receives, filled in order (many per `recvmmsg`).
     pub(super) recv_froms: VecDeque<(Token, BytesMut)>,
@@ -146,6 +156,8 @@ impl Sock {
             recvs: VecDeque::new(),
             multi: None,
             paused: false,
+            drained: false,
+            read_closed: false,
             writes: VecDeque::new(),
             recv_froms: VecDeque::new(),
             send_tos: VecDeque::new(),
@@ -343,7 +355,11 @@ impl Sock {
         // message is reported instead of silently shortened (on a TCP socket it would
         // discard data instead: never set it there).
         let flags = if self.seqpacket { libc::MSG_TRUNC } else { 0 };
+        let may_drain = !self.seqpacket && !self.read_closed;
         while let Some(RecvReq { buf, .. }) = self.recvs.front_mut() {
+            if self.drained {
+                break;
+            }
             io::ensure_spare(buf);
             let spare = buf.spare_capacity_mut();
             let room = spare.len();
@@ -355,13 +371,19 @@ impl Sock {
                     // capacity: `n` (or, with MSG_TRUNC, the part of the message that fit,
                     // `got`) never exceeds the spare capacity it was given.
                     unsafe { buf.set_len(buf.len() + got) };
+                    // A stream read returns less than asked only when the kernel's queue
+                    // ran empty; zero is end of stream, which stays readable.
+                    self.drained = may_drain && n > 0 && n < room;
                     if n > room {
                         Err(Error::MessageTruncated { len: n })
                     } else {
                         Ok(n)
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.drained = may_drain;
+                    break;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => Err(Error::from(e)),
             };
@@ -404,12 +426,19 @@ impl Sock {
         let Some(token) = self.multi else {
             return false;
         };
+        let may_drain = !self.seqpacket && !self.read_closed;
         let stream = self.kind.fd();
         let sock = SockRef::from(&stream);
         for _ in 0..MULTI_BUDGET {
+            if self.drained {
+                return false;
+            }
             let read = match pool.take() {
                 Some(held) => match sock.recv(pool.read_buf(&held)) {
-                    Ok(n) if n > 0 => Ok(pool.lend(held, n)),
+                    Ok(n) if n > 0 => {
+                        self.drained = may_drain && n < pool.buf_size();
+                        Ok(pool.lend(held, n))
+                    }
                     other => {
                         pool.put(held);
                         other.map(|_| Bytes::new())
@@ -417,7 +446,10 @@ impl Sock {
                 },
                 None => {
                     let mut buf = BytesMut::with_capacity(pool.buf_size());
+                    let room = buf.capacity();
+                    let drained = &mut self.drained;
                     sock.recv(buf.spare_capacity_mut()).map(|n| {
+                        *drained = may_drain && n > 0 && n < room;
                         // SAFETY: recv(2) initialised the first `n` bytes of the spare
                         // capacity, and `n` never exceeds the spare capacity it was given.
                         unsafe { buf.set_len(n) };
@@ -431,7 +463,10 @@ impl Sock {
                     let more = !bytes.is_empty();
                     (Ok(bytes), more)
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.drained = may_drain;
+                    return false;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => (Err(Error::from(e)), false),
             };
@@ -464,7 +499,14 @@ impl Sock {
         let sock = SockRef::from(&stream);
         while let Some(op) = self.writes.front_mut() {
             let result: Result<()> = match op {
-                WriteOp::Shutdown { how, .. } => sock.shutdown(*how).map_err(Error::from),
+                WriteOp::Shutdown { how, .. } => {
+                    if matches!(how, std::net::Shutdown::Read | std::net::Shutdown::Both) {
+                        // Our own end of stream: reads return 0 from now on, edge or not.
+                        self.drained = false;
+                        self.read_closed = true;
+                    }
+                    sock.shutdown(*how).map_err(Error::from)
+                }
                 _ if op.is_done() => Ok(()),
                 _ => {
                     let written = {

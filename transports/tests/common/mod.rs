@@ -2351,3 +2351,91 @@ pub fn seqpacket(backend: Backend) {
     assert_eq!(h.reactor.socket_count(), 0);
     std::fs::remove_file(&path).expect("remove socket file");
 }
+
+/// The readiness a short read leaves behind: after a receive that emptied the socket, a new
+/// receive must still complete when more data comes (no lost wake-up), when end of stream
+/// arrives on its own, and when data and end of stream arrive together; a receive after a
+/// read that filled its buffer exactly must find the rest without a new edge. The peer is a
+/// plain `TcpStream` on this thread, so each step happens in a known order.
+pub fn short_reads(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let mut peer = TcpStream::connect(addr).expect("connect");
+    peer.set_nodelay(true).expect("nodelay");
+    let conn = h.accepted();
+    // Reads `want` bytes with receives of `cap` bytes, one at a time.
+    let read = |h: &mut Harness, want: usize, cap: usize| {
+        let mut got = Vec::new();
+        while got.len() < want {
+            h.reactor.recv(conn, BytesMut::with_capacity(cap), Token(1));
+            let (buf, result) = next_received(h, conn);
+            assert!(result.expect("data") > 0, "unexpected end of stream");
+            got.extend_from_slice(&buf);
+        }
+        got
+    };
+    // Data, then a receive submitted after the short read that consumed it, then more data.
+    for round in 0..20 {
+        let msg = pattern_bytes(round * 100, 10 + round);
+        peer.write_all(&msg).expect("write");
+        assert_eq!(read(&mut h, msg.len(), 16 * 1024), msg);
+        h.reactor
+            .recv(conn, BytesMut::with_capacity(16 * 1024), Token(2));
+        // Nothing is there yet: the receive waits (its completion must not be early).
+        assert!(h.drain_for(Duration::from_millis(5)).is_empty());
+        let more = pattern_bytes(round * 100 + 50, 7);
+        peer.write_all(&more).expect("write");
+        let (buf, result) = next_received(&mut h, conn);
+        assert_eq!(result.expect("more"), 7);
+        assert_eq!(&buf[..], &more[..]);
+    }
+    // A read that fills its buffer exactly leaves the rest for the next receive.
+    let block = pattern_bytes(0, 3000);
+    peer.write_all(&block).expect("write");
+    let mut got = Vec::new();
+    while got.len() < block.len() {
+        got.extend(read(&mut h, 1, 1000));
+    }
+    assert_eq!(got, block);
+    // Data and end of stream together, the second receive submitted after the short read.
+    peer.write_all(b"tail").expect("write");
+    peer.shutdown(Shutdown::Write).expect("half close");
+    assert_eq!(read(&mut h, 4, 64), b"tail");
+    h.reactor.recv(conn, BytesMut::with_capacity(64), Token(3));
+    let (_, result) = next_received(&mut h, conn);
+    assert_eq!(result.expect("end of stream"), 0);
+    // End of stream is sticky: every later receive sees it at once.
+    h.reactor.recv(conn, BytesMut::with_capacity(64), Token(4));
+    let (_, result) = next_received(&mut h, conn);
+    assert_eq!(result.expect("end of stream again"), 0);
+}
+
+/// A short read followed by end of stream alone (no data with it): the receive waiting
+/// after the short read completes with end of stream.
+pub fn short_read_then_eof(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    let mut h = Harness::new(backend);
+    let (listener, addr) = h.listen();
+    h.reactor.accept(listener, Token(0));
+    let mut peer = TcpStream::connect(addr).expect("connect");
+    let conn = h.accepted();
+    peer.write_all(b"abc").expect("write");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        h.reactor.recv(conn, BytesMut::with_capacity(64), Token(1));
+        let (buf, result) = next_received(&mut h, conn);
+        assert!(result.expect("data") > 0);
+        got.extend_from_slice(&buf);
+    }
+    assert_eq!(got, b"abc");
+    h.reactor.recv(conn, BytesMut::with_capacity(64), Token(2));
+    drop(peer);
+    let (_, result) = next_received(&mut h, conn);
+    assert_eq!(result.expect("end of stream"), 0);
+}
