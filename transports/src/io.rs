@@ -1,7 +1,7 @@
 //! The internal interface each backend implements behind [`Reactor`](crate::Reactor).
 
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,6 +159,34 @@ pub(crate) trait Io {
         options::get(self.raw_fd(socket)?, name)
     }
     fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<()>;
+
+    /// A descriptor that turns readable when this backend has something for `poll`, so a
+    /// reactor of another backend can host this one ([`Io::watch_fd`]). Called once.
+    fn wait_fd(&mut self) -> Result<RawFd> {
+        Err(Error::Unsupported(
+            "hosting this backend in another reactor",
+        ))
+    }
+
+    /// Makes `poll` return when `fd` (a hosted backend's [`Io::wait_fd`]) turns readable.
+    fn watch_fd(&mut self, _fd: RawFd) -> Result<()> {
+        Err(Error::Unsupported(
+            "hosting another backend in this reactor",
+        ))
+    }
+
+    /// True if `poll` has something to hand out at once that its [`Io::wait_fd`] will not
+    /// announce (completions queued at submit time, unread readiness).
+    fn has_pending(&mut self) -> bool {
+        false
+    }
+
+    /// Time until the backend's next own timer (receive deadlines, accept backoff), which
+    /// a hosting reactor must not sleep past: only the backend's kernel events reach
+    /// [`Io::wait_fd`].
+    fn next_deadline(&self) -> Option<Duration> {
+        None
+    }
     fn unparker(&self) -> Arc<dyn Unpark>;
     fn capabilities(&self) -> Capabilities;
     fn socket_count(&self) -> usize;

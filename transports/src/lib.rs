@@ -39,8 +39,10 @@
 //!
 //! The backend is chosen by [`Backend`]: `Auto` probes io_uring and falls back to mio; the
 //! environment variable `SINEW_TRANSPORT=uring|mio|sim` overrides it
-//! ([`Reactor::from_env`]); asking for a backend that cannot run is an
-//! [`Error::Unavailable`], never a silent fallback.
+//! ([`Reactor::from_env`]); a listener may ask for another backend than its reactor's
+//! ([`Reactor::listen_on`]: the reactor then hosts that backend beside its own and waits on
+//! both); asking for a backend that cannot run is an [`Error::Unavailable`], never a silent
+//! fallback.
 //!
 //! ```
 //! use bytes::{Bytes, BytesMut};

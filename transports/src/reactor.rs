@@ -30,6 +30,13 @@ use crate::write::{Watermark, WriteOp};
 pub struct Reactor {
     io: Box<dyn Io>,
     backend: Backend,
+    /// Further backends this reactor hosts for listeners that asked for them
+    /// ([`Reactor::listen_on`]); slot `i + 1` in socket ids.
+    hosted: Vec<Hosted>,
+    /// How hosted backends are set up (the reactor's own configuration).
+    config: ReactorConfig,
+    /// A hosted backend may have more completions at once: the next poll must not block.
+    hosted_busy: bool,
     /// Sockets with write watermarks.
     watermarks: HashMap<SocketId, Watermark>,
     /// Sockets to check against their watermarks at the next poll: the backend's list of
@@ -39,6 +46,61 @@ pub struct Reactor {
     /// Completions decided at submit time by the facade (operations the backend refused),
     /// handed out by the next poll.
     immediate: Vec<Completion>,
+}
+
+/// A backend hosted beside the reactor's own one.
+struct Hosted {
+    backend: Backend,
+    io: Box<dyn Io>,
+}
+
+/// Socket ids of hosted backends carry their slot (1..) in the top bits of the index; the
+/// reactor's own backend is slot 0, so its ids are unchanged.
+const SLOT_SHIFT: u32 = 29;
+/// The index bits a backend's own slab uses.
+const INDEX_MASK: u32 = (1 << SLOT_SHIFT) - 1;
+/// At most this many hosted backends (the slot must fit in the top bits).
+const MAX_HOSTED: usize = 3;
+/// A hosted backend is polled again (without waiting) while a poll of it returns at least
+/// this many completions: io_uring runs deferred completion work in bounded batches and
+/// signals its descriptor only for work queued after a batch, so a large burst can leave
+/// work behind that nothing would wake the reactor for.
+const HOSTED_BURST: usize = 16;
+
+/// `id` of backend `slot` as the reactor's callers see it.
+fn tag(slot: usize, id: SocketId) -> SocketId {
+    if slot == 0 {
+        return id;
+    }
+    SocketId {
+        index: id.index | ((slot as u32) << SLOT_SHIFT),
+        generation: id.generation,
+    }
+}
+
+/// Rewrites the socket ids of a hosted backend's completion into the reactor's ids.
+fn retag(event: &mut Event, slot: usize) {
+    let t = |id: &mut SocketId| *id = tag(slot, *id);
+    match event {
+        Event::Accepted {
+            listener, result, ..
+        } => {
+            t(listener);
+            if let Ok(conn) = result {
+                t(conn);
+            }
+        }
+        Event::Connected { socket, .. }
+        | Event::Received { socket, .. }
+        | Event::ReceivedBytes { socket, .. }
+        | Event::Sent { socket, .. }
+        | Event::SentVectored { socket, .. }
+        | Event::ReceivedFrom { socket, .. }
+        | Event::SentTo { socket, .. }
+        | Event::WriteWatermark { socket, .. }
+        | Event::Shutdown { socket, .. }
+        | Event::Closed { socket } => t(socket),
+    }
 }
 
 /// What is known about one connection ([`Reactor::connection_info`]). Fields the socket
@@ -86,20 +148,12 @@ impl Reactor {
     pub fn with_config(backend: Backend, config: &ReactorConfig) -> Result<Reactor> {
         config.validate()?;
         let backend = backend.resolve()?;
-        let io: Box<dyn Io> = match backend {
-            Backend::Uring => Box::new(crate::uring::UringReactor::new(config)?),
-            Backend::Mio => Box::new(crate::epoll::EpollReactor::new(config)?),
-            Backend::Sim => {
-                return Ok(crate::sim::SimNet::current().reactor(crate::sim::DEFAULT_HOST))
-            }
-            other => {
-                return Err(Error::Unavailable {
-                    backend: other,
-                    reason: "no implementation in this build".into(),
-                })
-            }
-        };
-        Ok(Reactor::from_io(io, backend))
+        if backend == Backend::Sim {
+            return Ok(crate::sim::SimNet::current().reactor(crate::sim::DEFAULT_HOST));
+        }
+        let mut reactor = Reactor::from_io(kernel_io(backend, config)?, backend);
+        reactor.config = config.clone();
+        Ok(reactor)
     }
 
     /// A reactor over an already built backend.
@@ -107,6 +161,9 @@ impl Reactor {
         Reactor {
             io,
             backend,
+            hosted: Vec::new(),
+            config: ReactorConfig::default(),
+            hosted_busy: false,
             watermarks: HashMap::new(),
             dirty: Vec::new(),
             immediate: Vec::new(),
@@ -118,14 +175,198 @@ impl Reactor {
         Reactor::new(Backend::from_env()?)
     }
 
-    /// The concrete backend in use (never `Auto`).
+    /// The concrete backend in use (never `Auto`): the reactor's own one. Listeners may
+    /// run on others ([`Reactor::listen_on`], [`Reactor::socket_backend`]).
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
-    /// What this backend can do.
+    /// What this reactor's own backend can do (see [`Reactor::backend_capabilities`] for a
+    /// hosted one).
     pub fn capabilities(&self) -> Capabilities {
         self.io.capabilities()
+    }
+
+    /// The backends this reactor runs: its own first, then those it hosts for listeners.
+    pub fn backends(&self) -> Vec<Backend> {
+        std::iter::once(self.backend)
+            .chain(self.hosted.iter().map(|h| h.backend))
+            .collect()
+    }
+
+    /// What `backend` can do, if this reactor runs it.
+    pub fn backend_capabilities(&self, backend: Backend) -> Option<Capabilities> {
+        if backend == self.backend {
+            return Some(self.io.capabilities());
+        }
+        self.hosted
+            .iter()
+            .find(|h| h.backend == backend)
+            .map(|h| h.io.capabilities())
+    }
+
+    /// The backend that carries `socket`: the one its listener (or
+    /// [`Reactor::connect_on`]) asked for, else the reactor's own.
+    /// [`Error::InvalidSocket`] if the socket is unknown or closed.
+    pub fn socket_backend(&self, socket: SocketId) -> Result<Backend> {
+        let (slot, local) = self.route(socket);
+        match self.io_ref(slot).raw_fd(local) {
+            Err(Error::InvalidSocket) => Err(Error::InvalidSocket),
+            _ => Ok(self.backend_at(slot)),
+        }
+    }
+
+    /// Binds a TCP listener like [`Reactor::listen`], on `backend` rather than the reactor's
+    /// own: per-listener backend selection. The listener, every connection it accepts and
+    /// every operation on them run on that backend; ids and completions come through this
+    /// reactor as for any other socket, so callers do not see the difference.
+    ///
+    /// The reactor hosts one instance of each further backend it is asked for (set up with
+    /// the reactor's [`ReactorConfig`]), created by the first listener that needs it: an
+    /// io_uring reactor with a mio listener polls the epoll instance through an
+    /// `IORING_OP_POLL_ADD` on its descriptor, a mio reactor with an io_uring listener
+    /// watches an eventfd registered with the ring; either way [`Reactor::poll`] waits on
+    /// one descriptor and wakes for both. The price, paid only by reactors that host a
+    /// backend: one non-blocking poll of each hosted backend per [`Reactor::poll`].
+    ///
+    /// [`Backend::Auto`] (and the reactor's own backend) means the reactor's own backend.
+    /// A backend that cannot run here is an [`Error::Unavailable`], never a silent fallback,
+    /// and so is mixing the simulated network with a kernel backend (a simulated reactor
+    /// never blocks in the kernel; a kernel one cannot drive virtual time).
+    pub fn listen_on(
+        &mut self,
+        backend: Backend,
+        addr: SocketAddr,
+        opts: &[SockOpt],
+    ) -> Result<SocketId> {
+        let slot = self.slot_for(backend)?;
+        let id = self.io_at(slot).listen(addr, opts)?;
+        Ok(tag(slot, id))
+    }
+
+    /// [`Reactor::listen_unix`] on `backend`; see [`Reactor::listen_on`].
+    pub fn listen_unix_on(&mut self, backend: Backend, path: impl AsRef<Path>) -> Result<SocketId> {
+        let slot = self.slot_for(backend)?;
+        let id = self.io_at(slot).listen_unix(path.as_ref())?;
+        Ok(tag(slot, id))
+    }
+
+    /// [`Reactor::connect`] on `backend`; see [`Reactor::listen_on`].
+    pub fn connect_on(
+        &mut self,
+        backend: Backend,
+        addr: SocketAddr,
+        opts: &[SockOpt],
+        token: Token,
+    ) -> Result<SocketId> {
+        let slot = self.slot_for(backend)?;
+        let id = self.io_at(slot).connect(addr, opts, token)?;
+        Ok(tag(slot, id))
+    }
+
+    /// The slot of `backend` in this reactor, hosting it first if needed.
+    fn slot_for(&mut self, backend: Backend) -> Result<usize> {
+        if backend == Backend::Auto || backend == self.backend {
+            return Ok(0);
+        }
+        if let Some(i) = self.hosted.iter().position(|h| h.backend == backend) {
+            return Ok(i + 1);
+        }
+        if backend == Backend::Sim || self.backend == Backend::Sim {
+            return Err(Error::Unavailable {
+                backend,
+                reason: format!(
+                    "a {} reactor cannot host a {backend} listener: the simulated network \
+                     and the kernel backends do not share a reactor",
+                    self.backend
+                ),
+            });
+        }
+        let backend = backend.resolve()?;
+        if self.hosted.len() >= MAX_HOSTED {
+            return Err(Error::Unavailable {
+                backend,
+                reason: "this reactor hosts as many backends as it can".into(),
+            });
+        }
+        let mut io = kernel_io(backend, &self.config)?;
+        let fd = io.wait_fd()?;
+        self.io.watch_fd(fd)?;
+        self.hosted.push(Hosted { backend, io });
+        Ok(self.hosted.len())
+    }
+
+    /// The backend slot that owns `socket` and the socket's id there. Ids whose slot is not
+    /// hosted go to the reactor's own backend unchanged, which reports them invalid.
+    fn route(&self, socket: SocketId) -> (usize, SocketId) {
+        let slot = (socket.index >> SLOT_SHIFT) as usize;
+        if slot == 0 || slot > self.hosted.len() {
+            return (0, socket);
+        }
+        let local = SocketId {
+            index: socket.index & INDEX_MASK,
+            generation: socket.generation,
+        };
+        (slot, local)
+    }
+
+    fn io_at(&mut self, slot: usize) -> &mut dyn Io {
+        match slot.checked_sub(1).and_then(|i| self.hosted.get_mut(i)) {
+            Some(h) => &mut *h.io,
+            None => &mut *self.io,
+        }
+    }
+
+    fn io_ref(&self, slot: usize) -> &dyn Io {
+        match slot.checked_sub(1).and_then(|i| self.hosted.get(i)) {
+            Some(h) => &*h.io,
+            None => &*self.io,
+        }
+    }
+
+    fn backend_at(&self, slot: usize) -> Backend {
+        match slot.checked_sub(1).and_then(|i| self.hosted.get(i)) {
+            Some(h) => h.backend,
+            None => self.backend,
+        }
+    }
+
+    /// The backend that owns `socket`, and the socket's id there.
+    fn on(&mut self, socket: SocketId) -> (&mut dyn Io, SocketId) {
+        let (slot, local) = self.route(socket);
+        (self.io_at(slot), local)
+    }
+
+    /// [`Reactor::on`] for queries.
+    fn on_ref(&self, socket: SocketId) -> (&dyn Io, SocketId) {
+        let (slot, local) = self.route(socket);
+        (self.io_ref(slot), local)
+    }
+
+    /// Polls every hosted backend without waiting, appending their completions (with the
+    /// reactor's ids). True if one may have more at once.
+    fn poll_hosted(&mut self, out: &mut Vec<Completion>) -> Result<bool> {
+        let mut busy = false;
+        for (i, h) in self.hosted.iter_mut().enumerate() {
+            let mut rounds = 0;
+            loop {
+                let start = out.len();
+                h.io.poll(out, Some(Duration::ZERO))?;
+                for c in &mut out[start..] {
+                    retag(&mut c.event, i + 1);
+                }
+                rounds += 1;
+                if out.len() - start < HOSTED_BURST {
+                    break;
+                }
+                if rounds == 4 {
+                    busy = true;
+                    break;
+                }
+            }
+            busy |= h.io.has_pending();
+        }
+        Ok(busy)
     }
 
     /// Binds a TCP listener (`SO_REUSEADDR` on, then `opts`, applied before bind).
@@ -137,7 +378,8 @@ impl Reactor {
     /// per connection until the listener is closed. Descriptor exhaustion is reported (as a
     /// transient error) and backed off, never spun on.
     pub fn accept(&mut self, listener: SocketId, token: Token) {
-        self.io.accept(listener, token)
+        let (io, listener) = self.on(listener);
+        io.accept(listener, token)
     }
 
     /// Starts connecting to `addr` with `opts` applied first. The socket id is usable at once
@@ -186,14 +428,16 @@ impl Reactor {
         to: impl Into<DatagramAddr>,
         token: Token,
     ) {
-        self.io.send_to(socket, buf, to.into(), token)
+        let (io, socket) = self.on(socket);
+        io.send_to(socket, buf, to.into(), token)
     }
 
     /// Receives one datagram into `buf`'s spare capacity (16 KiB is reserved if it has none);
     /// completes with [`Event::ReceivedFrom`](crate::Event::ReceivedFrom). The mio backend
     /// fills many queued receives with one `recvmmsg`.
     pub fn recv_from(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
-        self.io.recv_from(socket, buf, token)
+        let (io, socket) = self.on(socket);
+        io.recv_from(socket, buf, token)
     }
 
     /// Binds a Unix domain stream listener at `path` (which must not exist yet); accept,
@@ -233,7 +477,8 @@ impl Reactor {
     /// one socket complete in submission order. On a seqpacket socket one receive is one
     /// message ([`Reactor::listen_seqpacket`]).
     pub fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
-        self.io.recv(socket, buf, token)
+        let (io, socket) = self.on(socket);
+        io.recv(socket, buf, token)
     }
 
     /// [`Reactor::recv`] with a deadline: if no data arrives within `timeout`, the receive
@@ -250,7 +495,8 @@ impl Reactor {
         timeout: Duration,
         token: Token,
     ) {
-        if let Err((err, buf)) = self.io.recv_timeout(socket, buf, timeout, token) {
+        let (io, local) = self.on(socket);
+        if let Err((err, buf)) = io.recv_timeout(local, buf, timeout, token) {
             self.immediate.push(Completion {
                 token,
                 event: Event::Received {
@@ -294,7 +540,8 @@ impl Reactor {
     /// socket with a multishot receive does too. The simulated network does not support it
     /// (also [`Error::Unsupported`]).
     pub fn recv_multishot(&mut self, socket: SocketId, token: Token) {
-        if let Err(err) = self.io.recv_multishot(socket, token) {
+        let (io, local) = self.on(socket);
+        if let Err(err) = io.recv_multishot(local, token) {
             self.immediate.push(Completion {
                 token,
                 event: Event::ReceivedBytes {
@@ -311,7 +558,8 @@ impl Reactor {
     /// for the next receive. [`Error::InvalidArgument`] if the socket has no multishot
     /// receive.
     pub fn cancel_recv_multishot(&mut self, socket: SocketId) -> Result<()> {
-        self.io.cancel_recv_multishot(socket)
+        let (io, socket) = self.on(socket);
+        io.cancel_recv_multishot(socket)
     }
 
     /// Sends all of `buf`; partial writes are continued internally. Sends on one socket are
@@ -325,7 +573,8 @@ impl Reactor {
     /// can change the data under the kernel. Sockets that refuse zero copy fall back to a
     /// copying send transparently.
     pub fn send(&mut self, socket: SocketId, buf: Bytes, token: Token) {
-        self.io.write(
+        let (io, socket) = self.on(socket);
+        io.write(
             socket,
             WriteOp::Send {
                 token,
@@ -338,7 +587,8 @@ impl Reactor {
     /// Sends all of `bufs` with vectored writes, in order with other sends; large ones go
     /// zero copy as for [`Reactor::send`] (`SENDMSG_ZC`, Linux 6.1+).
     pub fn send_vectored(&mut self, socket: SocketId, bufs: Vec<Bytes>, token: Token) {
-        self.io.write(
+        let (io, socket) = self.on(socket);
+        io.write(
             socket,
             WriteOp::SendVectored {
                 token,
@@ -350,7 +600,8 @@ impl Reactor {
 
     /// Shuts down one or both directions once every send submitted before it has finished.
     pub fn shutdown(&mut self, socket: SocketId, how: Shutdown, token: Token) {
-        self.io.write(socket, WriteOp::Shutdown { token, how })
+        let (io, socket) = self.on(socket);
+        io.write(socket, WriteOp::Shutdown { token, how })
     }
 
     /// Closes `socket`: cancels its operations (they complete with
@@ -358,7 +609,8 @@ impl Reactor {
     /// completes with [`Event::Closed`](crate::Event::Closed).
     pub fn close(&mut self, socket: SocketId, token: Token) {
         self.watermarks.remove(&socket);
-        self.io.close(socket, token)
+        let (io, socket) = self.on(socket);
+        io.close(socket, token)
     }
 
     /// Stops reading `socket`: no receive is submitted until [`Reactor::resume_recv`], so the
@@ -366,18 +618,21 @@ impl Reactor {
     /// submitted meanwhile wait in order; one already in the kernel is cancelled and put back
     /// (or completes normally if data arrived first).
     pub fn pause_recv(&mut self, socket: SocketId) -> Result<()> {
-        self.io.pause_recv(socket)
+        let (io, socket) = self.on(socket);
+        io.pause_recv(socket)
     }
 
     /// Resumes reading a paused socket: its queued receives are submitted again.
     pub fn resume_recv(&mut self, socket: SocketId) -> Result<()> {
-        self.io.resume_recv(socket)
+        let (io, socket) = self.on(socket);
+        io.resume_recv(socket)
     }
 
     /// Bytes accepted by sends on `socket` that the kernel has not taken yet (for the
     /// simulated network: not yet transmitted).
     pub fn send_queued(&self, socket: SocketId) -> Result<usize> {
-        self.io.send_queued(socket)
+        let (io, socket) = self.on_ref(socket);
+        io.send_queued(socket)
     }
 
     /// Reports [`Event::WriteWatermark`](crate::Event::WriteWatermark) (with `token`) when the
@@ -393,7 +648,7 @@ impl Reactor {
         if low > high {
             return Err(Error::InvalidArgument("low watermark above the high one"));
         }
-        self.io.send_queued(socket)?;
+        self.send_queued(socket)?;
         self.watermarks.insert(
             socket,
             Watermark {
@@ -415,12 +670,14 @@ impl Reactor {
 
     /// Sets a typed socket option.
     pub fn set_option(&self, socket: SocketId, opt: SockOpt) -> Result<()> {
-        self.io.set_option(socket, opt)
+        let (io, socket) = self.on_ref(socket);
+        io.set_option(socket, opt)
     }
 
     /// Reads a typed socket option.
     pub fn option(&self, socket: SocketId, name: SockOptName) -> Result<SockOpt> {
-        self.io.option(socket, name)
+        let (io, socket) = self.on_ref(socket);
+        io.option(socket, name)
     }
 
     /// Raw `setsockopt` on `socket`.
@@ -431,7 +688,8 @@ impl Reactor {
         name: i32,
         value: &[u8],
     ) -> Result<()> {
-        options::set_raw(self.io.raw_fd(socket)?, level, name, value)
+        let (io, socket) = self.on_ref(socket);
+        options::set_raw(io.raw_fd(socket)?, level, name, value)
     }
 
     /// Raw `getsockopt` on `socket`; returns the option's length.
@@ -442,39 +700,43 @@ impl Reactor {
         name: i32,
         buf: &mut [u8],
     ) -> Result<usize> {
-        options::get_raw(self.io.raw_fd(socket)?, level, name, buf)
+        let (io, socket) = self.on_ref(socket);
+        options::get_raw(io.raw_fd(socket)?, level, name, buf)
     }
 
     /// The socket's local address.
     pub fn local_addr(&self, socket: SocketId) -> Result<SocketAddr> {
-        self.io.local_addr(socket)
+        let (io, socket) = self.on_ref(socket);
+        io.local_addr(socket)
     }
 
     /// The connected peer's address.
     pub fn peer_addr(&self, socket: SocketId) -> Result<SocketAddr> {
-        self.io.peer_addr(socket)
+        let (io, socket) = self.on_ref(socket);
+        io.peer_addr(socket)
     }
 
     /// Properties of `socket`: its id, addresses, path MTU, TCP maximum segment size, kernel
     /// buffer sizes and incoming CPU, as far as the socket and backend know them.
     /// [`Error::InvalidSocket`] if the socket is unknown or closed.
-    pub fn connection_info(&self, socket: SocketId) -> Result<ConnectionInfo> {
-        let local_addr = match self.io.local_addr(socket) {
+    pub fn connection_info(&self, id: SocketId) -> Result<ConnectionInfo> {
+        let (io, socket) = self.on_ref(id);
+        let local_addr = match io.local_addr(socket) {
             Ok(a) => Some(a),
             Err(Error::InvalidSocket) => return Err(Error::InvalidSocket),
             Err(_) => None,
         };
-        let fd = self.io.raw_fd(socket).ok();
-        let int = |name| match self.io.option(socket, name) {
+        let fd = io.raw_fd(socket).ok();
+        let int = |name| match io.option(socket, name) {
             Ok(SockOpt::SendBuffer(n) | SockOpt::RecvBuffer(n)) => Some(n),
             // The kernel says -1 until a packet arrived.
             Ok(SockOpt::IncomingCpu(n)) => i32::try_from(n).ok().map(|_| n),
             _ => None,
         };
         Ok(ConnectionInfo {
-            id: socket,
+            id,
             local_addr,
-            peer_addr: self.io.peer_addr(socket).ok(),
+            peer_addr: io.peer_addr(socket).ok(),
             mtu: fd.and_then(|fd| options::path_mtu(fd).ok()),
             max_segment: match fd.map(|fd| options::get(fd, SockOptName::MaxSegment)) {
                 Some(Ok(SockOpt::MaxSegment(n))) => usize::try_from(n).ok(),
@@ -483,27 +745,52 @@ impl Reactor {
             send_buffer: int(SockOptName::SendBuffer),
             recv_buffer: int(SockOptName::RecvBuffer),
             incoming_cpu: int(SockOptName::IncomingCpu),
-            kind: self.io.kind(socket),
+            kind: io.kind(socket),
         })
     }
 
     /// The reactor's counters: receive pool use, multishot arms, zero-copy sends.
     pub fn stats(&self) -> IoStats {
-        self.io.stats()
+        let mut total = self.io.stats();
+        for h in &self.hosted {
+            total.add(&h.io.stats());
+        }
+        total
     }
 
     /// Submits what is pending, waits up to `timeout` (`None`: until something happens) for
     /// completions or a wake, and appends the completions to `out`. Returns how many arrived.
     pub fn poll(&mut self, out: &mut Vec<Completion>, timeout: Option<Duration>) -> Result<usize> {
         let before = out.len();
-        let timeout = if self.immediate.is_empty() {
+        let mut timeout = if self.immediate.is_empty() {
             timeout
         } else {
             out.append(&mut self.immediate);
             Some(Duration::ZERO)
         };
+        if !self.hosted.is_empty() {
+            if self.hosted_busy || self.hosted.iter_mut().any(|h| h.io.has_pending()) {
+                // Completions waiting in a hosted backend wake nobody: do not block.
+                timeout = Some(Duration::ZERO);
+            }
+            for h in &self.hosted {
+                timeout = crate::io::min_timeout(timeout, h.io.next_deadline());
+            }
+        }
         self.io.poll(out, timeout)?;
         self.io.take_write_dirty(&mut self.dirty);
+        if !self.hosted.is_empty() {
+            // Our own poll returned (maybe woken by a hosted backend's descriptor): collect
+            // what the hosted backends have.
+            self.hosted_busy = self.poll_hosted(out)?;
+            for (i, h) in self.hosted.iter_mut().enumerate() {
+                let start = self.dirty.len();
+                h.io.take_write_dirty(&mut self.dirty);
+                for id in &mut self.dirty[start..] {
+                    *id = tag(i + 1, *id);
+                }
+            }
+        }
         if !self.watermarks.is_empty() {
             for socket in self.dirty.drain(..) {
                 let Some(w) = self.watermarks.get_mut(&socket) else {
@@ -527,10 +814,29 @@ impl Reactor {
         self.io.unparker()
     }
 
-    /// How many sockets this reactor owns (closing ones included).
+    /// How many sockets this reactor owns (closing ones included), on every backend it runs.
     pub fn socket_count(&self) -> usize {
         self.io.socket_count()
+            + self
+                .hosted
+                .iter()
+                .map(|h| h.io.socket_count())
+                .sum::<usize>()
     }
+}
+
+/// A kernel backend's implementation.
+fn kernel_io(backend: Backend, config: &ReactorConfig) -> Result<Box<dyn Io>> {
+    Ok(match backend {
+        Backend::Uring => Box::new(crate::uring::UringReactor::new(config)?),
+        Backend::Mio => Box::new(crate::epoll::EpollReactor::new(config)?),
+        other => {
+            return Err(Error::Unavailable {
+                backend: other,
+                reason: "no kernel implementation in this build".into(),
+            })
+        }
+    })
 }
 
 impl std::fmt::Debug for Reactor {

@@ -26,3 +26,16 @@ pub struct IoStats {
     /// reference to their buffers.
     pub zero_copy_pending: usize,
 }
+
+impl IoStats {
+    /// Adds `other`'s counters and gauges to these (a reactor running several backends).
+    pub(crate) fn add(&mut self, other: &IoStats) {
+        self.recv_buffers += other.recv_buffers;
+        self.recv_buffers_lent += other.recv_buffers_lent;
+        self.recv_copied += other.recv_copied;
+        self.multishot_arms += other.multishot_arms;
+        self.zero_copy_sends += other.zero_copy_sends;
+        self.zero_copy_copied += other.zero_copy_copied;
+        self.zero_copy_pending += other.zero_copy_pending;
+    }
+}

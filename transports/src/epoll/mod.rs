@@ -9,7 +9,7 @@ mod socket;
 mod timers;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +36,9 @@ use timers::{TimerKind, Timers};
 
 /// The token of the cross-thread waker; socket tokens are slab indices.
 const WAKE: mio::Token = mio::Token(usize::MAX);
+/// The token of hosted backends' descriptors ([`Io::watch_fd`]): their readiness only
+/// makes `poll` return; the reactor hosting them polls them.
+const WATCH: mio::Token = mio::Token(usize::MAX - 1);
 
 /// Wakes a parked epoll reactor through `mio::Waker` (an eventfd).
 struct MioUnpark(mio::Waker);
@@ -82,6 +85,8 @@ pub(crate) struct EpollReactor {
     recheck: Vec<SocketId>,
     /// Multishot chunks read into fresh allocations because the pool was empty.
     recv_copied: u64,
+    /// The last `epoll_wait` filled `events`: more readiness may be waiting.
+    saturated: bool,
 }
 
 impl EpollReactor {
@@ -104,6 +109,7 @@ impl EpollReactor {
             timers: Timers::default(),
             recheck: Vec::new(),
             recv_copied: 0,
+            saturated: false,
         })
     }
 
@@ -690,8 +696,10 @@ impl Io for EpollReactor {
             Err(e) => return Err(e.into()),
         }
         self.fired.clear();
+        let mut count = 0;
         for ev in self.events.iter() {
-            if ev.token() == WAKE {
+            count += 1;
+            if ev.token() == WAKE || ev.token() == WATCH {
                 continue;
             }
             let read_closed = ev.is_read_closed() || ev.is_error();
@@ -702,6 +710,7 @@ impl Io for EpollReactor {
             };
             self.fired.push((ev.token().0, ready));
         }
+        self.saturated = count >= self.events.capacity();
         let fired = std::mem::take(&mut self.fired);
         for &(index, ready) in &fired {
             if let Some(id) = self.sockets.id_at(index) {
@@ -720,6 +729,33 @@ impl Io for EpollReactor {
 
     fn unparker(&self) -> Arc<dyn Unpark> {
         self.unpark.clone()
+    }
+
+    fn wait_fd(&mut self) -> Result<RawFd> {
+        // The epoll descriptor itself is readable while it has readiness to report.
+        Ok(self.poll.as_raw_fd())
+    }
+
+    fn watch_fd(&mut self, fd: RawFd) -> Result<()> {
+        self.poll
+            .registry()
+            .register(&mut mio::unix::SourceFd(&fd), WATCH, Interest::READABLE)?;
+        Ok(())
+    }
+
+    fn has_pending(&mut self) -> bool {
+        !self.ready.is_empty() || !self.recheck.is_empty() || self.saturated
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let backoff = self
+            .backoff
+            .iter()
+            .filter_map(|&id| self.sockets.get(id)?.accept.as_ref()?.retry_at)
+            .min()
+            .map(|at| at.saturating_duration_since(now));
+        io::min_timeout(self.timers.next_in(now), backoff)
     }
 
     fn capabilities(&self) -> Capabilities {

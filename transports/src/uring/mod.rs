@@ -9,7 +9,7 @@ mod wake;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -177,7 +177,18 @@ pub(crate) struct UringReactor {
     /// Zero-copy sends waiting for their notification.
     zc_pending: usize,
     stats: IoStats,
+    /// An eventfd registered with the ring when another reactor hosts this one
+    /// ([`Io::wait_fd`]): the kernel signals it as completions (or deferred completion
+    /// work) arrive.
+    notify: Option<OwnedFd>,
+    /// Descriptors of backends this reactor hosts ([`Io::watch_fd`]), each with a
+    /// multishot poll armed (`WATCH_UD + index`) that only makes `poll` return.
+    watched: Vec<(RawFd, bool)>,
 }
+
+/// User data of the polls on watched descriptors: `WATCH_UD + index` (far above op indices
+/// and below the other reserved values).
+const WATCH_UD: u64 = 1 << 62;
 
 /// How often a multishot receive starved of ring buffers looks for returned ones.
 const STARVED_RECHECK: Duration = Duration::from_millis(1);
@@ -247,6 +258,8 @@ impl UringReactor {
             zc_report: true,
             zc_pending: 0,
             stats: IoStats::default(),
+            notify: None,
+            watched: Vec::new(),
         };
         if let Some((pool, ring)) = reactor.bufs.as_mut() {
             reactor.stats.recv_buffers = pool.count();
@@ -871,6 +884,19 @@ impl UringReactor {
                 return;
             }
             CANCEL_UD | LINK_TIMEOUT_UD => return,
+            ud if (WATCH_UD..WATCH_UD + 64).contains(&ud) => {
+                // A hosted backend has work: waking up was the point. A poll that ended
+                // (the kernel turns multishot polls woken by io_uring or epoll wake-ups
+                // into one-shot ones) is armed again.
+                let i = (ud - WATCH_UD) as usize;
+                if !cqueue::more(flags) {
+                    if let Some(w) = self.watched.get_mut(i) {
+                        w.1 = false;
+                    }
+                    self.arm_watch(i);
+                }
+                return;
+            }
             _ => {}
         }
         let Some(op_id) = usize::try_from(ud).ok().and_then(|i| self.ops.id_at(i)) else {
@@ -1253,6 +1279,25 @@ impl UringReactor {
             self.send_to(socket, buf, to, token);
         }
         None
+    }
+
+    /// Arms the multishot poll on watched descriptor `i` unless it is armed.
+    fn arm_watch(&mut self, i: usize) {
+        let Some(&(fd, false)) = self.watched.get(i) else {
+            return;
+        };
+        let entry = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(WATCH_UD + i as u64);
+        match self.push(entry) {
+            Ok(()) => {
+                if let Some(w) = self.watched.get_mut(i) {
+                    w.1 = true;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot watch a hosted backend"),
+        }
     }
 
     /// Enters the kernel once: submits everything queued and waits as asked.
@@ -1764,6 +1809,50 @@ impl Io for UringReactor {
 
     fn unparker(&self) -> Arc<dyn Unpark> {
         self.wake.clone()
+    }
+
+    fn wait_fd(&mut self) -> Result<RawFd> {
+        if let Some(fd) = &self.notify {
+            return Ok(fd.as_raw_fd());
+        }
+        let fd = EventFd::new_nonblocking()?.into_owned();
+        self.ring.submitter().register_eventfd(fd.as_raw_fd())?;
+        let raw = fd.as_raw_fd();
+        self.notify = Some(fd);
+        Ok(raw)
+    }
+
+    fn watch_fd(&mut self, fd: RawFd) -> Result<()> {
+        if self.watched.len() >= 64 {
+            return Err(Error::Unsupported("watching more than 64 descriptors"));
+        }
+        self.watched.push((fd, false));
+        self.arm_watch(self.watched.len() - 1);
+        Ok(())
+    }
+
+    fn has_pending(&mut self) -> bool {
+        if !self.ready.is_empty() || !self.ring.completion().is_empty() {
+            return true;
+        }
+        // Entries not submitted yet (a hosted ring submits only when polled), or deferred
+        // completion work the kernel runs at our next enter.
+        let mut sq = self.ring.submission();
+        sq.sync();
+        !sq.is_empty() || sq.taskrun()
+    }
+
+    fn next_deadline(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let backoff = self
+            .backoff
+            .iter()
+            .filter_map(|&id| self.sockets.get(id)?.accept.as_ref()?.retry_at)
+            .chain(self.blocked_retry)
+            .min()
+            .map(|at| at.saturating_duration_since(now));
+        let starved = (!self.starved.is_empty()).then_some(STARVED_RECHECK);
+        io::min_timeout(backoff, starved)
     }
 
     fn capabilities(&self) -> Capabilities {

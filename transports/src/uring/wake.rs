@@ -20,6 +20,24 @@ impl EventFd {
     }
 }
 
+impl EventFd {
+    /// A non-blocking eventfd, for descriptors that others poll (reads never wait).
+    pub(super) fn new_nonblocking() -> std::io::Result<Self> {
+        // SAFETY: plain syscall with no pointer arguments.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// The descriptor, owned.
+    pub(super) fn into_owned(self) -> OwnedFd {
+        self.0
+    }
+}
+
 impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
