@@ -395,7 +395,9 @@ impl Reactor {
 
     /// [`Reactor::connect`] with a deadline: if the connection is not established within
     /// `timeout`, the connect completes with [`Error::TimedOut`] (then close the socket).
-    /// io_uring links an `IORING_OP_LINK_TIMEOUT` to the connect; epoll uses a timer.
+    /// io_uring links an `IORING_OP_LINK_TIMEOUT` to the connect; epoll uses a timer; the
+    /// simulated network an event in virtual time (never later than its
+    /// [`NetConfig::connect_timeout`](crate::NetConfig::connect_timeout)).
     /// [`Error::Unsupported`] where [`Capabilities::operation_timeouts`] is false.
     pub fn connect_timeout(
         &mut self,
@@ -486,7 +488,8 @@ impl Reactor {
     /// The clock starts when the receive becomes the socket's active one (receives complete
     /// in order; one queued behind another waits for it first) and starts over if
     /// [`Reactor::pause_recv`] takes it back. io_uring links an `IORING_OP_LINK_TIMEOUT` to
-    /// the receive; epoll uses a timer. Completes with [`Error::Unsupported`] where
+    /// the receive; epoll uses a timer; the simulated network an event in virtual time.
+    /// Completes with [`Error::Unsupported`] where
     /// [`Capabilities::operation_timeouts`] is false.
     pub fn recv_timeout(
         &mut self,
@@ -537,8 +540,9 @@ impl Reactor {
     ///
     /// A socket has either plain receives or one multishot receive: this completes at once
     /// with [`Error::Unsupported`] if receives are outstanding, and [`Reactor::recv`] on a
-    /// socket with a multishot receive does too. The simulated network does not support it
-    /// (also [`Error::Unsupported`]).
+    /// socket with a multishot receive does too. On the simulated network each chunk is one
+    /// received segment (at most [`NetConfig::mss`](crate::NetConfig::mss) bytes), handed
+    /// up without a copy; pause, resume, cancel, end of stream and resets behave as here.
     pub fn recv_multishot(&mut self, socket: SocketId, token: Token) {
         let (io, local) = self.on(socket);
         if let Err(err) = io.recv_multishot(local, token) {

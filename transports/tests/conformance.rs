@@ -53,6 +53,8 @@ every_backend!(
 );
 
 // The simulated network has no real peers: it runs the cases whose peers are its own sockets.
+// Its deadlines are virtual time and its multishot chunks are segments (not pool buffers): the
+// sim's own tests (src/sim/tests.rs) cover those.
 conformance!(
     sim,
     sinew_transports::Backend::Sim,
@@ -63,6 +65,8 @@ conformance!(
         peer_reset_peers,
         thousand_connections,
         large_transfer,
-        seqpacket
+        seqpacket,
+        multishot_large_transfer,
+        multishot_control
     ]
 );

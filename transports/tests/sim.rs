@@ -518,37 +518,42 @@ fn unix_sockets_and_datagrams_are_not_simulated() {
 }
 
 #[test]
-fn multishot_and_timeouts_are_typed_errors_on_the_simulated_network() {
+fn multishot_and_deadlines_work_on_the_simulated_network() {
     let net = SimNet::new(12);
-    let mut sim = Sim::new(net);
+    let mut sim = Sim::new(net.clone());
     let (c, s) = sim.pair();
     let caps = sim.hosts[SERVER].capabilities();
-    assert!(!caps.multishot_recv && !caps.operation_timeouts && !caps.zero_copy_send);
-    assert!(matches!(
-        sim.hosts[CLIENT].connect_timeout(
-            Sim::server_addr(),
-            &[],
-            Duration::from_secs(1),
-            Token(1)
-        ),
-        Err(Error::Unsupported(_))
-    ));
+    // Deadlines are virtual-time events; multishot receive is served (not native, no pool);
+    // nothing is zero copy.
+    assert!(caps.operation_timeouts && !caps.multishot_recv && !caps.zero_copy_send);
     sim.hosts[SERVER].recv_multishot(s, Token(2));
-    match sim.expect() {
-        (
-            SERVER,
-            Completion {
-                token: Token(2),
-                event:
-                    Event::ReceivedBytes {
-                        result: Err(Error::Unsupported(_)),
-                        more: false,
-                        ..
-                    },
-            },
-        ) => {}
-        other => panic!("unexpected {other:?}"),
+    sim.hosts[CLIENT].send(c, Bytes::from_static(b"abc"), Token(4));
+    let mut chunk = None;
+    while chunk.is_none() {
+        match sim.expect() {
+            (
+                SERVER,
+                Completion {
+                    token: Token(2),
+                    event:
+                        Event::ReceivedBytes {
+                            result: Ok(bytes),
+                            more: true,
+                            ..
+                        },
+                },
+            ) => chunk = Some(bytes),
+            (
+                CLIENT,
+                Completion {
+                    token: Token(4), ..
+                },
+            ) => {}
+            other => panic!("unexpected {other:?}"),
+        }
     }
+    assert_eq!(chunk.as_deref(), Some(&b"abc"[..]));
+    let start = net.now();
     sim.hosts[CLIENT].recv_timeout(
         c,
         BytesMut::with_capacity(8),
@@ -562,7 +567,7 @@ fn multishot_and_timeouts_are_typed_errors_on_the_simulated_network() {
                 token: Token(3),
                 event:
                     Event::Received {
-                        result: Err(Error::Unsupported(_)),
+                        result: Err(Error::TimedOut),
                         buf,
                         ..
                     },
@@ -570,6 +575,7 @@ fn multishot_and_timeouts_are_typed_errors_on_the_simulated_network() {
         ) => assert_eq!(buf.capacity(), 8, "buffer handed back"),
         other => panic!("unexpected {other:?}"),
     }
+    assert_eq!(net.now() - start, Duration::from_secs(1), "virtual time");
     let info = sim.hosts[CLIENT].connection_info(c).expect("info");
     assert_eq!(info.id, c);
     assert_eq!(info.peer_addr, Some(Sim::server_addr()));

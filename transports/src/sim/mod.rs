@@ -313,11 +313,44 @@ impl Io for SimReactor {
     }
 
     fn connect(&mut self, addr: SocketAddr, opts: &[SockOpt], token: Token) -> Result<SocketId> {
-        self.net.lock().connect(self.id, addr, opts, token)
+        self.net.lock().connect(self.id, addr, opts, None, token)
+    }
+
+    fn connect_timeout(
+        &mut self,
+        addr: SocketAddr,
+        opts: &[SockOpt],
+        timeout: Duration,
+        token: Token,
+    ) -> Result<SocketId> {
+        self.net
+            .lock()
+            .connect(self.id, addr, opts, Some(timeout), token)
     }
 
     fn recv(&mut self, socket: SocketId, buf: BytesMut, token: Token) {
-        self.net.lock().recv(self.id, socket, buf, token)
+        self.net.lock().recv(self.id, socket, buf, None, token)
+    }
+
+    fn recv_timeout(
+        &mut self,
+        socket: SocketId,
+        buf: BytesMut,
+        timeout: Duration,
+        token: Token,
+    ) -> Result<(), (Error, BytesMut)> {
+        self.net
+            .lock()
+            .recv(self.id, socket, buf, Some(timeout), token);
+        Ok(())
+    }
+
+    fn recv_multishot(&mut self, socket: SocketId, token: Token) -> Result<()> {
+        self.net.lock().recv_multishot(self.id, socket, token)
+    }
+
+    fn cancel_recv_multishot(&mut self, socket: SocketId) -> Result<()> {
+        self.net.lock().cancel_recv_multishot(self.id, socket)
     }
 
     fn write(&mut self, socket: SocketId, op: WriteOp) {
@@ -419,6 +452,8 @@ impl Io for SimReactor {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             vectored_io: true,
+            // Deadlines are virtual-time events of the network.
+            operation_timeouts: true,
             ..Capabilities::default()
         }
     }

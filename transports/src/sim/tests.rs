@@ -1,4 +1,6 @@
-//! The fault controls a simulation harness drives: resets between two hosts, one-way clogs.
+//! The fault controls a simulation harness drives (resets between two hosts, one-way clogs),
+//! the operations the simulated network shares with the kernel backends (multishot receive,
+//! receive and connect deadlines, in virtual time).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -140,4 +142,276 @@ fn a_clog_blocks_one_direction_until_unclogged() {
         }
     };
     assert_eq!(got, 4);
+}
+
+/// The next completion for host `host` (others' completions are not expected).
+fn next_of(net: &SimNet, hosts: &mut [Reactor], host: usize) -> Completion {
+    let mut got = next(net, hosts);
+    assert_eq!(got.len(), 1, "one completion expected: {got:?}");
+    let (i, c) = got.remove(0);
+    assert_eq!(i, host, "{c:?}");
+    c
+}
+
+#[test]
+fn recv_deadlines_run_on_virtual_time() {
+    let net = SimNet::new(3);
+    let mut hosts: Vec<Reactor> = (1..=2).map(|i| net.reactor(ip(i))).collect();
+    let (clients, servers) = connected(&net, &mut hosts);
+    let (client, server) = (clients[0], servers[0]);
+    assert!(hosts[0].capabilities().operation_timeouts);
+
+    // A silent peer: the deadline fires exactly when due, the buffer comes back.
+    let start = net.now();
+    hosts[0].recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_millis(50),
+        Token(1),
+    );
+    match next_of(&net, &mut hosts, 0).event {
+        Event::Received {
+            result: Err(Error::TimedOut),
+            buf,
+            ..
+        } => assert!(buf.capacity() >= 64 && buf.is_empty()),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(net.now() - start, Duration::from_millis(50));
+
+    // Data first: delivered, and the deadline never fires afterwards.
+    hosts[0].recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_secs(1),
+        Token(2),
+    );
+    hosts[1].send(client, Bytes::from_static(b"data"), Token(3));
+    let mut got = None;
+    while got.is_none() {
+        for (_, c) in next(&net, &mut hosts) {
+            if let Event::Received { result, buf, .. } = c.event {
+                assert_eq!(result.expect("data"), 4);
+                got = Some(buf);
+            }
+        }
+    }
+    assert_eq!(got.as_deref(), Some(&b"data"[..]));
+    net.advance(Duration::from_secs(2));
+    assert!(next(&net, &mut hosts).is_empty(), "a stale deadline fired");
+
+    // A paused receive is not active: its clock starts over on resume.
+    hosts[0].recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_millis(10),
+        Token(4),
+    );
+    hosts[0].pause_recv(server).expect("pause");
+    net.advance(Duration::from_millis(100));
+    assert!(next(&net, &mut hosts).is_empty(), "fired while paused");
+    let resumed = net.now();
+    hosts[0].resume_recv(server).expect("resume");
+    match next_of(&net, &mut hosts, 0).event {
+        Event::Received {
+            result: Err(Error::TimedOut),
+            ..
+        } => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(net.now() - resumed, Duration::from_millis(10));
+
+    // Queued receives: the second one's clock starts when the first completes.
+    hosts[0].recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_millis(20),
+        Token(5),
+    );
+    hosts[0].recv_timeout(
+        server,
+        BytesMut::with_capacity(64),
+        Duration::from_millis(20),
+        Token(6),
+    );
+    let first = net.now();
+    for (token, after) in [(Token(5), 20), (Token(6), 40)] {
+        let c = next_of(&net, &mut hosts, 0);
+        assert_eq!(c.token, token);
+        assert!(matches!(
+            c.event,
+            Event::Received {
+                result: Err(Error::TimedOut),
+                ..
+            }
+        ));
+        assert_eq!(net.now() - first, Duration::from_millis(after));
+    }
+}
+
+#[test]
+fn connect_deadlines_run_on_virtual_time() {
+    let net = SimNet::new(4);
+    let mut hosts: Vec<Reactor> = (1..=2).map(|i| net.reactor(ip(i))).collect();
+    let l = hosts[0]
+        .listen(SocketAddr::new(ip(1), 80), &[])
+        .expect("listen");
+    hosts[0].accept(l, Token(0));
+    net.partition(ip(1), ip(2));
+    let start = net.now();
+    let s = hosts[1]
+        .connect_timeout(
+            SocketAddr::new(ip(1), 80),
+            &[],
+            Duration::from_millis(30),
+            Token(1),
+        )
+        .expect("connect");
+    match next_of(&net, &mut hosts, 1).event {
+        Event::Connected {
+            socket,
+            result: Err(Error::TimedOut),
+        } => assert_eq!(socket, s),
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
+    assert_eq!(net.now() - start, Duration::from_millis(30));
+    hosts[1].close(s, Token(2));
+    assert!(matches!(
+        next_of(&net, &mut hosts, 1).event,
+        Event::Closed { .. }
+    ));
+    net.heal(ip(1), ip(2));
+    // A deadline that does not pass: connected, and nothing fires later.
+    hosts[1]
+        .connect_timeout(
+            SocketAddr::new(ip(1), 80),
+            &[],
+            Duration::from_secs(1),
+            Token(3),
+        )
+        .expect("connect");
+    let (mut up, mut accepted) = (false, false);
+    while !(up && accepted) {
+        for (_, c) in next(&net, &mut hosts) {
+            match c.event {
+                Event::Connected { result, .. } => {
+                    result.expect("connected");
+                    up = true;
+                }
+                Event::Accepted { result, .. } => {
+                    result.expect("accepted");
+                    accepted = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    net.advance(Duration::from_secs(2));
+    assert!(next(&net, &mut hosts).is_empty());
+}
+
+#[test]
+fn multishot_receive_pauses_resumes_cancels_and_ends() {
+    const SIZE: usize = 300_000;
+    let net = SimNet::new(5);
+    let mut hosts: Vec<Reactor> = (1..=2).map(|i| net.reactor(ip(i))).collect();
+    let (clients, servers) = connected(&net, &mut hosts);
+    let (client, server) = (clients[0], servers[0]);
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    hosts[0].recv_multishot(server, Token(1));
+    // Not together with plain receives.
+    hosts[0].recv(server, BytesMut::with_capacity(8), Token(9));
+    hosts[1].send(client, Bytes::from(data.clone()), Token(2));
+    hosts[1].shutdown(client, std::net::Shutdown::Write, Token(3));
+    let mut got = Vec::new();
+    let mut paused_once = false;
+    let mut ended = false;
+    while !ended {
+        let batch = next(&net, &mut hosts);
+        assert!(!batch.is_empty(), "the network went idle");
+        for (_, c) in batch {
+            match c.event {
+                Event::ReceivedBytes {
+                    result: Ok(bytes),
+                    more,
+                    ..
+                } => {
+                    if !more {
+                        assert!(bytes.is_empty(), "the last completion is end of stream");
+                        ended = true;
+                        continue;
+                    }
+                    assert!(!bytes.is_empty());
+                    got.extend_from_slice(&bytes);
+                    if !paused_once {
+                        paused_once = true;
+                        hosts[0].pause_recv(server).expect("pause");
+                        net.advance(Duration::from_millis(50));
+                        let mut idle = Vec::new();
+                        hosts[0]
+                            .poll(&mut idle, Some(Duration::ZERO))
+                            .expect("poll");
+                        assert!(
+                            idle.iter()
+                                .all(|c| !matches!(c.event, Event::ReceivedBytes { .. })),
+                            "delivered while paused: {idle:?}"
+                        );
+                        hosts[0].resume_recv(server).expect("resume");
+                    }
+                }
+                Event::Received {
+                    result: Err(Error::Unsupported(_)),
+                    ..
+                } => assert_eq!(c.token, Token(9)),
+                Event::Sent { result, .. } => assert_eq!(result.expect("sent"), SIZE),
+                Event::Shutdown { result, .. } => result.expect("shutdown"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(got, data);
+
+    // Cancel keeps later data for the next receive; a reset ends a multishot receive.
+    let net = SimNet::new(6);
+    let mut hosts: Vec<Reactor> = (1..=2).map(|i| net.reactor(ip(i))).collect();
+    let (clients, servers) = connected(&net, &mut hosts);
+    let (client, server) = (clients[0], servers[0]);
+    hosts[0].recv_multishot(server, Token(4));
+    hosts[0]
+        .cancel_recv_multishot(server)
+        .expect("cancel multishot");
+    assert!(matches!(
+        next_of(&net, &mut hosts, 0).event,
+        Event::ReceivedBytes {
+            result: Err(Error::Cancelled),
+            more: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        hosts[0].cancel_recv_multishot(server),
+        Err(Error::InvalidArgument(_))
+    ));
+    hosts[1].send(client, Bytes::from_static(b"later"), Token(5));
+    hosts[0].recv(server, BytesMut::with_capacity(64), Token(6));
+    let mut later = None;
+    while later.is_none() {
+        for (_, c) in next(&net, &mut hosts) {
+            if let Event::Received { buf, result, .. } = c.event {
+                assert_eq!(result.expect("later"), 5);
+                later = Some(buf);
+            }
+        }
+    }
+    assert_eq!(later.as_deref(), Some(&b"later"[..]));
+    hosts[0].recv_multishot(server, Token(7));
+    net.reset_between(ip(1), ip(2));
+    match next_of(&net, &mut hosts, 0).event {
+        Event::ReceivedBytes {
+            result: Err(Error::ConnectionReset),
+            more: false,
+            ..
+        } => {}
+        other => panic!("expected the reset to end the receive, got {other:?}"),
+    }
 }

@@ -3,12 +3,13 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use bytes::BytesMut;
 
 use super::{
-    ns, opt_name, recv_done, Endpoint, Ev, Fail, Kind, Listener, NetState, ReactorState, State,
-    Stream, EPHEMERAL,
+    ns, opt_name, recv_done, Endpoint, Ev, Fail, Kind, Listener, NetState, ReactorState, Recv,
+    State, Stream, EPHEMERAL,
 };
 use crate::completion::{Completion, Event, SocketId, Token};
 use crate::error::{Error, Result};
@@ -168,6 +169,7 @@ impl NetState {
         r: u32,
         addr: SocketAddr,
         opts: &[SockOpt],
+        timeout: Option<Duration>,
         token: Token,
     ) -> Result<SocketId> {
         let host = self.host(r)?;
@@ -194,29 +196,80 @@ impl NetState {
             ep.owner = Some((r, sid));
         }
         self.transmit(host, to.ip(), 0, Ev::Syn { client: key, to }, false);
-        let deadline = self.now.saturating_add(ns(self.config.connect_timeout));
+        let limit = timeout.map_or(self.config.connect_timeout, |t| {
+            t.min(self.config.connect_timeout)
+        });
+        let deadline = self.now.saturating_add(ns(limit));
         self.schedule(deadline, None, Ev::ConnectTimeout { client: key });
         Ok(sid)
     }
 
-    pub(crate) fn recv(&mut self, r: u32, sid: SocketId, buf: BytesMut, token: Token) {
+    /// Queues a receive (with an optional deadline, counted from when it becomes the
+    /// socket's active receive).
+    pub(crate) fn recv(
+        &mut self,
+        r: u32,
+        sid: SocketId,
+        buf: BytesMut,
+        timeout: Option<Duration>,
+        token: Token,
+    ) {
         let key = self.key(r, sid);
         match key.and_then(|k| self.endpoints.get_mut(&k)?.stream()) {
-            Some(st) => {
-                st.recvs.push_back((token, buf));
+            Some(st) if st.multi.is_none() => {
+                st.recvs.push_back(Recv {
+                    token,
+                    buf,
+                    timeout,
+                    timer: None,
+                });
                 if let Some(k) = key {
                     self.drive_recv(k);
                 }
             }
-            None => {
-                let err = if key.is_some() {
-                    Error::Unsupported("recv on a listener")
-                } else {
-                    Error::InvalidSocket
+            other => {
+                let err = match (other, key) {
+                    (Some(_), _) => Error::Unsupported("recv on a socket with a multishot receive"),
+                    (None, Some(_)) => Error::Unsupported("recv on a listener"),
+                    (None, None) => Error::InvalidSocket,
                 };
                 self.emit(r, recv_done(sid, token, buf, Err(err)));
             }
         }
+    }
+
+    /// Starts a multishot receive: the buffered data's segments are handed up as they are
+    /// (no copy), in order, then end of stream or the failure.
+    pub(crate) fn recv_multishot(&mut self, r: u32, sid: SocketId, token: Token) -> Result<()> {
+        let (key, st) = self.stream_mut(r, sid)?;
+        if st.multi.is_some() || !st.recvs.is_empty() {
+            return Err(Error::Unsupported(
+                "recv_multishot on a socket with receives outstanding",
+            ));
+        }
+        st.multi = Some(token);
+        self.drive_recv(key);
+        Ok(())
+    }
+
+    /// Ends the multishot receive; data arriving later stays buffered for the next receive.
+    pub(crate) fn cancel_recv_multishot(&mut self, r: u32, sid: SocketId) -> Result<()> {
+        let (_, st) = self.stream_mut(r, sid)?;
+        let token = st.multi.take().ok_or(Error::InvalidArgument(
+            "no multishot receive on this socket",
+        ))?;
+        self.emit(
+            r,
+            Completion {
+                token,
+                event: Event::ReceivedBytes {
+                    socket: sid,
+                    result: Err(Error::Cancelled),
+                    more: false,
+                },
+            },
+        );
+        Ok(())
     }
 
     pub(crate) fn write(&mut self, r: u32, sid: SocketId, op: WriteOp) {
@@ -296,8 +349,18 @@ impl NetState {
                         },
                     });
                 }
-                for (token, buf) in st.recvs.drain(..) {
-                    out.push(recv_done(sid, token, buf, Err(Error::Cancelled)));
+                for r in st.recvs.drain(..) {
+                    out.push(recv_done(sid, r.token, r.buf, Err(Error::Cancelled)));
+                }
+                if let Some(token) = st.multi.take() {
+                    out.push(Completion {
+                        token,
+                        event: Event::ReceivedBytes {
+                            socket: sid,
+                            result: Err(Error::Cancelled),
+                            more: false,
+                        },
+                    });
                 }
                 for op in st.writes.drain(..) {
                     out.push(op.cancel(sid));

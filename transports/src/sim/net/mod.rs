@@ -69,6 +69,12 @@ enum Ev {
     Wake {
         ep: u64,
     },
+    /// The deadline of a receive ([`Reactor::recv_timeout`](crate::Reactor::recv_timeout)):
+    /// fires if receive `timer` is still the endpoint's active one.
+    RecvTimeout {
+        ep: u64,
+        timer: u64,
+    },
 }
 
 impl Ev {
@@ -138,6 +144,16 @@ struct Listener {
     accept: Option<Token>,
 }
 
+/// A queued plain receive.
+struct Recv {
+    token: Token,
+    buf: BytesMut,
+    /// Its deadline's length, counted from when it becomes the socket's active receive.
+    timeout: Option<Duration>,
+    /// The id of its armed deadline ([`Ev::RecvTimeout`]).
+    timer: Option<u64>,
+}
+
 struct Stream {
     state: State,
     peer: Option<u64>,
@@ -161,7 +177,9 @@ struct Stream {
     fin_at: Option<u64>,
     read_shut: bool,
     recv_buffer: usize,
-    recvs: VecDeque<(Token, BytesMut)>,
+    recvs: VecDeque<Recv>,
+    /// The multishot receive's token, if one is active (never together with `recvs`).
+    multi: Option<Token>,
     /// Slow reader: the next virtual time a read may take bytes.
     drain_at: Time,
     wake_pending: bool,
@@ -193,6 +211,7 @@ impl Stream {
             read_shut: false,
             recv_buffer: cfg.recv_buffer.max(1),
             recvs: VecDeque::new(),
+            multi: None,
             drain_at: 0,
             wake_pending: false,
             linger_zero: false,
@@ -220,8 +239,11 @@ impl Stream {
                 },
             });
         }
-        for (token, buf) in self.recvs.drain(..) {
-            out.push(recv_done(sid, token, buf, Err(fail.error())));
+        for r in self.recvs.drain(..) {
+            out.push(recv_done(sid, r.token, r.buf, Err(fail.error())));
+        }
+        if let Some(token) = self.multi.take() {
+            out.push(multi_done(sid, token, Err(fail.error())));
         }
         for op in self.writes.drain(..) {
             out.push(op.complete(sid, Err(fail.error())));
@@ -276,6 +298,18 @@ fn recv_done(socket: SocketId, token: Token, buf: BytesMut, result: Result<usize
     }
 }
 
+/// The last completion of a multishot receive.
+fn multi_done(socket: SocketId, token: Token, result: Result<Bytes>) -> Completion {
+    Completion {
+        token,
+        event: Event::ReceivedBytes {
+            socket,
+            result,
+            more: false,
+        },
+    }
+}
+
 fn opt_name(opt: &SockOpt) -> Option<SockOptName> {
     Some(match opt {
         SockOpt::NoDelay(_) => SockOptName::NoDelay,
@@ -312,6 +346,8 @@ pub(crate) struct NetState {
     reactors: BTreeMap<u32, ReactorState>,
     next_reactor: u32,
     ports: BTreeMap<IpAddr, u16>,
+    /// Ids of receive deadlines.
+    next_timer: u64,
 }
 
 impl NetState {
@@ -333,6 +369,7 @@ impl NetState {
             reactors: BTreeMap::new(),
             next_reactor: 0,
             ports: BTreeMap::new(),
+            next_timer: 0,
         }
     }
 
@@ -346,6 +383,10 @@ impl NetState {
                 Ev::ConnectTimeout { client } => !matches!(
                     self.endpoints.get(&client).map(|e| &e.kind),
                     Some(Kind::Stream(st)) if st.state == State::Connecting
+                ),
+                Ev::RecvTimeout { ep, timer } => !matches!(
+                    self.endpoints.get(&ep).map(|e| &e.kind),
+                    Some(Kind::Stream(st)) if st.recvs.front().and_then(|r| r.timer) == Some(timer)
                 ),
                 _ => false,
             };
@@ -447,6 +488,7 @@ impl NetState {
                 }
                 self.drive_recv(ep);
             }
+            Ev::RecvTimeout { ep, timer } => self.on_recv_timeout(ep, timer),
         }
     }
 
@@ -526,6 +568,33 @@ impl NetState {
         }
         self.pump(client);
         self.drive_recv(client);
+    }
+
+    /// A receive deadline passed: fails the receive if it is still the active one (a
+    /// paused socket's receive is not active: its clock starts over on resume).
+    fn on_recv_timeout(&mut self, ep: u64, timer: u64) {
+        let Some(e) = self.endpoints.get_mut(&ep) else {
+            return;
+        };
+        let owner = e.owner;
+        let Some((_, sid)) = owner else { return };
+        let Some(st) = e.stream() else { return };
+        if st.recvs.front().and_then(|r| r.timer) != Some(timer) {
+            return;
+        }
+        if st.paused {
+            if let Some(head) = st.recvs.front_mut() {
+                head.timer = None;
+            }
+            return;
+        }
+        let Some(r) = st.recvs.pop_front() else {
+            return;
+        };
+        let c = recv_done(sid, r.token, r.buf, Err(Error::TimedOut));
+        self.emit_all(owner, vec![c]);
+        // The next receive becomes active: its clock starts.
+        self.drive_recv(ep);
     }
 
     fn on_connect_failed(&mut self, client: u64, fail: Fail) {
@@ -658,7 +727,9 @@ impl NetState {
         }
     }
 
-    /// Completes the receives the buffered data (or end of stream, or a failure) allows.
+    /// Completes the receives the buffered data (or end of stream, or a failure) allows:
+    /// plain receives in order, or the multishot receive's chunks; then starts the deadline
+    /// of the receive left waiting, if it has one.
     fn drive_recv(&mut self, key: u64) {
         let now = self.now;
         let rate = match self.endpoints.get_mut(&key) {
@@ -674,74 +745,136 @@ impl NetState {
             }
             None => return,
         };
-        let Some(ep) = self.endpoints.get_mut(&key) else {
-            return;
-        };
-        let Some((r, sid)) = ep.owner else { return };
-        let Some(st) = ep.stream() else { return };
         let mut out = Vec::new();
         let mut read_any = false;
         let mut wake_at = None;
-        match st.state {
-            State::Connecting | State::Closing => {}
-            State::Failed(fail) => {
-                for (token, buf) in st.recvs.drain(..) {
-                    out.push(recv_done(sid, token, buf, Err(fail.error())));
-                }
-            }
-            State::Established => {
-                while !st.paused && !st.recvs.is_empty() {
-                    if st.rbuf_len > 0 {
-                        if rate.is_some() && st.drain_at > now {
-                            wake_at = Some(st.drain_at);
-                            break;
-                        }
-                        let Some((token, mut buf)) = st.recvs.pop_front() else {
-                            break;
-                        };
-                        ensure_spare(&mut buf);
-                        let mut n = (buf.capacity() - buf.len()).min(st.rbuf_len);
-                        if let Some(rate) = rate {
-                            // At most 10 ms worth of the rate per read.
-                            n = n.min(usize::try_from(rate / 100).unwrap_or(usize::MAX).max(1));
-                            let cost = (n as u128 * 1_000_000_000 / u128::from(rate)) as u64;
-                            st.drain_at = now.saturating_add(cost);
-                        }
-                        let mut left = n;
-                        while left > 0 {
-                            let Some(front) = st.rbuf.front_mut() else {
-                                break;
-                            };
-                            let take = left.min(front.len());
-                            buf.extend_from_slice(&front[..take]);
-                            front.advance(take);
-                            if front.is_empty() {
-                                st.rbuf.pop_front();
-                            }
-                            left -= take;
-                        }
-                        st.rbuf_len -= n;
-                        st.rcv_read += n as u64;
-                        read_any = true;
-                        out.push(recv_done(sid, token, buf, Ok(n)));
-                    } else if st.read_shut || st.fin_at == Some(st.rcv_nxt) {
-                        if let Some((token, buf)) = st.recvs.pop_front() {
-                            out.push(recv_done(sid, token, buf, Ok(0)));
-                        }
-                    } else {
-                        break;
+        loop {
+            let Some(ep) = self.endpoints.get_mut(&key) else {
+                return;
+            };
+            let Some((_, sid)) = ep.owner else { return };
+            let Some(st) = ep.stream() else { return };
+            match st.state {
+                State::Connecting | State::Closing => break,
+                State::Failed(fail) => {
+                    for r in st.recvs.drain(..) {
+                        out.push(recv_done(sid, r.token, r.buf, Err(fail.error())));
                     }
+                    if let Some(token) = st.multi.take() {
+                        out.push(multi_done(sid, token, Err(fail.error())));
+                    }
+                    break;
+                }
+                State::Established => {}
+            }
+            if st.paused || (st.recvs.is_empty() && st.multi.is_none()) {
+                break;
+            }
+            if st.rbuf_len == 0 {
+                if st.read_shut || st.fin_at == Some(st.rcv_nxt) {
+                    if let Some(token) = st.multi.take() {
+                        out.push(multi_done(sid, token, Ok(Bytes::new())));
+                    } else if let Some(r) = st.recvs.pop_front() {
+                        out.push(recv_done(sid, r.token, r.buf, Ok(0)));
+                    }
+                    continue;
+                }
+                break;
+            }
+            if rate.is_some() && st.drain_at > now {
+                wake_at = Some(st.drain_at);
+                break;
+            }
+            // How much this read may take: what the buffer has room for (a multishot chunk
+            // is at most what the front segment holds, handed up without a copy) ...
+            let mut n = match st.recvs.front_mut() {
+                Some(r) if st.multi.is_none() => {
+                    ensure_spare(&mut r.buf);
+                    (r.buf.capacity() - r.buf.len()).min(st.rbuf_len)
+                }
+                _ => st.rbuf.front().map_or(0, Bytes::len),
+            };
+            if let Some(rate) = rate {
+                // ... and at most 10 ms worth of a slow reader's rate.
+                n = n.min(usize::try_from(rate / 100).unwrap_or(usize::MAX).max(1));
+            }
+            let Some(st) = self.endpoints.get_mut(&key).and_then(Endpoint::stream) else {
+                return;
+            };
+            if let Some(rate) = rate {
+                let cost = (n as u128 * 1_000_000_000 / u128::from(rate)) as u64;
+                st.drain_at = now.saturating_add(cost);
+            }
+            if let Some(token) = st.multi {
+                let chunk = match st.rbuf.front_mut() {
+                    Some(front) if n < front.len() => front.split_to(n),
+                    _ => st.rbuf.pop_front().unwrap_or_default(),
+                };
+                st.rbuf_len -= chunk.len();
+                st.rcv_read += chunk.len() as u64;
+                read_any = true;
+                out.push(Completion {
+                    token,
+                    event: Event::ReceivedBytes {
+                        socket: sid,
+                        result: Ok(chunk),
+                        more: true,
+                    },
+                });
+                continue;
+            }
+            let Some(mut r) = st.recvs.pop_front() else {
+                break;
+            };
+            let mut left = n;
+            while left > 0 {
+                let Some(front) = st.rbuf.front_mut() else {
+                    break;
+                };
+                let take = left.min(front.len());
+                r.buf.extend_from_slice(&front[..take]);
+                front.advance(take);
+                if front.is_empty() {
+                    st.rbuf.pop_front();
+                }
+                left -= take;
+            }
+            st.rbuf_len -= n;
+            st.rcv_read += n as u64;
+            read_any = true;
+            out.push(recv_done(sid, r.token, r.buf, Ok(n)));
+        }
+        let Some(ep) = self.endpoints.get_mut(&key) else {
+            return;
+        };
+        let owner = ep.owner;
+        let Some(st) = ep.stream() else { return };
+        let peer = st.peer;
+        let mut arm = None;
+        if !st.paused && st.state == State::Established {
+            if let Some(head) = st.recvs.front_mut() {
+                if let (Some(after), None) = (head.timeout, head.timer) {
+                    let id = self.next_timer;
+                    self.next_timer += 1;
+                    head.timer = Some(id);
+                    arm = Some((now.saturating_add(ns(after)), id));
                 }
             }
         }
-        let peer = st.peer;
+        let mut wake = None;
         if let Some(at) = wake_at {
             if !st.wake_pending {
                 st.wake_pending = true;
-                self.schedule(at, None, Ev::Wake { ep: key });
+                wake = Some(at);
             }
         }
-        self.emit_all(Some((r, sid)), out);
+        if let Some((at, timer)) = arm {
+            self.schedule(at, None, Ev::RecvTimeout { ep: key, timer });
+        }
+        if let Some(at) = wake {
+            self.schedule(at, None, Ev::Wake { ep: key });
+        }
+        self.emit_all(owner, out);
         if read_any {
             // The receive window opened: the peer may send more.
             if let Some(p) = peer {
