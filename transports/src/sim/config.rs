@@ -68,6 +68,13 @@ pub struct NetConfig {
     /// [`SimNet::advance_to`](crate::SimNet::advance_to) moves time: the mode for a harness
     /// that owns the clock.
     pub auto_advance: bool,
+    /// Fault points where a real kernel may behave so, drawn from the network's seed: short
+    /// reads (a receive gets fewer bytes than are buffered), partial writes (the send buffer
+    /// takes part of a send, the rest a moment later) and late accepts (a connection waits
+    /// in the backlog for up to a millisecond). Byte streams stay complete and in order.
+    /// They also fire, from the actor core's seeded generator, inside a deterministic
+    /// system with buggify enabled ([`sinew_actors::buggify`]).
+    pub buggify: bool,
 }
 
 impl Default for NetConfig {
@@ -79,6 +86,7 @@ impl Default for NetConfig {
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
             auto_advance: false,
+            buggify: false,
         }
     }
 }

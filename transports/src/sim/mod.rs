@@ -12,6 +12,10 @@
 //! Faults are set at run time through the [`SimNet`] handle: per-direction [`LinkConfig`]s
 //! (latency, jitter, loss, duplication, reordering, bandwidth, slow reader), partitions
 //! (one-way or both), and connection resets (of a host, or between two hosts).
+//! Besides, fault points where a real kernel may behave so (short reads, partial writes,
+//! late accepts) fire when [`NetConfig::buggify`] is on, or inside a deterministic actor
+//! system with buggify enabled ([`sinew_actors::buggify`]): seeded, deterministic, and the
+//! byte streams stay complete and in order.
 //!
 //! `sinew::testkit` is such a harness: its simulated hosts each run their actors on a reactor
 //! of one `SimNet`, advanced with the actors' virtual clock.

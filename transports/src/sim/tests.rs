@@ -1,13 +1,13 @@
 //! The fault controls a simulation harness drives (resets between two hosts, one-way clogs),
 //! the operations the simulated network shares with the kernel backends (multishot receive,
-//! receive and connect deadlines, in virtual time).
+//! receive and connect deadlines, in virtual time) and its buggify fault points.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use super::SimNet;
+use super::{NetConfig, SimNet};
 use crate::completion::{Completion, Event, SocketId, Token};
 use crate::error::Error;
 use crate::reactor::Reactor;
@@ -414,4 +414,175 @@ fn multishot_receive_pauses_resumes_cancels_and_ends() {
         } => {}
         other => panic!("expected the reset to end the receive, got {other:?}"),
     }
+}
+
+/// Echoes a stream per client (200 KB each) through a server on host 1: plain receives on
+/// the server, multishot receives on the clients. Returns what each client got back and a
+/// trace of every completion with its virtual time.
+fn echo_run(net: &SimNet) -> (Vec<Vec<u8>>, Vec<String>) {
+    const SIZE: usize = 200_000;
+    let mut hosts: Vec<Reactor> = (1..=3).map(|i| net.reactor(ip(i))).collect();
+    let mut trace = Vec::new();
+    let (clients, servers) = connected(net, &mut hosts);
+    trace.push(format!("{:?} connected", net.now()));
+    for (i, &c) in clients.iter().enumerate() {
+        let data: Vec<u8> = (0..SIZE).map(|j| ((j * 7 + i) % 251) as u8).collect();
+        hosts[i + 1].recv_multishot(c, Token(10));
+        hosts[i + 1].send(c, Bytes::from(data), Token(11));
+        hosts[i + 1].shutdown(c, std::net::Shutdown::Write, Token(12));
+    }
+    for &s in &servers {
+        hosts[0].recv(s, BytesMut::with_capacity(64 * 1024), Token(20));
+    }
+    let mut back = vec![Vec::new(); clients.len()];
+    let mut done = 0;
+    while done < clients.len() {
+        let batch = next(net, &mut hosts);
+        assert!(!batch.is_empty(), "the network went idle");
+        for (h, c) in batch {
+            trace.push(format!(
+                "{:?} {h} {:?} {}",
+                net.now(),
+                c.token,
+                summary(&c.event)
+            ));
+            match c.event {
+                Event::Received {
+                    socket,
+                    buf,
+                    result,
+                } => match result.expect("server recv") {
+                    0 => hosts[0].shutdown(socket, std::net::Shutdown::Write, Token(22)),
+                    _ => {
+                        hosts[0].send(socket, buf.freeze(), Token(21));
+                        hosts[0].recv(socket, BytesMut::with_capacity(64 * 1024), Token(20));
+                    }
+                },
+                Event::ReceivedBytes { result, more, .. } => {
+                    // Client `i` is host `i + 1` (ids are per reactor).
+                    back[h - 1].extend_from_slice(&result.expect("client recv"));
+                    if !more {
+                        done += 1;
+                    }
+                }
+                Event::Sent { result, .. } => {
+                    result.expect("send");
+                }
+                Event::Shutdown { result, .. } => result.expect("shutdown"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    for (i, got) in back.iter().enumerate() {
+        assert_eq!(got.len(), SIZE, "client {i}");
+        assert!(
+            got.iter()
+                .enumerate()
+                .all(|(j, &b)| b == ((j * 7 + i) % 251) as u8),
+            "client {i}: bytes out of order or corrupt"
+        );
+    }
+    (back, trace)
+}
+
+fn summary(event: &Event) -> String {
+    match event {
+        Event::Received { result, .. } => format!("recv {:?}", result.as_ref().ok()),
+        Event::ReceivedBytes { result, more, .. } => {
+            format!("chunk {:?} {more}", result.as_ref().map(|b| b.len()).ok())
+        }
+        Event::Sent { result, .. } => format!("sent {:?}", result.as_ref().ok()),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Counts plain receives that got less than a full buffer while more was already sent.
+fn receive_count(trace: &[String]) -> usize {
+    trace.iter().filter(|l| l.contains(" recv ")).count()
+}
+
+#[test]
+fn buggify_fault_points_keep_every_byte_in_order() {
+    let plain = SimNet::new(11);
+    let (_, calm) = echo_run(&plain);
+    let config = NetConfig {
+        buggify: true,
+        ..NetConfig::default()
+    };
+    let (_, faulty) = echo_run(&SimNet::with_config(11, config));
+    // Short reads and partial writes cut the streams into more, smaller pieces, and late
+    // accepts move the connections' times: a different trace over the same bytes.
+    assert!(
+        receive_count(&faulty) > receive_count(&calm),
+        "no short reads: {} vs {}",
+        receive_count(&faulty),
+        receive_count(&calm)
+    );
+    assert_ne!(faulty, calm);
+    // Seeded: the same seed gives the same faults.
+    let (_, again) = echo_run(&SimNet::with_config(11, config));
+    assert_eq!(again, faulty, "same seed, different trace");
+}
+
+#[test]
+fn actor_core_buggify_drives_the_fault_points() {
+    let (_, calm) = echo_run(&SimNet::new(12));
+    let run = |seed| {
+        let system = sinew_actors::DeterministicSystem::new(seed);
+        system.set_buggify(true);
+        system.enter(|| echo_run(&SimNet::new(12)).1)
+    };
+    let faulty = run(7);
+    assert!(receive_count(&faulty) > receive_count(&calm));
+    assert_eq!(run(7), faulty, "same seeds, different trace");
+    // Outside a buggified system the fault points stay quiet.
+    let system = sinew_actors::DeterministicSystem::new(7);
+    assert_eq!(system.enter(|| echo_run(&SimNet::new(12)).1), calm);
+}
+
+#[test]
+fn buggify_delays_some_accepts_and_loses_none() {
+    const N: usize = 40;
+    let net = SimNet::with_config(
+        13,
+        NetConfig {
+            buggify: true,
+            ..NetConfig::default()
+        },
+    );
+    let mut hosts: Vec<Reactor> = (1..=2).map(|i| net.reactor(ip(i))).collect();
+    let l = hosts[0]
+        .listen(SocketAddr::new(ip(1), 80), &[])
+        .expect("listen");
+    hosts[0].accept(l, Token(0));
+    let start = net.now();
+    for i in 0..N {
+        hosts[1]
+            .connect(SocketAddr::new(ip(1), 80), &[], Token(i as u64 + 1))
+            .expect("connect");
+    }
+    // Every SYN lands one link latency after the connects; an accept at that moment was
+    // not held back.
+    let on_time = start + crate::sim::LinkConfig::default().latency;
+    let (mut accepted, mut late, mut connected) = (0, 0, 0);
+    while accepted < N || connected < N {
+        let batch = next(&net, &mut hosts);
+        assert!(!batch.is_empty(), "the network went idle");
+        for (_, c) in batch {
+            match c.event {
+                Event::Accepted { result, .. } => {
+                    result.expect("accepted");
+                    accepted += 1;
+                    late += usize::from(net.now() > on_time);
+                }
+                Event::Connected { result, .. } => {
+                    result.expect("connected");
+                    connected += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(late > 0, "no accept was delayed");
+    assert!(late < N, "every accept was delayed");
 }

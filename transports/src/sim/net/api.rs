@@ -130,6 +130,7 @@ impl NetState {
             kind: Kind::Listener(Listener {
                 backlog: VecDeque::new(),
                 accept: None,
+                accept_delayed: false,
             }),
         });
         self.listeners.insert(local, key);

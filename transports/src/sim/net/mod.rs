@@ -75,6 +75,14 @@ enum Ev {
         ep: u64,
         timer: u64,
     },
+    /// Continues a send the network accepted only part of (a buggified partial write).
+    Pump {
+        ep: u64,
+    },
+    /// Hands a backlog connection to an accept that a fault point held back.
+    Accept {
+        listener: u64,
+    },
 }
 
 impl Ev {
@@ -142,6 +150,8 @@ enum State {
 struct Listener {
     backlog: VecDeque<u64>,
     accept: Option<Token>,
+    /// An accept held back by a fault point is scheduled: do not hand out connections.
+    accept_delayed: bool,
 }
 
 /// A queued plain receive.
@@ -310,6 +320,11 @@ fn multi_done(socket: SocketId, token: Token, result: Result<Bytes>) -> Completi
     }
 }
 
+/// Fault-point probabilities (see [`NetState::buggify`]).
+const SHORT_READ: f64 = 0.25;
+const PARTIAL_WRITE: f64 = 0.25;
+const DELAYED_ACCEPT: f64 = 0.25;
+
 fn opt_name(opt: &SockOpt) -> Option<SockOptName> {
     Some(match opt {
         SockOpt::NoDelay(_) => SockOptName::NoDelay,
@@ -371,6 +386,19 @@ impl NetState {
             ports: BTreeMap::new(),
             next_timer: 0,
         }
+    }
+
+    /// A fault point where a real kernel may legitimately behave so (a short read, a
+    /// partial write, a late accept): true with probability `p` when the network's
+    /// [`NetConfig::buggify`] is on (drawn from its seeded generator), or when the caller
+    /// runs inside a deterministic actor system with buggify enabled
+    /// ([`sinew_actors::buggify`]). Always false otherwise, and then it draws nothing, so
+    /// plain simulations keep their sequences.
+    fn buggify(&mut self, p: f64) -> bool {
+        if self.config.buggify {
+            return self.rng.chance(p);
+        }
+        sinew_actors::buggify(p)
     }
 
     // ----- the clock -------------------------------------------------------------------
@@ -489,6 +517,15 @@ impl NetState {
                 self.drive_recv(ep);
             }
             Ev::RecvTimeout { ep, timer } => self.on_recv_timeout(ep, timer),
+            Ev::Pump { ep } => self.pump(ep),
+            Ev::Accept { listener } => {
+                if let Some(Kind::Listener(l)) =
+                    self.endpoints.get_mut(&listener).map(|e| &mut e.kind)
+                {
+                    l.accept_delayed = false;
+                }
+                self.drive_accept(listener);
+            }
         }
     }
 
@@ -701,6 +738,25 @@ impl NetState {
                 return;
             };
             let Some(token) = l.accept else { return };
+            if l.accept_delayed || l.backlog.is_empty() {
+                return;
+            }
+            if self.buggify(DELAYED_ACCEPT) {
+                // The connection waits in the backlog a little, as behind a busy kernel.
+                let delay = 1 + self.rng.upto(1_000_000);
+                if let Some(Kind::Listener(l)) =
+                    self.endpoints.get_mut(&listener).map(|e| &mut e.kind)
+                {
+                    l.accept_delayed = true;
+                }
+                let at = self.now.saturating_add(delay);
+                self.schedule(at, None, Ev::Accept { listener });
+                return;
+            }
+            let Some(Kind::Listener(l)) = self.endpoints.get_mut(&listener).map(|e| &mut e.kind)
+            else {
+                return;
+            };
             let Some(server) = l.backlog.pop_front() else {
                 return;
             };
@@ -795,8 +851,12 @@ impl NetState {
                 _ => st.rbuf.front().map_or(0, Bytes::len),
             };
             if let Some(rate) = rate {
-                // ... and at most 10 ms worth of a slow reader's rate.
+                // ... at most 10 ms worth of a slow reader's rate ...
                 n = n.min(usize::try_from(rate / 100).unwrap_or(usize::MAX).max(1));
+            }
+            // ... and, at a fault point, fewer bytes than are there, as a kernel may return.
+            if n > 1 && self.buggify(SHORT_READ) {
+                n = 1 + self.rng.upto(n as u64 - 2) as usize;
             }
             let Some(st) = self.endpoints.get_mut(&key).and_then(Endpoint::stream) else {
                 return;
@@ -900,6 +960,10 @@ impl NetState {
             // The peer is gone: one segment finds out (it is answered by a reset).
             None => mss,
         };
+        // A fault point: the send buffer takes only part of the next send now, the rest a
+        // moment later (as a kernel's partial write, continued by the backend).
+        let mut partial = self.buggify(PARTIAL_WRITE).then(|| self.rng.next_u64());
+        let mut hold = false;
         let Some(ep) = self.endpoints.get_mut(&key) else {
             return;
         };
@@ -930,9 +994,15 @@ impl NetState {
                     }
                     continue;
                 } else if !op.is_done() {
-                    let free = st.send_buffer.saturating_sub(st.unsent_len);
-                    if free == 0 {
+                    let mut free = st.send_buffer.saturating_sub(st.unsent_len);
+                    if free == 0 || hold {
                         break;
+                    }
+                    if let Some(cut) = partial.take() {
+                        if free > 1 {
+                            free = 1 + (cut % (free as u64 - 1)) as usize;
+                            hold = true;
+                        }
                     }
                     if let Some(chunk) = op.next_chunk(free) {
                         op.advance(chunk.len());
@@ -995,6 +1065,10 @@ impl NetState {
         }
         if flushed {
             self.endpoints.remove(&key);
+        }
+        if hold {
+            let at = self.now.saturating_add(1 + self.rng.upto(100_000));
+            self.schedule(at, None, Ev::Pump { ep: key });
         }
     }
 }
