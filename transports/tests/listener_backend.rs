@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{available, pattern, pattern_bytes, read_to_end, Harness};
+use common::{available, pattern, pattern_bytes, read_to_end, thousand_connections_on, Harness};
 use sinew_transports::{Backend, Error, Event, Token};
 
 /// A reactor on `own` with a listener on `hosted`: connections accepted there run on
@@ -225,4 +225,21 @@ fn own_auto_and_unhostable_backends() {
             ..
         })
     ));
+}
+
+/// A thousand connections echoing through a hosted listener: bursts of completions larger
+/// than one batch of the hosted backend's deferred work must not stall the reactor.
+#[test]
+fn thousand_connections_through_a_hosted_uring_listener() {
+    if available(Backend::Mio) && available(Backend::Uring) {
+        thousand_connections_on(Harness::new(Backend::Mio), Backend::Uring);
+    }
+}
+
+/// As above, with epoll hosted by an io_uring reactor.
+#[test]
+fn thousand_connections_through_a_hosted_mio_listener() {
+    if available(Backend::Mio) && available(Backend::Uring) {
+        thousand_connections_on(Harness::new(Backend::Uring), Backend::Mio);
+    }
 }

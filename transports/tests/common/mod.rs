@@ -313,9 +313,18 @@ pub fn thousand_connections(backend: Backend) {
     if !available(backend) {
         return;
     }
+    thousand_connections_on(Harness::new(backend), Backend::Auto);
+}
+
+/// [`thousand_connections`] with the listener (and so every server side) on `listen_on`:
+/// `Auto` for the reactor's own backend, another one to have the reactor host it.
+pub fn thousand_connections_on(mut h: Harness, listen_on: Backend) {
     const N: u64 = 1000;
-    let mut h = Harness::new(backend);
-    let (listener, addr) = h.listen();
+    let listener = h
+        .reactor
+        .listen_on(listen_on, "127.0.0.1:0".parse().expect("addr"), &[])
+        .expect("listen");
+    let addr = h.reactor.local_addr(listener).expect("local addr");
     h.reactor.accept(listener, Token(u64::MAX));
     let mut roles: HashMap<SocketId, Role> = HashMap::new();
     let mut bufs: HashMap<SocketId, Vec<u8>> = HashMap::new();
