@@ -71,4 +71,7 @@ pub struct Capabilities {
     pub tls_offload: bool,
     /// Checksum computation in the NIC.
     pub checksum_offload: bool,
+    /// The registered send pool ([`Reactor::fill_registered`](crate::Reactor::fill_registered))
+    /// is registered with the kernel: sends from it use io_uring's fixed buffer.
+    pub registered_buffers: bool,
 }

@@ -22,6 +22,17 @@ pub struct ReactorConfig {
     /// send the kernel reports it copied anyway (loopback, devices without scatter-gather,
     /// where zero copy is measured 2-3 times slower) copies from then on.
     pub zero_copy_threshold: Option<usize>,
+    /// Buffers in the registered send pool ([`Reactor::fill_registered`]); 0, the default,
+    /// means none. On io_uring the pool is registered with the ring once (its pages pinned
+    /// at setup), and sends from it use the ring's fixed buffer instead of pinning or
+    /// looking up pages per send.
+    ///
+    /// [`Reactor::fill_registered`]: crate::Reactor::fill_registered
+    pub registered_buffer_count: usize,
+    /// Bytes per buffer of the registered send pool. The pool (`registered_buffer_size *
+    /// registered_buffer_count` bytes) may take at most 1 GiB, io_uring's limit for one
+    /// registered buffer.
+    pub registered_buffer_size: usize,
 }
 
 impl ReactorConfig {
@@ -50,6 +61,14 @@ impl ReactorConfig {
         self
     }
 
+    /// Sets [`ReactorConfig::registered_buffer_count`] and
+    /// [`ReactorConfig::registered_buffer_size`].
+    pub fn registered_buffers(mut self, count: usize, size: usize) -> Self {
+        self.registered_buffer_count = count;
+        self.registered_buffer_size = size;
+        self
+    }
+
     /// Sets [`ReactorConfig::zero_copy_threshold`].
     pub fn zero_copy_threshold(mut self, threshold: Option<usize>) -> Self {
         self.zero_copy_threshold = threshold;
@@ -75,6 +94,19 @@ impl ReactorConfig {
                 "the receive pool may take at most 4 GiB",
             ));
         }
+        let reg = self.registered_buffer_count;
+        if reg > 0 {
+            if reg > 1 << 16 || self.registered_buffer_size == 0 {
+                return Err(crate::Error::InvalidArgument(
+                    "registered_buffer_count must be at most 65536 and the size non-zero",
+                ));
+            }
+            if reg.saturating_mul(self.registered_buffer_size) > 1 << 30 {
+                return Err(crate::Error::InvalidArgument(
+                    "the registered send pool may take at most 1 GiB",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -86,6 +118,8 @@ impl Default for ReactorConfig {
             recv_buffer_count: Self::DEFAULT_RECV_BUFFER_COUNT,
             multishot_recv: true,
             zero_copy_threshold: Some(Self::DEFAULT_ZERO_COPY_THRESHOLD),
+            registered_buffer_count: 0,
+            registered_buffer_size: Self::DEFAULT_RECV_BUFFER_SIZE,
         }
     }
 }
@@ -114,5 +148,17 @@ mod tests {
             .recv_buffer_size(1)
             .validate()
             .is_ok());
+        assert!(ReactorConfig::default()
+            .registered_buffers(64, 16 * 1024)
+            .validate()
+            .is_ok());
+        assert!(ReactorConfig::default()
+            .registered_buffers(1 << 17, 1)
+            .validate()
+            .is_err());
+        assert!(ReactorConfig::default()
+            .registered_buffers(2, 1 << 30)
+            .validate()
+            .is_err());
     }
 }

@@ -181,6 +181,17 @@ pub(crate) trait Io {
         false
     }
 
+    /// Registers `len` bytes at `ptr` (the registered send pool) with the kernel, so sends
+    /// from inside it can use them as a fixed buffer. Returns whether it did.
+    ///
+    /// # Safety
+    ///
+    /// The memory must stay allocated for as long as the backend lives, and sends from it
+    /// must keep their `Bytes` until they complete (every backend does).
+    unsafe fn register_send_region(&mut self, _ptr: *const u8, _len: usize) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Time until the backend's next own timer (receive deadlines, accept backoff), which
     /// a hosting reactor must not sleep past: only the backend's kernel events reach
     /// [`Io::wait_fd`].

@@ -193,9 +193,8 @@ impl BufPool {
         unsafe { std::slice::from_raw_parts_mut(self.region.slot_ptr(held.bid).cast(), size) }
     }
 
-    /// [`BufPool::read_buf`] as initialised bytes, for tests that fill buffers by hand.
-    #[cfg(test)]
-    fn buf_mut(&mut self, held: &Held) -> &mut [u8] {
+    /// [`BufPool::read_buf`] as initialised bytes, for code that fills buffers itself.
+    pub(crate) fn buf_mut(&mut self, held: &Held) -> &mut [u8] {
         let size = self.region.size;
         // SAFETY: as in `read_buf`; the region is initialised (zeroed at allocation, and only
         // initialised bytes are ever stored).
@@ -228,6 +227,11 @@ impl BufPool {
     /// held).
     pub(crate) fn copy(&self, held: &Held, len: usize) -> Bytes {
         Bytes::copy_from_slice(self.filled(held, len))
+    }
+
+    /// The whole region: its first byte and length.
+    pub(crate) fn region(&self) -> (*const u8, usize) {
+        (self.region.ptr.as_ptr(), self.region.layout.size())
     }
 
     /// Hands a held buffer to the kernel: its address, length and id.

@@ -17,6 +17,7 @@ use crate::datagram::{Bind, DatagramAddr};
 use crate::error::{Error, Result};
 use crate::io::Io;
 use crate::options::{self, SockOpt, SockOptName};
+use crate::pool::BufPool;
 use crate::stats::IoStats;
 use crate::write::{Watermark, WriteOp};
 
@@ -28,6 +29,8 @@ use crate::write::{Watermark, WriteOp};
 /// in flight on them and returns every buffer. A reactor is bound to the thread that created it
 /// (`!Send`), as io_uring's `SINGLE_ISSUER` requires.
 pub struct Reactor {
+    // Declared (so dropped) before `send_pool`: the backends may have the pool registered
+    // with the kernel, and must be gone before its memory is.
     io: Box<dyn Io>,
     backend: Backend,
     /// Further backends this reactor hosts for listeners that asked for them
@@ -37,6 +40,8 @@ pub struct Reactor {
     config: ReactorConfig,
     /// A hosted backend may have more completions at once: the next poll must not block.
     hosted_busy: bool,
+    /// The registered send pool ([`Reactor::fill_registered`]), if configured.
+    send_pool: Option<BufPool>,
     /// Sockets with write watermarks.
     watermarks: HashMap<SocketId, Watermark>,
     /// Sockets to check against their watermarks at the next poll: the backend's list of
@@ -153,6 +158,18 @@ impl Reactor {
         }
         let mut reactor = Reactor::from_io(kernel_io(backend, config)?, backend);
         reactor.config = config.clone();
+        if config.registered_buffer_count > 0 {
+            let pool = BufPool::new(
+                config.registered_buffer_count,
+                config.registered_buffer_size,
+            )?;
+            let (ptr, len) = pool.region();
+            // SAFETY: the pool's memory lives in `reactor.send_pool` until the reactor drops,
+            // after its backends (field order), and lent `Bytes` keep it alive beyond; the
+            // backends keep every send's `Bytes` until the send completes.
+            unsafe { reactor.io.register_send_region(ptr, len)? };
+            reactor.send_pool = Some(pool);
+        }
         Ok(reactor)
     }
 
@@ -164,6 +181,7 @@ impl Reactor {
             hosted: Vec::new(),
             config: ReactorConfig::default(),
             hosted_busy: false,
+            send_pool: None,
             watermarks: HashMap::new(),
             dirty: Vec::new(),
             immediate: Vec::new(),
@@ -290,6 +308,12 @@ impl Reactor {
             });
         }
         let mut io = kernel_io(backend, &self.config)?;
+        if let Some(pool) = &self.send_pool {
+            let (ptr, len) = pool.region();
+            // SAFETY: as in `Reactor::with_config`: hosted backends drop with `self.hosted`,
+            // before `self.send_pool`.
+            unsafe { io.register_send_region(ptr, len)? };
+        }
         let fd = io.wait_fd()?;
         self.io.watch_fd(fd)?;
         self.hosted.push(Hosted { backend, io });
@@ -753,13 +777,43 @@ impl Reactor {
         })
     }
 
-    /// The reactor's counters: receive pool use, multishot arms, zero-copy sends.
+    /// The reactor's counters: receive pool use, multishot arms, zero-copy sends, the
+    /// registered send pool.
     pub fn stats(&self) -> IoStats {
         let mut total = self.io.stats();
         for h in &self.hosted {
             total.add(&h.io.stats());
         }
+        if let Some(pool) = &self.send_pool {
+            total.registered_buffers_lent = pool.lent();
+        }
         total
+    }
+
+    /// Fills a buffer of the registered send pool ([`ReactorConfig::registered_buffer_count`])
+    /// and returns what `f` wrote as `Bytes`, to pass to [`Reactor::send`] (whole or sliced;
+    /// the memory stays valid after the reactor is gone). `f` gets the whole buffer
+    /// ([`ReactorConfig::registered_buffer_size`] bytes, holding zeroes or an earlier
+    /// message's bytes) and returns how many bytes it wrote; more than the buffer holds are
+    /// clamped to it. Encode straight into it: the message is not copied again.
+    ///
+    /// On io_uring with [`Capabilities::registered_buffers`] the pool is registered with the
+    /// ring, so zero-copy sends from it (see [`Reactor::send`]) use its fixed buffer
+    /// (`IORING_RECVSEND_FIXED_BUF`): the kernel pinned the pages once at setup instead of
+    /// per send ([`IoStats::registered_sends`]). Copying sends use it too where the kernel
+    /// takes fixed buffers for plain `SEND`; one that refuses (6.18 does, with `EINVAL`) is
+    /// asked once, then they copy from the pool as from any memory. Elsewhere the pool is
+    /// ordinary memory and the same code works.
+    ///
+    /// `None` if the reactor has no pool (the default; the simulated network never has one)
+    /// or every buffer is in use: a buffer comes back when the last clone of its `Bytes`
+    /// drops (after its send completed).
+    pub fn fill_registered(&mut self, f: impl FnOnce(&mut [u8]) -> usize) -> Option<Bytes> {
+        let pool = self.send_pool.as_mut()?;
+        pool.reclaim_into_free();
+        let held = pool.take()?;
+        let n = f(pool.buf_mut(&held));
+        Some(pool.lend(held, n))
     }
 
     /// Submits what is pending, waits up to `timeout` (`None`: until something happens) for

@@ -25,6 +25,11 @@ pub struct IoStats {
     /// Zero-copy sends whose notification has not arrived yet: the reactor still holds a
     /// reference to their buffers.
     pub zero_copy_pending: usize,
+    /// Sends (or parts of partial sends) the kernel carried out from the registered send
+    /// pool with io_uring's fixed buffer.
+    pub registered_sends: u64,
+    /// Buffers of the registered send pool currently lent out as `Bytes`.
+    pub registered_buffers_lent: usize,
 }
 
 impl IoStats {
@@ -37,5 +42,7 @@ impl IoStats {
         self.zero_copy_sends += other.zero_copy_sends;
         self.zero_copy_copied += other.zero_copy_copied;
         self.zero_copy_pending += other.zero_copy_pending;
+        self.registered_sends += other.registered_sends;
+        self.registered_buffers_lent += other.registered_buffers_lent;
     }
 }

@@ -49,7 +49,8 @@ every_backend!(
     zero_copy_disabled,
     recv_timeout,
     connect_timeout,
-    connection_info
+    connection_info,
+    registered_send
 );
 
 // The simulated network has no real peers: it runs the cases whose peers are its own sockets.
@@ -67,6 +68,7 @@ conformance!(
         large_transfer,
         seqpacket,
         multishot_large_transfer,
-        multishot_control
+        multishot_control,
+        registered_send
     ]
 );

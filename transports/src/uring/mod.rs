@@ -181,10 +181,20 @@ pub(crate) struct UringReactor {
     /// ([`Io::wait_fd`]): the kernel signals it as completions (or deferred completion
     /// work) arrive.
     notify: Option<OwnedFd>,
+    /// The registered send pool's address range (`start..end`), fixed buffer 0.
+    fixed: Option<(usize, usize)>,
+    /// Copying sends from the pool use the fixed buffer (cleared if the kernel refuses it:
+    /// plain `SEND` takes fixed buffers only on recent kernels).
+    fixed_send: bool,
+    /// Zero-copy sends from the pool use the fixed buffer (cleared if the kernel refuses).
+    fixed_zc: bool,
     /// Descriptors of backends this reactor hosts ([`Io::watch_fd`]), each with a
     /// multishot poll armed (`WATCH_UD + index`) that only makes `poll` return.
     watched: Vec<(RawFd, bool)>,
 }
+
+/// `IORING_RECVSEND_FIXED_BUF`: the send's buffer lies in a registered (fixed) buffer.
+const RECVSEND_FIXED_BUF: u16 = 1 << 2;
 
 /// User data of the polls on watched descriptors: `WATCH_UD + index` (far above op indices
 /// and below the other reserved values).
@@ -260,6 +270,9 @@ impl UringReactor {
             stats: IoStats::default(),
             notify: None,
             watched: Vec::new(),
+            fixed: None,
+            fixed_send: false,
+            fixed_zc: false,
         };
         if let Some((pool, ring)) = reactor.bufs.as_mut() {
             reactor.stats.recv_buffers = pool.count();
@@ -754,6 +767,7 @@ impl UringReactor {
                         _iov: Vec::new(),
                         _msg: None,
                         zc: false,
+                        fixed: false,
                         _keep: Vec::new(),
                     },
                     opcode::Shutdown::new(fd, shutdown_how(*how)).build(),
@@ -767,14 +781,24 @@ impl UringReactor {
                 WriteOp::Send { buf, done, .. } => {
                     let rest = &buf[*done..];
                     let len = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+                    // Inside the registered send pool: the kernel finds the pages in the
+                    // ring's fixed buffer 0 instead of pinning or looking them up.
+                    let fixed = (if zc { self.fixed_zc } else { self.fixed_send })
+                        && self.fixed.is_some_and(|(start, end)| {
+                            let at = rest.as_ptr() as usize;
+                            at >= start && at + len as usize <= end
+                        });
                     let entry = if zc {
                         opcode::SendZc::new(fd, rest.as_ptr(), len)
+                            .buf_index(fixed.then_some(0))
                             .flags(libc::MSG_NOSIGNAL)
                             .zc_flags(zc_flags)
                             .build()
                     } else {
+                        // The fixed flag selects buffer index 0, the SQE's zeroed default.
                         opcode::Send::new(fd, rest.as_ptr(), len)
                             .flags(libc::MSG_NOSIGNAL)
+                            .ioprio(if fixed { RECVSEND_FIXED_BUF } else { 0 })
                             .build()
                     };
                     (
@@ -783,6 +807,7 @@ impl UringReactor {
                             _iov: Vec::new(),
                             _msg: None,
                             zc,
+                            fixed,
                             _keep: if zc { vec![buf.clone()] } else { Vec::new() },
                         },
                         entry,
@@ -822,6 +847,7 @@ impl UringReactor {
                             _iov: iov,
                             _msg: Some(msg),
                             zc,
+                            fixed: false,
                             _keep: keep,
                         },
                         entry,
@@ -938,14 +964,17 @@ impl UringReactor {
                 self.complete_multi(op_id, socket, res, flags);
                 return self.maybe_finish_close(socket);
             }
-            Some(Op::Write { zc: true, .. }) if more => {
+            Some(Op::Write {
+                zc: true, fixed, ..
+            }) if more => {
+                let fixed = *fixed;
                 // A zero-copy send is done; its notification follows. The op (and with it
                 // the references to the buffers) stays until then, but the socket may go on.
                 self.zc_pending += 1;
                 if let Some(sock) = self.sockets.get_mut(socket) {
                     sock.inflight = sock.inflight.saturating_sub(1);
                 }
-                self.complete_write(socket, res, true);
+                self.complete_write(socket, res, true, fixed);
                 return self.maybe_finish_close(socket);
             }
             _ => {}
@@ -1101,19 +1130,33 @@ impl UringReactor {
                     .push(crate::datagram::sent_to(socket, token, buf, to, result));
             }
             Some(Op::RecvMulti { .. }) => {} // handled above
-            Some(Op::Write { zc, .. }) => self.complete_write(socket, res, zc),
+            Some(Op::Write { zc, fixed, .. }) => self.complete_write(socket, res, zc, fixed),
         }
         self.maybe_finish_close(socket);
     }
 
     /// Handles the completion of the head of `socket`'s write queue (`zc`: it was a
     /// zero-copy send).
-    fn complete_write(&mut self, socket: SocketId, res: i32, zc: bool) {
+    fn complete_write(&mut self, socket: SocketId, res: i32, zc: bool, fixed: bool) {
         self.write_dirty.push(socket);
         let Some(sock) = self.sockets.get_mut(socket) else {
             return;
         };
         sock.write_busy = false;
+        if fixed && res == -libc::EINVAL && sock.closing.is_none() {
+            // Nothing was sent: a kernel without fixed buffers for this send opcode. Send
+            // from the pool like from any memory with this opcode from now on, and send the
+            // head again.
+            if zc {
+                self.fixed_zc = false;
+            } else {
+                self.fixed_send = false;
+            }
+            return self.start_write(socket);
+        }
+        if fixed && res >= 0 {
+            self.stats.registered_sends += 1;
+        }
         if zc && (res == -libc::EOPNOTSUPP || res == -libc::EINVAL) && sock.closing.is_none() {
             // Nothing was sent. EINVAL: first assume a kernel without usage reports (before
             // 6.2), then one refusing zero copy; EOPNOTSUPP: a socket type without zero copy
@@ -1809,6 +1852,29 @@ impl Io for UringReactor {
 
     fn unparker(&self) -> Arc<dyn Unpark> {
         self.wake.clone()
+    }
+
+    unsafe fn register_send_region(&mut self, ptr: *const u8, len: usize) -> Result<bool> {
+        let iov = libc::iovec {
+            iov_base: ptr as *mut libc::c_void,
+            iov_len: len,
+        };
+        // SAFETY: the caller keeps the memory allocated for this reactor's life; the kernel
+        // pins its pages now and only ever reads them (we submit sends from it, never
+        // fixed reads into it).
+        match unsafe { self.ring.submitter().register_buffers(&[iov]) } {
+            Ok(()) => {
+                self.fixed = Some((ptr as usize, ptr as usize + len));
+                self.fixed_send = true;
+                self.fixed_zc = self.zc_threshold.is_some();
+                self.caps.registered_buffers = true;
+                Ok(true)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot register the send pool; sends copy from it");
+                Ok(false)
+            }
+        }
     }
 
     fn wait_fd(&mut self) -> Result<RawFd> {

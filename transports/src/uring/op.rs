@@ -48,6 +48,8 @@ pub(super) enum Op {
         _iov: Vec<libc::iovec>,
         _msg: Option<Box<libc::msghdr>>,
         zc: bool,
+        /// Sent from the registered send pool with the ring's fixed buffer.
+        fixed: bool,
         _keep: Vec<Bytes>,
     },
     /// A datagram receive (`RECVMSG`): the kernel writes into `buf`'s spare capacity and

@@ -2448,3 +2448,87 @@ pub fn short_read_then_eof(backend: Backend) {
     let (_, result) = next_received(&mut h, conn);
     assert_eq!(result.expect("end of stream"), 0);
 }
+
+// ----- the registered send pool.
+
+/// Messages encoded straight into registered send buffers (small ones, ones above the
+/// zero-copy threshold, and slices of one) arrive byte for byte; on io_uring they use the
+/// ring's fixed buffer. The pool runs out while its `Bytes` are held and refills once they
+/// drop; a reactor without a pool has none to give.
+pub fn registered_send(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    // More buffers than the messages below, which are all in flight at once.
+    const COUNT: usize = 16;
+    const SIZE: usize = 64 * 1024;
+    let config = ReactorConfig::default().registered_buffers(COUNT, SIZE);
+    let mut h = Harness::with_config(backend, &config);
+    if backend == Backend::Sim {
+        // The simulated network has no kernel and no pool.
+        assert!(h.reactor.fill_registered(|_| 0).is_none());
+        return;
+    }
+    let registered = h.reactor.capabilities().registered_buffers;
+    assert_eq!(registered, backend == Backend::Uring, "{backend}");
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    let mut expected = Vec::new();
+    let sizes = [1, 100, 4096, 20_000, SIZE, 3000, 40_000, 7];
+    for (k, &len) in sizes.iter().enumerate() {
+        let start = expected.len();
+        let msg = h
+            .reactor
+            .fill_registered(|buf| {
+                assert_eq!(buf.len(), SIZE);
+                buf[..len].copy_from_slice(&pattern_bytes(start, len));
+                len
+            })
+            .expect("a free registered buffer");
+        assert_eq!(msg.len(), len);
+        expected.extend_from_slice(&msg);
+        h.reactor.send(client, msg, Token(10 + k as u64));
+    }
+    // A slice of a registered buffer is registered memory too.
+    let start = expected.len();
+    let whole = h
+        .reactor
+        .fill_registered(|buf| {
+            buf[..1000].copy_from_slice(&pattern_bytes(start - 10, 1000));
+            1000
+        })
+        .expect("buffer");
+    let part = whole.slice(10..);
+    expected.extend_from_slice(&part);
+    drop(whole);
+    h.reactor.send(client, part, Token(30));
+    h.reactor.shutdown(client, Shutdown::Write, Token(31));
+    let got = read_to_end(&mut h, server);
+    assert_eq!(got.len(), expected.len());
+    assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+    assert_eq!(got, expected);
+    let stats = h.reactor.stats();
+    eprintln!("registered_send on {backend}: {stats:?}");
+    if registered {
+        assert!(stats.registered_sends > 0, "{stats:?}");
+    } else {
+        assert_eq!(stats.registered_sends, 0);
+    }
+
+    // Every buffer lent: none left until one comes back.
+    settle(&mut h);
+    wait_zero_copy_released(&mut h);
+    let held: Vec<Bytes> = (0..COUNT)
+        .map(|_| h.reactor.fill_registered(|_| 1).expect("buffer"))
+        .collect();
+    assert_eq!(h.reactor.stats().registered_buffers_lent, COUNT);
+    assert!(h.reactor.fill_registered(|_| 1).is_none(), "pool exhausted");
+    drop(held);
+    assert!(
+        h.reactor.fill_registered(|_| 1).is_some(),
+        "buffers came back"
+    );
+
+    let mut plain = Harness::new(backend);
+    assert!(plain.reactor.fill_registered(|_| 0).is_none());
+    assert!(!plain.reactor.capabilities().registered_buffers);
+}
