@@ -314,9 +314,12 @@ impl EpollReactor {
                 self.recheck.push(id);
             }
         }
-        if writable && !sock.writes.is_empty() {
-            sock.drive_writes(id, &mut self.ready);
-            self.write_dirty.push(id);
+        if writable {
+            sock.write_blocked = false;
+            if !sock.writes.is_empty() {
+                sock.drive_writes(id, &mut self.ready);
+                self.write_dirty.push(id);
+            }
         }
     }
 

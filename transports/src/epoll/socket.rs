@@ -138,6 +138,12 @@ pub(super) struct Sock {
     pub(super) drained: bool,
     /// epoll reported end of stream (`EPOLLRDHUP`/`EPOLLHUP`) or an error on this socket.
     pub(super) read_closed: bool,
+    /// The last write found the send buffer full (a partial write, or `EAGAIN`). The kernel
+    /// then marks the socket `SOCK_NOSPACE` and reports a writable edge once room frees up,
+    /// so a send submitted meanwhile waits for that edge instead of a `sendmsg` that would
+    /// only say `EAGAIN` (tokio clears write readiness on a short write for the same reason).
+    /// A writable edge clears it.
+    pub(super) write_blocked: bool,
     pub(super) writes: VecDeque<WriteOp>,
     /// Datagram receives, filled in order (many per `recvmmsg`).
     pub(super) recv_froms: VecDeque<(Token, BytesMut)>,
@@ -158,6 +164,7 @@ impl Sock {
             paused: false,
             drained: false,
             read_closed: false,
+            write_blocked: false,
             writes: VecDeque::new(),
             recv_froms: VecDeque::new(),
             send_tos: VecDeque::new(),
@@ -492,7 +499,7 @@ impl Sock {
         if self.connecting.is_some() {
             return;
         }
-        if !self.kind.is_stream() {
+        if !self.kind.is_stream() || self.write_blocked {
             return;
         }
         let stream = self.kind.fd();
@@ -509,15 +516,29 @@ impl Sock {
                 }
                 _ if op.is_done() => Ok(()),
                 _ => {
-                    let written = {
+                    let (written, wanted) = {
                         let mut slices: Vec<IoSlice<'_>> = Vec::new();
                         op.remaining(&mut slices, MAX_IOV);
-                        sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL)
+                        let wanted: usize = slices.iter().map(|s| s.len()).sum();
+                        (
+                            sock.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL),
+                            wanted,
+                        )
                     };
                     match written {
-                        Ok(n) if !op.advance(n) => continue,
+                        Ok(n) if !op.advance(n) => {
+                            if n < wanted {
+                                // The send buffer is full: wait for the writable edge.
+                                self.write_blocked = true;
+                                return;
+                            }
+                            continue;
+                        }
                         Ok(_) => Ok(()),
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                            self.write_blocked = true;
+                            return;
+                        }
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                         Err(e) => Err(Error::from(e)),
                     }
