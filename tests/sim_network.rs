@@ -4,105 +4,19 @@
 //! jittery links) driven from the scenario. 100 seeds each (`SINEW_SEEDS` overrides, a failing
 //! seed prints `SINEW_SEED=<n>`); the harness checks that no reply address is left unanswered.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use sinew::io_actors::{IncomingFor, Pool, PoolConfig, PoolError, PoolMsg, ServerConfig};
 use sinew::prelude::*;
-use sinew::protocols::http1::{Body, Http1, Method, Request, Response};
-use sinew::supervision::resilience::breaker::{BreakerConfig, Trip, Window};
-use sinew::supervision::Backoff;
+use sinew::protocols::http1::{Http1, Response};
 use sinew::testkit::{LinkConfig, NetFault, RandomFaults, SimHost, SimRun, Simulation};
+use support::sim::{get, http1, ip, pool_config, random_link, serve_hello, Hello, A, B, C};
 
-// ---- the system under test ---------------------------------------------------------------
-
-/// The backend application: answers every request with 200 "ok".
-struct Hello;
-
-impl Actor for Hello {
-    type Msg = IncomingFor<Http1>;
-    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
-        inc.reply
-            .send(Response::new(200).with_body(Body::Full(Bytes::from_static(b"ok"))));
-    }
-}
-
-/// HTTP/1.1 for simulation: no `Date` header (the wall clock), no header-read deadline and
-/// no client idle deadline (the codecs are created with the real clock, see docs/TESTING.md);
-/// a client response timeout, so a call stuck on a dead connection fails.
-fn http1() -> Http1 {
-    let mut p = Http1::default();
-    p.server.send_date = false;
-    p.server.timeouts.header_read = None;
-    p.client.timeouts.idle = None;
-    p.client.timeouts.response = Some(Duration::from_secs(2));
-    p
-}
-
-fn pool_config() -> PoolConfig {
-    PoolConfig {
-        min_size: 1,
-        max_size: 3,
-        max_in_flight: 4,
-        max_waiters: 64,
-        // A lost segment costs a retransmission timeout (200 ms), two cost 400 ms: a call
-        // timeout above that keeps a lossy but connected network "healthy".
-        checkout_timeout: Duration::from_secs(1),
-        call_timeout: Duration::from_secs(1),
-        connect_timeout: Some(Duration::from_secs(1)),
-        reconnect: Backoff {
-            jitter: 0.0,
-            ..Backoff::exponential(Duration::from_millis(20), Duration::from_millis(200))
-        },
-        breaker: BreakerConfig {
-            window: Window::Count(10),
-            trip: Trip::Rates,
-            minimum_calls: 4,
-            failure_rate: 0.5,
-            half_open_calls: 1,
-            open: Backoff {
-                min: Duration::from_millis(500),
-                max: Duration::from_millis(500),
-                factor: 1.0,
-                jitter: 0.0,
-                reset_after: Duration::ZERO,
-            },
-            ..BreakerConfig::default()
-        },
-        ..PoolConfig::default()
-    }
-}
-
-fn get() -> Request {
-    Request::new(Method::Get, "/").header("host", "backend")
-}
-
-const A: [u8; 4] = [10, 0, 0, 1];
-const B: [u8; 4] = [10, 0, 0, 2];
-const C: [u8; 4] = [10, 0, 0, 3];
-
-fn ip(a: [u8; 4]) -> IpAddr {
-    IpAddr::from(a)
-}
-
-/// A link with seeded latency, jitter and (sometimes) loss.
-fn random_link(run: &mut SimRun) -> LinkConfig {
-    LinkConfig {
-        latency: Duration::from_micros(100 + run.rng().below(2_000)),
-        jitter: Duration::from_micros(run.rng().below(1_000)),
-        loss: if run.rng().chance(0.5) { 0.02 } else { 0.0 },
-        ..LinkConfig::default()
-    }
-}
-
-/// Host A serving HTTP/1.1 on port 80 with [`Hello`]; returns the address.
-fn backend(host: &SimHost) -> Result<SocketAddr, String> {
-    let app = host.spawn(Hello).map_err(|e| e.to_string())?;
-    host.serve(http1(), 80, app.recipient(), ServerConfig::default())
-        .map_err(|e| e.to_string())
-}
+// ---- the system under test (shared pieces in tests/support/sim.rs) ----------------------
 
 fn spawn_pool(host: &SimHost, dest: SocketAddr) -> Result<Addr<Pool<Http1>>, String> {
     host.spawn(Pool::new(dest, http1, pool_config()))
@@ -130,7 +44,7 @@ fn partition_opens_the_circuit_fast_and_healing_closes_it() {
             let (a, b) = (run.host(A), run.host(B));
             let link = random_link(run);
             run.net().set_link_both(ip(A), ip(B), link);
-            let dest = backend(&a)?;
+            let dest = serve_hello(&a)?;
             let pool = spawn_pool(&b, dest)?;
 
             // Healthy: every call succeeds, a few of them concurrently.
@@ -323,7 +237,7 @@ fn every_call_is_answered_once_under_resets_and_swizzle_clog() {
                 let link = random_link(run);
                 run.net().set_link_both(ip(x), ip(y), link);
             }
-            let dest = backend(&a)?;
+            let dest = serve_hello(&a)?;
             let (pool_b, pool_c) = (spawn_pool(&b, dest)?, spawn_pool(&c, dest)?);
             let total = 60;
             let every = Duration::from_millis(10 + run.rng().below(20));
@@ -388,7 +302,7 @@ fn random_fault_scenario(run: &mut SimRun) -> Result<LoadReport, String> {
     let (a, b) = (run.host(A), run.host(B));
     let link = random_link(run);
     run.net().set_link_both(ip(A), ip(B), link);
-    let dest = backend(&a)?;
+    let dest = serve_hello(&a)?;
     let pool = spawn_pool(&b, dest)?;
     let total = 40;
     let load = b
