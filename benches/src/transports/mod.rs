@@ -92,7 +92,10 @@ impl Params {
             pingpong_iters: 20_000,
             many_iters: 160_000,
             warmup_per_conn: 500,
-            bulk_bytes: 256 << 20,
+            // 256 MiB took 35-90 ms and measured connection start-up (TCP window growth,
+            // first-touch pages) more than streaming: tokio read 2x sinew-mio there and
+            // 1.04x its inverse at 2 GiB.
+            bulk_bytes: 2048 << 20,
             syscall_iters: 10_000,
         }
     }
