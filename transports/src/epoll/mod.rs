@@ -125,6 +125,10 @@ impl EpollReactor {
 
     /// Fires the deadlines that have passed; returns the time to the next one.
     fn expire_timers(&mut self) -> Option<Duration> {
+        // Every poll comes here twice: without a deadline, no clock read.
+        if self.timers.is_empty() {
+            return None;
+        }
         let now = Instant::now();
         while let Some((key, id, kind)) = self.timers.pop_due(now) {
             let Some(sock) = self.sockets.get_mut(id) else {
@@ -361,6 +365,10 @@ impl EpollReactor {
 
     /// Retries accepts whose backoff has elapsed; returns the time to the next deadline.
     fn expire_backoffs(&mut self) -> Option<Duration> {
+        // Every poll comes here twice: without a backed-off accept, no clock read.
+        if self.backoff.is_empty() {
+            return None;
+        }
         let sockets = &self.sockets;
         let (due, next) = io::due_backoffs(&mut self.backoff, Instant::now(), |id| {
             sockets

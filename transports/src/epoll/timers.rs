@@ -36,6 +36,11 @@ impl Timers {
         key
     }
 
+    /// Whether no deadline is pending.
+    pub(super) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Drops a deadline whose operation finished.
     pub(super) fn remove(&mut self, key: TimerKey) {
         self.map.remove(&key);
