@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::launch::own_cpu_seconds;
 use super::System;
+use crate::process::own_cpu_seconds;
 
 /// The value every SET writes (and every GET must read back).
 pub const VALUE: &[u8; 16] = b"sinew-bench-0123";

@@ -228,34 +228,9 @@ pub fn ping(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
-/// CPU time (user + system, every thread) this process used so far, in seconds, from
-/// `getrusage(RUSAGE_SELF)` (microsecond resolution, unlike `/proc`'s clock ticks).
-pub fn own_cpu_seconds() -> Result<f64, String> {
-    // SAFETY: `rusage` is plain data; all zeroes is a valid value for getrusage to overwrite.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a pointer to an owned, writable `rusage`.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return Err(format!("getrusage: {}", io::Error::last_os_error()));
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(secs(ru.ru_utime) + secs(ru.ru_stime))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn own_cpu_time_grows() {
-        let a = own_cpu_seconds().expect("getrusage");
-        let t = Instant::now();
-        let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(30) {
-            x = std::hint::black_box(x.wrapping_add(1));
-        }
-        let b = own_cpu_seconds().expect("getrusage");
-        assert!(b > a, "{a} -> {b}");
-    }
 
     #[test]
     fn ping_speaks_resp() {

@@ -18,7 +18,8 @@
 //!   cross-core round trip; on one core the round trip is the CPU cost per request);
 //! - bulk: one connection streams `bulk_bytes` in 256 KiB writes; the server reads into a
 //!   64 KiB buffer; the time runs from the first write until the server's one-byte
-//!   acknowledgement of the last byte arrives; GiB/s.
+//!   acknowledgement of the last byte arrives; GiB/s, and GiB per CPU-second of the
+//!   measuring process (server and client threads together, `getrusage`).
 //!
 //! Every measurement runs in a fresh child process (the executable re-invoked with the
 //! hidden `__transports-one` subcommand), so no runtime's global state survives into the
@@ -223,6 +224,7 @@ fn metric_meta(metric: &str) -> (&'static str, bool) {
         "round_trip" => ("ns", false),
         "throughput" => ("req/s", true),
         "bulk_throughput" => ("GiB/s", true),
+        "bulk_per_cpu" => ("GiB/cpu-s", true),
         "syscalls_per_request" | "server_syscalls_per_request" => ("calls", false),
         _ => ("", true),
     }
@@ -355,6 +357,10 @@ fn measure_with(
             out
         }
         None => {
+            // Both threads' CPU (this process runs only the server and this client), so
+            // bytes per CPU-second compares the two ends' total cost: steadier than wall
+            // time on this VM, where a descheduled vCPU stalls the stream.
+            let cpu0 = crate::process::own_cpu_seconds().expect("getrusage");
             let el = match system {
                 System::SinewUring => sinew::client_bulk(sinew::URING, addr, bulk),
                 System::SinewMio => sinew::client_bulk(sinew::MIO, addr, bulk),
@@ -362,8 +368,12 @@ fn measure_with(
                 System::MonoioEpoll => monoio::client_bulk(monoio::Flavor::Legacy, addr, bulk),
                 System::Tokio => tokio::client_bulk(addr, bulk),
             };
+            let cpu = crate::process::own_cpu_seconds().expect("getrusage") - cpu0;
             let gib = bulk as f64 / f64::from(1u32 << 30);
-            vec![("bulk_throughput".to_string(), gib / el.as_secs_f64())]
+            vec![
+                ("bulk_throughput".to_string(), gib / el.as_secs_f64()),
+                ("bulk_per_cpu".to_string(), gib / cpu),
+            ]
         }
     });
     let out = client.join().expect("client thread panicked");
