@@ -224,9 +224,13 @@ pub(crate) fn ensure_spare(buf: &mut BytesMut) {
 /// to the next deadline; each backend re-arms the due accepts its own way.
 pub(crate) fn due_backoffs(
     backoff: &mut Vec<SocketId>,
-    now: Instant,
     retry_at: impl Fn(SocketId) -> Option<Instant>,
 ) -> (Vec<SocketId>, Option<Duration>) {
+    // Every poll of every backend comes here: without a backed-off accept, no clock read.
+    if backoff.is_empty() {
+        return (Vec::new(), None);
+    }
+    let now = Instant::now();
     let mut next: Option<Duration> = None;
     let mut due = Vec::new();
     backoff.retain(|&id| {

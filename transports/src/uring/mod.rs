@@ -1293,12 +1293,8 @@ impl UringReactor {
 
     /// Re-arms accepts whose backoff elapsed; returns the time to the next deadline.
     fn expire_backoffs(&mut self) -> Option<Duration> {
-        // Every poll comes here twice: without a backed-off accept, no clock read.
-        if self.backoff.is_empty() {
-            return None;
-        }
         let sockets = &self.sockets;
-        let (due, next) = io::due_backoffs(&mut self.backoff, Instant::now(), |id| {
+        let (due, next) = io::due_backoffs(&mut self.backoff, |id| {
             sockets
                 .get(id)
                 .and_then(|s| s.accept.as_ref())
