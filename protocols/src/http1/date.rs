@@ -47,6 +47,11 @@ impl DateCache {
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
+
+    /// The formatted value as a fixed-size array, so the encoder copies it without a call.
+    pub(crate) fn as_array(&self) -> &[u8; DATE_LEN] {
+        &self.buf
+    }
 }
 
 fn unix_secs(now: SystemTime) -> u64 {

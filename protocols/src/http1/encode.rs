@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::date::DATE_LEN;
 use super::error::Http1Error;
 use super::message::{reason_phrase, Headers, Version};
 
@@ -106,76 +107,169 @@ pub(crate) enum ConnHeader {
     KeepAlive,
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
+/// `TCHAR[b]`: whether `b` may appear in a token (RFC 9110 5.6.2). A table lookup per byte is
+/// what makes validating every outgoing field name affordable on the hot path.
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 pub(crate) fn valid_token(t: &[u8]) -> bool {
-    !t.is_empty() && t.iter().all(|&b| is_tchar(b))
+    // A fold without early exit: names are short, so a branch per byte costs more than
+    // finishing the loop on the (rare) invalid input.
+    !t.is_empty() && t.iter().fold(true, |ok, &b| ok & TCHAR[b as usize])
 }
 
 fn valid_value(v: &[u8]) -> bool {
-    !v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
+    // Branch-free so the compiler vectorises it; values are usually short and always valid.
+    !v.iter().fold(false, |bad, &b| {
+        bad | (b == b'\r') | (b == b'\n') | (b == 0)
+    })
+}
+
+/// What the encoder does with a field, decided by name (length first: most names match none).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FieldRole {
+    /// Written as is.
+    Plain,
+    /// `Date`: written as is, and the encoder does not add its own.
+    Date,
+    /// `Content-Length`, `Transfer-Encoding`, `Connection`: the encoder writes these itself.
+    Owned,
+}
+
+fn field_role(name: &[u8]) -> FieldRole {
+    match name.len() {
+        4 if name.eq_ignore_ascii_case(b"date") => FieldRole::Date,
+        10 if name.eq_ignore_ascii_case(b"connection") => FieldRole::Owned,
+        14 if name.eq_ignore_ascii_case(b"content-length") => FieldRole::Owned,
+        17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldRole::Owned,
+        _ => FieldRole::Plain,
+    }
 }
 
 /// Whether `headers` carry a `Connection: close` token.
 pub(crate) fn wants_close(headers: &Headers) -> bool {
-    headers.get_all("connection").any(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    headers.iter().any(|(n, v)| {
+        n.len() == 10
+            && n.eq_ignore_ascii_case(b"connection")
+            && v.split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
     })
 }
 
-/// Writes header fields, skipping those the encoder owns. Returns whether `Date` was present.
-fn put_fields(out: &mut BytesMut, headers: &Headers) -> Result<bool, Http1Error> {
+/// Validates every field and measures what [`put_fields`] will write, so the caller can
+/// reserve once and a rejected message writes nothing. Returns (bytes, whether `Date` is set).
+fn check_fields(headers: &Headers) -> Result<(usize, bool), Http1Error> {
+    let mut len = 0;
     let mut has_date = false;
     for (name, value) in headers.iter() {
         if !valid_token(name) || !valid_value(value) {
             return Err(Http1Error::InvalidHeader);
         }
-        let owned = name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"connection");
-        if owned {
+        match field_role(name) {
+            FieldRole::Owned => {}
+            role => {
+                has_date |= role == FieldRole::Date;
+                len += name.len() + value.len() + 4;
+            }
+        }
+    }
+    Ok((len, has_date))
+}
+
+/// Writes header fields already validated by [`check_fields`], skipping those the encoder owns.
+fn put_fields(out: &mut BytesMut, headers: &Headers) {
+    for (name, value) in headers.iter() {
+        if field_role(name) == FieldRole::Owned {
             continue;
         }
-        has_date |= name.eq_ignore_ascii_case(b"date");
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    Ok(has_date)
 }
 
-fn put_framing(out: &mut BytesMut, framing: OutFraming, conn: ConnHeader) {
+/// Room for the longest tail: `content-length: ` and 20 digits, `connection: keep-alive`,
+/// a `date` line and the final empty line, each with its CRLF.
+const TAIL_MAX: usize = 18 + 20 + 24 + 8 + DATE_LEN + 2;
+
+/// The framing, connection and date fields and the empty line ending the head, assembled on the
+/// stack so they cost one copy into the output instead of a dozen small ones.
+fn put_tail(
+    out: &mut BytesMut,
+    framing: OutFraming,
+    conn: ConnHeader,
+    date: Option<&[u8; DATE_LEN]>,
+) {
+    let mut tail = [0u8; TAIL_MAX];
+    let mut n = 0;
+    let mut push = |part: &[u8]| {
+        tail[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    };
     match framing {
         OutFraming::None => {}
-        OutFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            put_decimal(out, n);
-            out.extend_from_slice(b"\r\n");
+        OutFraming::Length(len) => {
+            push(b"content-length: ");
+            push(itoa::Buffer::new().format(len).as_bytes());
+            push(b"\r\n");
         }
-        OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        OutFraming::Chunked => push(b"transfer-encoding: chunked\r\n"),
     }
     match conn {
         ConnHeader::None => {}
-        ConnHeader::Close => out.extend_from_slice(b"connection: close\r\n"),
-        ConnHeader::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        ConnHeader::Close => push(b"connection: close\r\n"),
+        ConnHeader::KeepAlive => push(b"connection: keep-alive\r\n"),
     }
+    if let Some(d) = date {
+        push(b"date: ");
+        push(d);
+        push(b"\r\n");
+    }
+    push(b"\r\n");
+    out.extend_from_slice(&tail[..n]);
 }
 
-/// Runs `write` and truncates `out` back if it fails, so a rejected message leaves no trace.
-fn atomically(
-    out: &mut BytesMut,
-    write: impl FnOnce(&mut BytesMut) -> Result<(), Http1Error>,
-) -> Result<(), Http1Error> {
-    let mark = out.len();
-    let r = write(out);
-    if r.is_err() {
-        out.truncate(mark);
-    }
-    r
+/// The whole status line for common statuses sent with their canonical phrase.
+fn status_line(status: u16) -> Option<&'static [u8]> {
+    Some(match status {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        201 => b"HTTP/1.1 201 Created\r\n",
+        204 => b"HTTP/1.1 204 No Content\r\n",
+        301 => b"HTTP/1.1 301 Moved Permanently\r\n",
+        302 => b"HTTP/1.1 302 Found\r\n",
+        304 => b"HTTP/1.1 304 Not Modified\r\n",
+        400 => b"HTTP/1.1 400 Bad Request\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        500 => b"HTTP/1.1 500 Internal Server Error\r\n",
+        503 => b"HTTP/1.1 503 Service Unavailable\r\n",
+        _ => return None,
+    })
 }
 
 /// Encodes a status line and header section.
@@ -186,31 +280,38 @@ pub(crate) fn response_head(
     headers: &Headers,
     framing: OutFraming,
     conn: ConnHeader,
-    date: Option<&[u8]>,
+    date: Option<&[u8; DATE_LEN]>,
 ) -> Result<(), Http1Error> {
     if !(100..=999).contains(&status) || !valid_value(reason) {
         return Err(Http1Error::InvalidStartLine);
     }
-    atomically(out, |out| {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        put_decimal(out, u64::from(status));
-        out.put_u8(b' ');
-        if reason.is_empty() {
-            out.extend_from_slice(reason_phrase(status).as_bytes());
-        } else {
+    let (fields_len, has_date) = check_fields(headers)?;
+    let date = date.filter(|_| !has_date);
+    let reason = if reason.is_empty() {
+        reason_phrase(status).as_bytes()
+    } else {
+        reason
+    };
+    out.reserve(13 + reason.len() + 2 + fields_len + TAIL_MAX);
+    match status_line(status) {
+        Some(line) if reason == reason_phrase(status).as_bytes() => out.extend_from_slice(line),
+        _ => {
+            // 100..=999: always three digits.
+            let digits = [
+                b'0' + (status / 100) as u8,
+                b'0' + (status / 10 % 10) as u8,
+                b'0' + (status % 10) as u8,
+            ];
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(&digits);
+            out.put_u8(b' ');
             out.extend_from_slice(reason);
-        }
-        out.extend_from_slice(b"\r\n");
-        let has_date = put_fields(out, headers)?;
-        put_framing(out, framing, conn);
-        if let (Some(d), false) = (date, has_date) {
-            out.extend_from_slice(b"date: ");
-            out.extend_from_slice(d);
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b"\r\n");
-        Ok(())
-    })
+    }
+    put_fields(out, headers);
+    put_tail(out, framing, conn, date);
+    Ok(())
 }
 
 /// Encodes a request line and header section.
@@ -227,18 +328,18 @@ pub(crate) fn request_head(
     if !valid_token(method) || !target_ok {
         return Err(Http1Error::InvalidStartLine);
     }
-    atomically(out, |out| {
-        out.extend_from_slice(method);
-        out.put_u8(b' ');
-        out.extend_from_slice(target);
-        out.put_u8(b' ');
-        out.extend_from_slice(version.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        put_fields(out, headers)?;
-        put_framing(out, framing, conn);
-        out.extend_from_slice(b"\r\n");
-        Ok(())
-    })
+    // Everything is checked before the first byte is written: a rejected message leaves no trace.
+    let (fields_len, _) = check_fields(headers)?;
+    out.reserve(method.len() + target.len() + 12 + fields_len + TAIL_MAX);
+    out.extend_from_slice(method);
+    out.put_u8(b' ');
+    out.extend_from_slice(target);
+    out.put_u8(b' ');
+    out.extend_from_slice(version.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    put_fields(out, headers);
+    put_tail(out, framing, conn, None);
+    Ok(())
 }
 
 /// Encodes one chunk (`data` must be non-empty: an empty chunk would end the body, so empty
@@ -255,32 +356,19 @@ pub(crate) fn chunk(out: &mut WireBuf, data: Bytes) {
 
 /// Encodes the last chunk and optional trailer fields.
 pub(crate) fn last_chunk(out: &mut BytesMut, trailers: Option<&Headers>) -> Result<(), Http1Error> {
-    atomically(out, |out| {
-        out.extend_from_slice(b"0\r\n");
-        if let Some(t) = trailers {
-            put_fields(out, t)?;
-        }
-        out.extend_from_slice(b"\r\n");
-        Ok(())
-    })
+    if let Some(t) = trailers {
+        check_fields(t)?;
+    }
+    out.extend_from_slice(b"0\r\n");
+    if let Some(t) = trailers {
+        put_fields(out, t);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
 }
 
 /// The interim response sent for `Expect: 100-continue`.
 pub(crate) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
-}
 
 fn put_hex(out: &mut BytesMut, mut n: u64) {
     let mut tmp = [0u8; 16];
@@ -300,6 +388,8 @@ fn put_hex(out: &mut BytesMut, mut n: u64) {
 mod tests {
     use super::*;
 
+    const DATE: &[u8; DATE_LEN] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
     #[test]
     fn response_head_with_framing_and_date() {
         let mut out = BytesMut::new();
@@ -313,13 +403,55 @@ mod tests {
             &h,
             OutFraming::Length(5),
             ConnHeader::Close,
-            Some(b"D"),
+            Some(DATE),
         )
         .unwrap();
         assert_eq!(
             &out[..],
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\ndate: D\r\n\r\n"
+            &b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"[..]
         );
+    }
+
+    #[test]
+    fn status_lines_match_the_general_form() {
+        for status in 100..=999 {
+            for reason in [&b""[..], b"Custom"] {
+                let mut out = BytesMut::new();
+                let none = Headers::new();
+                response_head(
+                    &mut out,
+                    status,
+                    reason,
+                    &none,
+                    OutFraming::None,
+                    ConnHeader::None,
+                    None,
+                )
+                .unwrap();
+                let phrase = if reason.is_empty() {
+                    reason_phrase(status).as_bytes()
+                } else {
+                    reason
+                };
+                let mut want = format!("HTTP/1.1 {status} ").into_bytes();
+                want.extend_from_slice(phrase);
+                want.extend_from_slice(b"\r\n\r\n");
+                assert_eq!(&out[..], &want[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn token_table_matches_the_grammar() {
+        for b in 0..=255u8 {
+            let want = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(valid_token(&[b]), want, "{b}");
+            assert_eq!(
+                valid_value(&[b'a', b]),
+                !matches!(b, b'\r' | b'\n' | 0),
+                "{b}"
+            );
+        }
     }
 
     #[test]
@@ -389,7 +521,15 @@ mod tests {
         want.extend_from_slice(b"\r\n0\r\n\r\n");
         assert_eq!(all, want);
         let mut out = BytesMut::new();
-        put_decimal(&mut out, u64::MAX);
-        assert_eq!(&out[..], b"18446744073709551615");
+        put_tail(
+            &mut out,
+            OutFraming::Length(u64::MAX),
+            ConnHeader::KeepAlive,
+            Some(DATE),
+        );
+        assert_eq!(
+            &out[..],
+            &b"content-length: 18446744073709551615\r\nconnection: keep-alive\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"[..]
+        );
     }
 }

@@ -545,7 +545,7 @@ impl ServerConnection {
         } else {
             ConnHeader::None
         };
-        let date = self.config.send_date.then(|| self.date.as_bytes());
+        let date = self.config.send_date.then(|| self.date.as_array());
         let target = self.out.target(idx);
         let before = target.len();
         encode::response_head(
