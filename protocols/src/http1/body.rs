@@ -5,7 +5,7 @@
 //! (chunk-size lines, trailers) is bounded by `Limits::max_chunk_line`, and the running body
 //! total by `Limits::max_body_size`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::Http1Error;
 use super::limits::{Limits, LineEndingPolicy};
@@ -143,7 +143,7 @@ fn decode_chunked(
                 }
                 let end = line_content_end(buf, 0, lf, limits.line_endings)?;
                 let size = parse_chunk_size(&buf[..end])?;
-                let _ = buf.split_to(lf + 1);
+                buf.advance(lf + 1);
                 *scanned = 0;
                 if size == 0 {
                     *state = ChunkState::Trailers;
@@ -174,11 +174,11 @@ fn decode_chunked(
             ChunkState::DataCrlf => match (buf.first(), buf.get(1)) {
                 (None, _) | (Some(b'\r'), None) => return Ok(Decoded::NeedMore),
                 (Some(b'\r'), Some(b'\n')) => {
-                    let _ = buf.split_to(2);
+                    buf.advance(2);
                     *state = ChunkState::Size;
                 }
                 (Some(b'\n'), _) if limits.line_endings == LineEndingPolicy::AllowBareLf => {
-                    let _ = buf.split_to(1);
+                    buf.advance(1);
                     *state = ChunkState::Size;
                 }
                 (Some(b'\n'), _) => return Err(Http1Error::BareLf),

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::time::{Instant, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::body::{BodyDecoder, Decoded};
 use super::date::DateCache;
@@ -229,7 +229,11 @@ impl ServerConnection {
                     }
                     if !self.head_started {
                         let skip = parse::leading_empty_lines(buf, self.limits().line_endings);
-                        let _ = buf.split_to(skip);
+                        if skip > 0 {
+                            // Not `split_to`: that clones the buffer's handle (two atomic
+                            // refcount updates) even for zero bytes, on every request.
+                            buf.advance(skip);
+                        }
                         // A lone CR may be the first half of another empty line.
                         if buf.is_empty() || buf[..] == b"\r"[..] {
                             self.arm_idle(now);
@@ -333,22 +337,16 @@ impl ServerConnection {
     fn start_request(&mut self, h: parse::RequestHead) -> Option<Event> {
         let id = self.next_id;
         self.next_id += 1;
+        let mut request = h.request;
         self.out.slots.push_back(Slot {
-            head_request: h.method == Method::Head,
-            version: h.version,
+            head_request: request.method == Method::Head,
+            version: request.version,
             keep_alive: h.keep_alive,
             state: SlotState::Waiting,
             data: WireBuf::default(),
             close_after: false,
         });
-        let mut request = Request {
-            method: h.method,
-            target: h.target,
-            version: h.version,
-            headers: h.headers,
-            body: Body::empty(),
-            expect_continue: h.expect_continue,
-        };
+        let expect_continue = request.expect_continue;
         let keep_alive = h.keep_alive;
         let decoder = match h.framing {
             Framing::None | Framing::CloseDelimited => {
@@ -363,7 +361,7 @@ impl ServerConnection {
                     .ok()
                     .filter(|&n| n <= self.limits().body_stream_threshold);
                 match whole {
-                    Some(len) if !h.expect_continue => {
+                    Some(len) if !expect_continue => {
                         self.read = Read::Whole {
                             request: Box::new(request),
                             id,
@@ -378,7 +376,7 @@ impl ServerConnection {
             Framing::Chunked => BodyDecoder::chunked(),
         };
         request.body = Body::Stream;
-        self.read = if h.expect_continue {
+        self.read = if expect_continue {
             Read::AwaitContinue {
                 id,
                 decoder,
