@@ -9,7 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::Http1Error;
 use super::limits::{Limits, LineEndingPolicy};
-use super::message::{field_span, Headers};
+use super::message::Headers;
+use super::parse::field_range;
 use super::parse::line_content_end;
 
 /// Most trailer fields accepted (trailers are rare and should be small).
@@ -268,16 +269,8 @@ fn parse_trailers(section: Bytes) -> Result<Headers, Http1Error> {
         Err(httparse::Error::TooManyHeaders) => return Err(Http1Error::TrailersTooLarge),
         Err(_) => return Err(Http1Error::Malformed("invalid trailer field")),
     };
-    let base = section.as_ptr() as usize;
-    let spans = fields
-        .iter()
-        .map(|h| {
-            let ns = (h.name.as_ptr() as usize).wrapping_sub(base);
-            let vs = (h.value.as_ptr() as usize).wrapping_sub(base);
-            field_span(ns, ns + h.name.len(), vs, vs + h.value.len())
-        })
-        .collect();
-    Ok(Headers::from_parsed(section, spans))
+    let (start, count) = field_range(&section, fields);
+    Ok(Headers::from_parsed(section, start, count))
 }
 
 #[cfg(test)]

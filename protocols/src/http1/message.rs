@@ -92,47 +92,20 @@ impl Version {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Span {
-    start: u32,
-    end: u32,
-}
-
-/// A parsed field: name and value as ranges of the head's bytes.
-pub(crate) type FieldSpan = (Span, Span);
-
-/// The field at `name_start..name_end`, `value_start..value_end` of a head. Parsers build the
-/// final span list directly (one allocation per head, on the request hot path).
-pub(crate) fn field_span(
-    name_start: usize,
-    name_end: usize,
-    value_start: usize,
-    value_end: usize,
-) -> FieldSpan {
-    let span = |start: usize, end: usize| Span {
-        start: start as u32,
-        end: end as u32,
-    };
-    (span(name_start, name_end), span(value_start, value_end))
-}
-
-impl Span {
-    fn get(self, buf: &Bytes) -> &[u8] {
-        // Spans are only built by the parser from offsets into `buf`, so they are in range;
-        // `get` keeps that an invariant checked at runtime rather than a panic.
-        buf.get(self.start as usize..self.end as usize)
-            .unwrap_or_default()
-    }
-}
-
 /// An ordered list of header fields (names compared case-insensitively).
 ///
-/// Parsed fields are index ranges into the head's `Bytes`; appended fields are owned pairs.
-/// Iteration yields parsed fields first, then appended ones, each in order.
+/// Parsed fields are not indexed: they are read again from the received head's `Bytes` when
+/// asked for. The parser has already validated every line, so finding a field is a scan for the
+/// line's end and colon, and keeping no index saves an allocation and a copy per request (most
+/// requests are asked for a field or two, if any). Appended fields are owned pairs. Iteration
+/// yields parsed fields first, then appended ones, each in order.
 #[derive(Clone, Default)]
 pub struct Headers {
     buf: Bytes,
-    parsed: Vec<(Span, Span)>,
+    /// Where the first parsed field's line starts in `buf`.
+    start: u32,
+    /// How many parsed fields follow `start`.
+    count: u32,
     added: Vec<(Bytes, Bytes)>,
 }
 
@@ -142,14 +115,26 @@ impl Headers {
         Headers::default()
     }
 
-    /// Builds parsed headers over `buf` from fields made by [`field_span`]. Ranges must lie
-    /// inside `buf` (the parser guarantees it); out-of-range spans read as empty rather than
-    /// panic.
-    pub(crate) fn from_parsed(buf: Bytes, parsed: Vec<FieldSpan>) -> Self {
+    /// Parsed headers: `count` field lines of `buf` starting at `start`, each
+    /// `name ":" OWS value OWS` ending in LF or CRLF and already validated by the parser (no
+    /// obs-fold, no whitespace before the colon). Callers check in debug builds that reading
+    /// them back gives what the parser saw.
+    pub(crate) fn from_parsed(buf: Bytes, start: usize, count: usize) -> Self {
+        // Heads are bounded by `Limits::max_head_size`, far below 4 GiB; saturating keeps an
+        // absurd configuration from wrapping (the fields then read as absent, never as others).
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Headers {
             buf,
-            parsed,
+            start: clamp(start),
+            count: clamp(count),
             added: Vec::new(),
+        }
+    }
+
+    fn parsed(&self) -> ParsedFields<'_> {
+        ParsedFields {
+            rest: self.buf.get(self.start as usize..).unwrap_or_default(),
+            left: self.count,
         }
     }
 
@@ -161,7 +146,7 @@ impl Headers {
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.parsed.len() + self.added.len()
+        self.count as usize + self.added.len()
     }
 
     /// Whether there are no fields.
@@ -171,9 +156,7 @@ impl Headers {
 
     /// Iterates over `(name, value)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.parsed
-            .iter()
-            .map(|(n, v)| (n.get(&self.buf), v.get(&self.buf)))
+        self.parsed()
             .chain(self.added.iter().map(|(n, v)| (&n[..], &v[..])))
     }
 
@@ -194,6 +177,46 @@ impl Headers {
     /// Whether `name` is present.
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
+    }
+}
+
+/// Reads parsed field lines back (see [`Headers`]).
+struct ParsedFields<'a> {
+    rest: &'a [u8],
+    left: u32,
+}
+
+impl<'a> Iterator for ParsedFields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 || self.rest.is_empty() {
+            return None;
+        }
+        self.left -= 1;
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+            Some(lf) => (&self.rest[..lf], &self.rest[lf + 1..]),
+            None => (self.rest, &[][..]),
+        };
+        self.rest = rest;
+        // Names are tokens, so the first colon ends the name.
+        let colon = memchr::memchr(b':', line).unwrap_or(line.len());
+        let name = &line[..colon];
+        let value = line.get(colon + 1..).unwrap_or_default();
+        // As httparse trims: leading SP/HTAB, trailing SP/HTAB and the CR of a CRLF.
+        let value = match value.iter().position(|&b| b != b' ' && b != b'\t') {
+            Some(first) => &value[first..],
+            None => &[][..],
+        };
+        let end = value
+            .iter()
+            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .map_or(0, |last| last + 1);
+        Some((name, &value[..end]))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left as usize))
     }
 }
 
@@ -372,9 +395,8 @@ mod tests {
 
     #[test]
     fn headers_lookup_is_case_insensitive_and_ordered() {
-        let buf = Bytes::from_static(b"Host: a\r\nX-A: 1\r\n");
-        let mut h =
-            Headers::from_parsed(buf, vec![field_span(0, 4, 6, 7), field_span(9, 12, 14, 15)]);
+        let buf = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n");
+        let mut h = Headers::from_parsed(buf, 16, 2);
         h.append("x-a", "2");
         assert_eq!(h.get("host"), Some(&b"a"[..]));
         assert_eq!(
@@ -386,9 +408,17 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_spans_read_empty() {
-        let h = Headers::from_parsed(Bytes::from_static(b"ab"), vec![field_span(0, 9, 1, 2)]);
-        assert_eq!(h.iter().next(), Some((&b""[..], &b"b"[..])));
+    fn parsed_fields_read_back_as_parsed() {
+        let buf = Bytes::from_static(b"A:\r\nB: \t x y \t\r\nC:z\nD:  \r\n\r\n");
+        let h = Headers::from_parsed(buf, 0, 4);
+        let want: Vec<(&[u8], &[u8])> =
+            vec![(b"A", b""), (b"B", b"x y"), (b"C", b"z"), (b"D", b"")];
+        assert_eq!(h.iter().collect::<Vec<_>>(), want);
+        // Out of range: fewer fields than claimed, never a panic.
+        let h = Headers::from_parsed(Bytes::from_static(b"ab"), 9, 3);
+        assert_eq!(h.iter().count(), 0);
+        let h = Headers::from_parsed(Bytes::from_static(b"ab"), 0, 3);
+        assert_eq!(h.iter().next(), Some((&b"ab"[..], &b""[..])));
     }
 
     #[test]

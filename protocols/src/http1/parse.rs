@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use super::error::Http1Error;
 use super::limits::{Limits, LineEndingPolicy};
-use super::message::{field_span, Body, FieldSpan, Headers, Method, Request, Version};
+use super::message::{Body, Headers, Method, Request, Version};
 
 /// Which start line a head begins with; only request lines have their own length limit (414).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,15 +186,25 @@ fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
     (start, start + part.len())
 }
 
-fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<FieldSpan> {
-    headers
-        .iter()
-        .map(|h| {
-            let (ns, ne) = offset_in(base, h.name.as_bytes());
-            let (vs, ve) = offset_in(base, h.value);
-            field_span(ns, ne, vs, ve)
-        })
-        .collect()
+/// Where the parsed `fields` of `head` start and how many there are, for
+/// [`Headers::from_parsed`] (the fields are read back from the head when asked for).
+pub(crate) fn field_range(head: &Bytes, fields: &[httparse::Header<'_>]) -> (usize, usize) {
+    let start = fields
+        .first()
+        .map_or(head.len(), |h| offset_in(head, h.name.as_bytes()).0);
+    #[cfg(debug_assertions)]
+    {
+        // Every parse in tests, property tests and fuzzing checks that reading the fields back
+        // agrees with httparse.
+        let read_back = Headers::from_parsed(head.clone(), start, fields.len());
+        let same = read_back.iter().count() == fields.len()
+            && read_back
+                .iter()
+                .zip(fields)
+                .all(|((n, v), f)| n == f.name.as_bytes() && v == f.value);
+        assert!(same, "parsed fields read back differently: {read_back:?}");
+    }
+    (start, fields.len())
 }
 
 fn version_of(minor: Option<u8>) -> Result<Version, Http1Error> {
@@ -240,14 +250,14 @@ pub(crate) fn parse_request(head: Bytes, limits: &Limits) -> Result<RequestHead,
     };
     let expect_continue =
         info.expect_continue && version == Version::Http11 && framing != Framing::None;
-    let spans = spans(&head, req.headers);
     let target = head.slice(ts..te);
+    let (fields_start, fields) = field_range(&head, req.headers);
     Ok(RequestHead {
         request: Request {
             method,
             target,
             version,
-            headers: Headers::from_parsed(head, spans),
+            headers: Headers::from_parsed(head, fields_start, fields),
             body: Body::empty(),
             expect_continue,
         },
@@ -294,7 +304,7 @@ pub(crate) fn parse_response(
             Version::Http11 => !info.close,
             Version::Http10 => info.keep_alive && !info.close,
         };
-    let spans = spans(&head, res.headers);
+    let (fields_start, fields) = field_range(&head, res.headers);
     let reason = if reason.is_empty() {
         Bytes::new()
     } else {
@@ -304,7 +314,7 @@ pub(crate) fn parse_response(
         status,
         reason,
         version,
-        headers: Headers::from_parsed(head, spans),
+        headers: Headers::from_parsed(head, fields_start, fields),
         framing,
         keep_alive,
     })
@@ -569,5 +579,31 @@ mod tests {
         assert_eq!(r.framing, Framing::CloseDelimited);
         assert!(!r.keep_alive);
         assert_eq!(&r.reason[..], b"OK");
+    }
+
+    proptest::proptest! {
+        /// Reading fields back from the head agrees with httparse (asserted inside
+        /// `field_range` in debug builds) whatever the whitespace, colons and line endings.
+        #[test]
+        fn fields_read_back_as_httparse_saw_them(
+            fields in proptest::collection::vec(
+                ("[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,8}", "[ \t]{0,3}[ \t:a-z,;éü]{0,12}[ \t]{0,3}", proptest::bool::ANY),
+                0..12,
+            ),
+        ) {
+            let mut head = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+            for (name, value, crlf) in &fields {
+                head.extend_from_slice(name.as_bytes());
+                head.push(b':');
+                head.extend_from_slice(value.as_bytes());
+                head.extend_from_slice(if *crlf { b"\r\n" } else { b"\n" });
+            }
+            head.extend_from_slice(b"\r\n");
+            let limits = Limits { line_endings: LineEndingPolicy::AllowBareLf, ..Limits::default() };
+            if let Ok(r) = parse_request(Bytes::from(head), &limits) {
+                let h = &r.request.headers;
+                proptest::prop_assert_eq!(h.iter().count(), h.len());
+            }
+        }
     }
 }
