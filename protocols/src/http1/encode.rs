@@ -107,14 +107,15 @@ pub(crate) enum ConnHeader {
     KeepAlive,
 }
 
-/// `TCHAR[b]`: whether `b` may appear in a token (RFC 9110 5.6.2). A table lookup per byte is
-/// what makes validating every outgoing field name affordable on the hot path.
-static TCHAR: [bool; 256] = {
-    let mut t = [false; 256];
+/// `CLASS[b] & TCHAR`: `b` may appear in a token (RFC 9110 5.6.2); `CLASS[b] & FORBIDDEN`: `b`
+/// may not appear in a field value (CR, LF, NUL: they would split the message). One table load
+/// per byte is what makes validating every outgoing field affordable on the hot path.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric()
+        if c.is_ascii_alphanumeric()
             || matches!(
                 c,
                 b'!' | b'#'
@@ -131,23 +132,28 @@ static TCHAR: [bool; 256] = {
                     | b'`'
                     | b'|'
                     | b'~'
-            );
+            )
+        {
+            t[b] |= TCHAR;
+        }
+        if matches!(c, b'\r' | b'\n' | 0) {
+            t[b] |= FORBIDDEN;
+        }
         b += 1;
     }
     t
 };
+const TCHAR: u8 = 1;
+const FORBIDDEN: u8 = 2;
 
 pub(crate) fn valid_token(t: &[u8]) -> bool {
-    // A fold without early exit: names are short, so a branch per byte costs more than
-    // finishing the loop on the (rare) invalid input.
-    !t.is_empty() && t.iter().fold(true, |ok, &b| ok & TCHAR[b as usize])
+    // No early exit: names are short and almost always valid, so a branch per byte costs more
+    // than finishing the loop on the rare bad one.
+    !t.is_empty() && t.iter().fold(TCHAR, |ok, &b| ok & CLASS[b as usize]) != 0
 }
 
 fn valid_value(v: &[u8]) -> bool {
-    // Branch-free so the compiler vectorises it; values are usually short and always valid.
-    !v.iter().fold(false, |bad, &b| {
-        bad | (b == b'\r') | (b == b'\n') | (b == 0)
-    })
+    v.iter().fold(0, |bad, &b| bad | CLASS[b as usize]) & FORBIDDEN == 0
 }
 
 /// What the encoder does with a field, decided by name (length first: most names match none).

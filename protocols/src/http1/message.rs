@@ -140,6 +140,7 @@ impl Headers {
 
     /// Appends a field. Validity (token name, no CR/LF/NUL in the value) is checked when the
     /// message is encoded.
+    #[inline]
     pub fn append(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
         self.added.push((name.into(), value.into()));
     }
@@ -252,6 +253,7 @@ pub enum Body {
 
 impl Body {
     /// An empty full body.
+    #[inline]
     pub fn empty() -> Body {
         Body::Full(Bytes::new())
     }
@@ -296,12 +298,14 @@ impl Request {
     }
 
     /// Builder-style [`Headers::append`].
+    #[inline]
     pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         self.headers.append(name, value);
         self
     }
 
     /// Builder-style body setter.
+    #[inline]
     pub fn with_body(mut self, body: Body) -> Self {
         self.body = body;
         self
@@ -326,6 +330,7 @@ pub struct Response {
 
 impl Response {
     /// A response with no headers and an empty body.
+    #[inline]
     pub fn new(status: u16) -> Self {
         Response {
             status,
@@ -337,12 +342,14 @@ impl Response {
     }
 
     /// Builder-style [`Headers::append`].
+    #[inline]
     pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         self.headers.append(name, value);
         self
     }
 
     /// Builder-style body setter.
+    #[inline]
     pub fn with_body(mut self, body: Body) -> Self {
         self.body = body;
         self

@@ -215,7 +215,9 @@ fn version_of(minor: Option<u8>) -> Result<Version, Http1Error> {
     }
 }
 
-/// Parses a complete request head (as found by [`HeadScanner`]).
+/// Parses a complete request head (as found by [`HeadScanner`]). Inlined so the request is
+/// built where the server connection moves it next, not copied out of a return slot.
+#[inline]
 pub(crate) fn parse_request(head: Bytes, limits: &Limits) -> Result<RequestHead, Http1Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADER_SLOTS];
     let mut req = httparse::Request::new(&mut []);
