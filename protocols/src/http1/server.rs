@@ -103,8 +103,10 @@ struct Slot {
     version: Version,
     keep_alive: bool,
     state: SlotState,
-    /// Bytes encoded while this slot was not at the head of the line.
-    data: WireBuf,
+    /// Bytes encoded while this slot was not at the head of the line. Boxed and made on first
+    /// use: answers usually come in order, and a slot is written per request, so keeping it
+    /// small is what counts.
+    data: Option<Box<WireBuf>>,
     close_after: bool,
 }
 
@@ -132,15 +134,17 @@ impl Ordered {
         if idx == 0 {
             &mut self.wire
         } else {
-            &mut self.slots[idx].data
+            self.slots[idx].data.get_or_insert_with(Box::default)
         }
     }
 
     /// Releases completed slots from the front, and the buffered bytes of the new front.
     fn advance(&mut self) {
         while let Some(front) = self.slots.front_mut() {
-            self.buffered = self.buffered.saturating_sub(front.data.len());
-            self.wire.append(&mut front.data);
+            if let Some(mut data) = front.data.take() {
+                self.buffered = self.buffered.saturating_sub(data.len());
+                self.wire.append(&mut data);
+            }
             if front.state != SlotState::Done {
                 break;
             }
@@ -343,7 +347,7 @@ impl ServerConnection {
             version: request.version,
             keep_alive: h.keep_alive,
             state: SlotState::Waiting,
-            data: WireBuf::default(),
+            data: None,
             close_after: false,
         });
         let expect_continue = request.expect_continue;
@@ -440,7 +444,7 @@ impl ServerConnection {
                     version: Version::Http11,
                     keep_alive: false,
                     state: SlotState::Waiting,
-                    data: WireBuf::default(),
+                    data: None,
                     close_after: true,
                 });
                 let _ = self.encode_response(RequestId(id), response, true);
@@ -588,7 +592,7 @@ impl ServerConnection {
     /// Counts bytes added to a non-head-of-line slot since `before`.
     fn account(&mut self, idx: usize, before: usize) {
         if idx > 0 {
-            let now = self.out.slots[idx].data.len();
+            let now = self.out.slots[idx].data.as_ref().map_or(0, |d| d.len());
             self.out.buffered += now.saturating_sub(before);
         }
     }
