@@ -187,37 +187,41 @@ pub(crate) fn wants_close(headers: &Headers) -> bool {
     })
 }
 
-/// Validates every field and measures what [`put_fields`] will write, so the caller can
-/// reserve once and a rejected message writes nothing. Returns (bytes, whether `Date` is set).
-fn check_fields(headers: &Headers) -> Result<(usize, bool), Http1Error> {
-    let mut len = 0;
+/// Validates and writes header fields, skipping those the encoder owns; one pass, since
+/// walking the fields twice (check, then write) cost as much as the writing. Returns whether a
+/// `Date` field was written. On an invalid field the caller truncates `out` back to where its
+/// message began, so a rejected message leaves no trace.
+fn put_fields(out: &mut BytesMut, headers: &Headers) -> Result<bool, Http1Error> {
     let mut has_date = false;
     for (name, value) in headers.iter() {
         if !valid_token(name) || !valid_value(value) {
             return Err(Http1Error::InvalidHeader);
         }
         match field_role(name) {
-            FieldRole::Owned => {}
-            role => {
-                has_date |= role == FieldRole::Date;
-                len += name.len() + value.len() + 4;
-            }
+            FieldRole::Owned => continue,
+            FieldRole::Date => has_date = true,
+            FieldRole::Plain => {}
         }
-    }
-    Ok((len, has_date))
-}
-
-/// Writes header fields already validated by [`check_fields`], skipping those the encoder owns.
-fn put_fields(out: &mut BytesMut, headers: &Headers) {
-    for (name, value) in headers.iter() {
-        if field_role(name) == FieldRole::Owned {
-            continue;
-        }
+        out.reserve(name.len() + value.len() + 4);
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    Ok(has_date)
+}
+
+/// Runs `write` and truncates `out` back if it fails, so a rejected message leaves no trace.
+fn atomically(
+    out: &mut BytesMut,
+    write: impl FnOnce(&mut BytesMut) -> Result<(), Http1Error>,
+) -> Result<(), Http1Error> {
+    let mark = out.len();
+    let r = write(out);
+    if r.is_err() {
+        out.truncate(mark);
+    }
+    r
 }
 
 /// Room for the longest tail: `content-length: ` and 20 digits, `connection: keep-alive`,
@@ -291,33 +295,34 @@ pub(crate) fn response_head(
     if !(100..=999).contains(&status) || !valid_value(reason) {
         return Err(Http1Error::InvalidStartLine);
     }
-    let (fields_len, has_date) = check_fields(headers)?;
-    let date = date.filter(|_| !has_date);
     let reason = if reason.is_empty() {
         reason_phrase(status).as_bytes()
     } else {
         reason
     };
-    out.reserve(13 + reason.len() + 2 + fields_len + TAIL_MAX);
-    match status_line(status) {
-        Some(line) if reason == reason_phrase(status).as_bytes() => out.extend_from_slice(line),
-        _ => {
-            // 100..=999: always three digits.
-            let digits = [
-                b'0' + (status / 100) as u8,
-                b'0' + (status / 10 % 10) as u8,
-                b'0' + (status % 10) as u8,
-            ];
-            out.extend_from_slice(b"HTTP/1.1 ");
-            out.extend_from_slice(&digits);
-            out.put_u8(b' ');
-            out.extend_from_slice(reason);
-            out.extend_from_slice(b"\r\n");
+    // Room for a typical head at once; fields reserve more if they need it.
+    out.reserve(13 + reason.len() + 2 + 128 + TAIL_MAX);
+    atomically(out, |out| {
+        match status_line(status) {
+            Some(line) if reason == reason_phrase(status).as_bytes() => out.extend_from_slice(line),
+            _ => {
+                // 100..=999: always three digits.
+                let digits = [
+                    b'0' + (status / 100) as u8,
+                    b'0' + (status / 10 % 10) as u8,
+                    b'0' + (status % 10) as u8,
+                ];
+                out.extend_from_slice(b"HTTP/1.1 ");
+                out.extend_from_slice(&digits);
+                out.put_u8(b' ');
+                out.extend_from_slice(reason);
+                out.extend_from_slice(b"\r\n");
+            }
         }
-    }
-    put_fields(out, headers);
-    put_tail(out, framing, conn, date);
-    Ok(())
+        let has_date = put_fields(out, headers)?;
+        put_tail(out, framing, conn, date.filter(|_| !has_date));
+        Ok(())
+    })
 }
 
 /// Encodes a request line and header section.
@@ -334,18 +339,17 @@ pub(crate) fn request_head(
     if !valid_token(method) || !target_ok {
         return Err(Http1Error::InvalidStartLine);
     }
-    // Everything is checked before the first byte is written: a rejected message leaves no trace.
-    let (fields_len, _) = check_fields(headers)?;
-    out.reserve(method.len() + target.len() + 12 + fields_len + TAIL_MAX);
-    out.extend_from_slice(method);
-    out.put_u8(b' ');
-    out.extend_from_slice(target);
-    out.put_u8(b' ');
-    out.extend_from_slice(version.as_bytes());
-    out.extend_from_slice(b"\r\n");
-    put_fields(out, headers);
-    put_tail(out, framing, conn, None);
-    Ok(())
+    atomically(out, |out| {
+        out.extend_from_slice(method);
+        out.put_u8(b' ');
+        out.extend_from_slice(target);
+        out.put_u8(b' ');
+        out.extend_from_slice(version.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        put_fields(out, headers)?;
+        put_tail(out, framing, conn, None);
+        Ok(())
+    })
 }
 
 /// Encodes one chunk (`data` must be non-empty: an empty chunk would end the body, so empty
@@ -362,15 +366,14 @@ pub(crate) fn chunk(out: &mut WireBuf, data: Bytes) {
 
 /// Encodes the last chunk and optional trailer fields.
 pub(crate) fn last_chunk(out: &mut BytesMut, trailers: Option<&Headers>) -> Result<(), Http1Error> {
-    if let Some(t) = trailers {
-        check_fields(t)?;
-    }
-    out.extend_from_slice(b"0\r\n");
-    if let Some(t) = trailers {
-        put_fields(out, t);
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(())
+    atomically(out, |out| {
+        out.extend_from_slice(b"0\r\n");
+        if let Some(t) = trailers {
+            put_fields(out, t)?;
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(())
+    })
 }
 
 /// The interim response sent for `Expect: 100-continue`.
