@@ -163,14 +163,16 @@ enum FieldRole {
     Plain,
     /// `Date`: written as is, and the encoder does not add its own.
     Date,
-    /// `Content-Length`, `Transfer-Encoding`, `Connection`: the encoder writes these itself.
+    /// `Content-Length`, `Transfer-Encoding`: the encoder writes these itself.
     Owned,
+    /// `Connection`: the encoder writes it itself, and a `close` token in it is honoured.
+    Connection,
 }
 
 fn field_role(name: &[u8]) -> FieldRole {
     match name.len() {
         4 if name.eq_ignore_ascii_case(b"date") => FieldRole::Date,
-        10 if name.eq_ignore_ascii_case(b"connection") => FieldRole::Owned,
+        10 if name.eq_ignore_ascii_case(b"connection") => FieldRole::Connection,
         14 if name.eq_ignore_ascii_case(b"content-length") => FieldRole::Owned,
         17 if name.eq_ignore_ascii_case(b"transfer-encoding") => FieldRole::Owned,
         _ => FieldRole::Plain,
@@ -179,27 +181,41 @@ fn field_role(name: &[u8]) -> FieldRole {
 
 /// Whether `headers` carry a `Connection: close` token.
 pub(crate) fn wants_close(headers: &Headers) -> bool {
-    headers.iter().any(|(n, v)| {
-        n.len() == 10
-            && n.eq_ignore_ascii_case(b"connection")
-            && v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    headers
+        .iter()
+        .any(|(n, v)| field_role(n) == FieldRole::Connection && has_close_token(v))
+}
+
+fn has_close_token(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// What [`put_fields`] saw besides the fields it wrote.
+#[derive(Default)]
+struct Seen {
+    date: bool,
+    close: bool,
 }
 
 /// Validates and writes header fields, skipping those the encoder owns; one pass, since
-/// walking the fields twice (check, then write) cost as much as the writing. Returns whether a
-/// `Date` field was written. On an invalid field the caller truncates `out` back to where its
-/// message began, so a rejected message leaves no trace.
-fn put_fields(out: &mut BytesMut, headers: &Headers) -> Result<bool, Http1Error> {
-    let mut has_date = false;
+/// walking the fields again (check, write, look for `Connection: close`) cost as much as the
+/// writing. On an invalid field the caller truncates `out` back to where its message began, so
+/// a rejected message leaves no trace.
+fn put_fields(out: &mut BytesMut, headers: &Headers) -> Result<Seen, Http1Error> {
+    let mut seen = Seen::default();
     for (name, value) in headers.iter() {
         if !valid_token(name) || !valid_value(value) {
             return Err(Http1Error::InvalidHeader);
         }
         match field_role(name) {
             FieldRole::Owned => continue,
-            FieldRole::Date => has_date = true,
+            FieldRole::Connection => {
+                seen.close |= has_close_token(value);
+                continue;
+            }
+            FieldRole::Date => seen.date = true,
             FieldRole::Plain => {}
         }
         out.reserve(name.len() + value.len() + 4);
@@ -208,14 +224,14 @@ fn put_fields(out: &mut BytesMut, headers: &Headers) -> Result<bool, Http1Error>
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
-    Ok(has_date)
+    Ok(seen)
 }
 
 /// Runs `write` and truncates `out` back if it fails, so a rejected message leaves no trace.
-fn atomically(
+fn atomically<T>(
     out: &mut BytesMut,
-    write: impl FnOnce(&mut BytesMut) -> Result<(), Http1Error>,
-) -> Result<(), Http1Error> {
+    write: impl FnOnce(&mut BytesMut) -> Result<T, Http1Error>,
+) -> Result<T, Http1Error> {
     let mark = out.len();
     let r = write(out);
     if r.is_err() {
@@ -282,7 +298,10 @@ fn status_line(status: u16) -> Option<&'static [u8]> {
     })
 }
 
-/// Encodes a status line and header section.
+/// Encodes a status line and header section. With `honour_close`, a `Connection: close` among
+/// `headers` makes `conn` [`ConnHeader::Close`]; returns whether there was one (found while
+/// writing the fields rather than by another walk over them).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn response_head(
     out: &mut BytesMut,
     status: u16,
@@ -290,8 +309,9 @@ pub(crate) fn response_head(
     headers: &Headers,
     framing: OutFraming,
     conn: ConnHeader,
+    honour_close: bool,
     date: Option<&[u8; DATE_LEN]>,
-) -> Result<(), Http1Error> {
+) -> Result<bool, Http1Error> {
     if !(100..=999).contains(&status) || !valid_value(reason) {
         return Err(Http1Error::InvalidStartLine);
     }
@@ -319,9 +339,14 @@ pub(crate) fn response_head(
                 out.extend_from_slice(b"\r\n");
             }
         }
-        let has_date = put_fields(out, headers)?;
-        put_tail(out, framing, conn, date.filter(|_| !has_date));
-        Ok(())
+        let seen = put_fields(out, headers)?;
+        let conn = if honour_close && seen.close {
+            ConnHeader::Close
+        } else {
+            conn
+        };
+        put_tail(out, framing, conn, date.filter(|_| !seen.date));
+        Ok(seen.close)
     })
 }
 
@@ -346,6 +371,7 @@ pub(crate) fn request_head(
         out.put_u8(b' ');
         out.extend_from_slice(version.as_bytes());
         out.extend_from_slice(b"\r\n");
+        // The client decided `conn` from the fields already (see `wants_close`).
         put_fields(out, headers)?;
         put_tail(out, framing, conn, None);
         Ok(())
@@ -412,6 +438,7 @@ mod tests {
             &h,
             OutFraming::Length(5),
             ConnHeader::Close,
+            true,
             Some(DATE),
         )
         .unwrap();
@@ -434,6 +461,7 @@ mod tests {
                     &none,
                     OutFraming::None,
                     ConnHeader::None,
+                    true,
                     None,
                 )
                 .unwrap();
@@ -475,6 +503,7 @@ mod tests {
             &h,
             OutFraming::None,
             ConnHeader::None,
+            true,
             None,
         );
         assert_eq!(r, Err(Http1Error::InvalidHeader));
@@ -508,6 +537,7 @@ mod tests {
             &Headers::new(),
             OutFraming::None,
             ConnHeader::None,
+            true,
             None
         )
         .is_err());

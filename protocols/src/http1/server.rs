@@ -514,11 +514,8 @@ impl ServerConnection {
         let last_in_shutdown = self.shutting_down
             && matches!(self.read, Read::Closed)
             && idx + 1 == self.out.slots.len();
-        let mut close = !slot.keep_alive
-            || internal
-            || unread_body
-            || last_in_shutdown
-            || encode::wants_close(&response.headers);
+        // A `Connection: close` among the fields is found while they are written (below).
+        let mut close = !slot.keep_alive || internal || unread_body || last_in_shutdown;
         // A HEAD answer may state the length its GET would have without building that body:
         // an explicit `Content-Length` with an empty body is reported as is.
         let head_length = match &response.body {
@@ -550,15 +547,17 @@ impl ServerConnection {
         let date = self.config.send_date.then(|| self.date.as_array());
         let target = self.out.target(idx);
         let before = target.len();
-        encode::response_head(
+        let asked_close = encode::response_head(
             target.buf_mut(),
             status,
             &response.reason,
             &response.headers,
             framing,
             conn,
+            !interim,
             date,
         )?;
+        close |= asked_close;
         if interim {
             self.account(idx, before);
             self.out.advance();

@@ -113,6 +113,46 @@ fn connection_close_and_http10() {
 }
 
 #[test]
+fn response_connection_close_field_closes_and_is_written_once() {
+    let (mut c, now) = server();
+    let evs = feed(
+        &mut c,
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        now,
+    );
+    assert_eq!(request_ids(&evs).len(), 2);
+    // Answered out of order: the close is found while the second answer waits in its slot.
+    c.send_response(
+        RequestId(1),
+        ok("b").header("Connection", "keep-alive, Close"),
+    )
+    .unwrap();
+    c.send_response(RequestId(0), ok("a")).unwrap();
+    assert_eq!(
+        output(&mut c, now),
+        "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\na\
+         HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nb"
+    );
+    assert!(c.should_close());
+    assert!(!c.wants_read());
+
+    // HTTP/1.0: close replaces the keep-alive the encoder would otherwise write.
+    let (mut c, now) = server();
+    let evs = feed(
+        &mut c,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        now,
+    );
+    c.send_response(request_ids(&evs)[0], ok("x").header("connection", "close"))
+        .unwrap();
+    assert_eq!(
+        output(&mut c, now),
+        "HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx"
+    );
+    assert!(c.should_close());
+}
+
+#[test]
 fn pipelined_responses_leave_in_request_order() {
     let (mut c, now) = server();
     let evs = feed(
