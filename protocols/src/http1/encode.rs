@@ -153,7 +153,31 @@ pub(crate) fn valid_token(t: &[u8]) -> bool {
 }
 
 fn valid_value(v: &[u8]) -> bool {
-    v.iter().fold(0, |bad, &b| bad | CLASS[b as usize]) & FORBIDDEN == 0
+    // Eight bytes at a time: a byte of `x` is zero iff the classic `(x - 0x01..) & !x & 0x80..`
+    // sets its high bit (exact when asking only whether any byte is zero).
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const fn has_zero(x: u64) -> bool {
+        x.wrapping_sub(ONES) & !x & HIGHS != 0
+    }
+    let mut words = v.chunks_exact(8);
+    for w in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(w);
+        let x = u64::from_ne_bytes(bytes);
+        if has_zero(x)
+            || has_zero(x ^ (ONES * u64::from(b'\r')))
+            || has_zero(x ^ (ONES * u64::from(b'\n')))
+        {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .fold(0, |bad, &b| bad | CLASS[b as usize])
+        & FORBIDDEN
+        == 0
 }
 
 /// What the encoder does with a field, decided by name (length first: most names match none).
@@ -315,17 +339,17 @@ pub(crate) fn response_head(
     if !(100..=999).contains(&status) || !valid_value(reason) {
         return Err(Http1Error::InvalidStartLine);
     }
-    let reason = if reason.is_empty() {
-        reason_phrase(status).as_bytes()
-    } else {
-        reason
-    };
     // Room for a typical head at once; fields reserve more if they need it.
-    out.reserve(13 + reason.len() + 2 + 128 + TAIL_MAX);
+    out.reserve(64 + reason.len() + 128 + TAIL_MAX);
     atomically(out, |out| {
-        match status_line(status) {
-            Some(line) if reason == reason_phrase(status).as_bytes() => out.extend_from_slice(line),
-            _ => {
+        match status_line(status).filter(|_| reason.is_empty()) {
+            Some(line) => out.extend_from_slice(line),
+            None => {
+                let reason = if reason.is_empty() {
+                    reason_phrase(status).as_bytes()
+                } else {
+                    reason
+                };
                 // 100..=999: always three digits.
                 let digits = [
                     b'0' + (status / 100) as u8,
@@ -474,6 +498,22 @@ mod tests {
                 want.extend_from_slice(phrase);
                 want.extend_from_slice(b"\r\n\r\n");
                 assert_eq!(&out[..], &want[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn value_check_finds_forbidden_bytes_at_every_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for bad in [b'\r', b'\n', 0] {
+                    for fill in [b'a', 0x80, 0xff, 0x01, b'\t'] {
+                        let mut v = vec![fill; len];
+                        assert!(valid_value(&v));
+                        v[at] = bad;
+                        assert!(!valid_value(&v), "{len} {at} {bad} {fill}");
+                    }
+                }
             }
         }
     }
