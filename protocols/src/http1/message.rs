@@ -1,8 +1,9 @@
 //! The HTTP/1.1 message types shared by the server and client state machines.
 //!
-//! Parsed heads are kept as one frozen `Bytes` (a slice of the receive buffer) plus index
-//! ranges, so parsing a request costs no copy and no allocation per header field; fields added
-//! for sending are owned `Bytes` pairs (static strings cost nothing).
+//! Parsed heads are kept as one frozen `Bytes` (a slice of the receive buffer) plus where their
+//! fields start and how many there are, so parsing a request costs no copy and no allocation;
+//! fields are read back from the validated head when asked for. Fields added for sending are
+//! owned `Bytes` pairs (static strings cost nothing).
 
 use bytes::Bytes;
 use std::fmt;
