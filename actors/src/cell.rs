@@ -20,7 +20,7 @@ use crate::actor::{Actor, ActorId, ExitReason, Terminated};
 use crate::context::{Context, Lifecycle};
 use crate::mailbox::{Admission, MailboxConfig, Overflow};
 use crate::sync::AtomicBool;
-use crate::worker::{with_current, RunResult, Runnable, WorkerLocal, WorkerShared};
+use crate::worker::{current_worker, RunResult, Runnable, WorkerLocal, WorkerShared};
 
 /// How a stop proceeds once the children are gone.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -155,29 +155,37 @@ impl<A: Actor> ActorCell<A> {
     }
 
     /// Enqueues an admitted message: directly on the home worker, else through its inbound.
+    ///
+    /// The message is moved as few times as possible (request messages are a few hundred
+    /// bytes, and every move is a memcpy on the per-request path): the worker check captures
+    /// nothing, and only the cross-worker branch wraps the message in a closure.
     #[inline]
     pub(crate) fn deliver(self: &Arc<Self>, msg: A::Msg) {
-        let rest = with_current(|w| match w {
-            Some(w) if w.shared.uid == self.home.uid => {
-                self.push_local(w, msg);
-                None
-            }
-            _ => Some(msg),
-        });
-        if let Some(msg) = rest {
-            let cell = self.clone();
-            self.home
-                .push(move |w: &WorkerLocal| cell.push_local(w, msg));
+        let p = current_worker();
+        // SAFETY: `current_worker` returns null or the `WorkerLocal` entered on this thread,
+        // alive until its guard drops (which happens on this thread, never during this call).
+        match unsafe { p.as_ref() } {
+            Some(w) if w.shared.uid == self.home.uid => self.push_local(w, msg),
+            _ => self.deliver_remote(msg),
         }
     }
 
+    #[inline(never)]
+    fn deliver_remote(self: &Arc<Self>, msg: A::Msg) {
+        let cell = self.clone();
+        self.home
+            .push(move |w: &WorkerLocal| cell.push_local(w, msg));
+    }
+
     /// Admission ignoring capacity (replies, timers); drops the message if the actor stopped.
+    #[inline]
     pub(crate) fn deliver_forced(self: &Arc<Self>, msg: A::Msg) {
         if self.mb.admit_forced() {
             self.deliver(msg);
         }
     }
 
+    #[inline]
     fn push_local(self: &Arc<Self>, w: &WorkerLocal, msg: A::Msg) {
         if w.has_faults() {
             self.push_with_faults(w, msg);
@@ -236,43 +244,70 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
+    #[inline]
     fn enqueue(&self, w: &WorkerLocal, msg: A::Msg) {
-        let cap = self.mb.capacity();
-        let drop_oldest = self.mb.overflow() == Overflow::DropOldest;
+        // Two short borrows instead of one closure that owns the message: the common case
+        // then writes the message into the queue once, and the rare ones (a dead actor, a
+        // full drop-oldest mailbox) take a cold path that drops messages after the borrow
+        // (dropping may answer a ReplyTo, which may enqueue here again).
+        let (dead, full) = self.with_local(w, |l| {
+            (
+                l.dead,
+                self.mb.overflow() == Overflow::DropOldest && l.queue.len() >= self.mb.capacity(),
+            )
+        });
+        if dead || full {
+            return self.enqueue_cold(w, msg, dead);
+        }
+        self.push_back(w, msg);
+    }
+
+    /// Appends to the queue and schedules the actor if it was idle.
+    #[inline]
+    fn push_back(&self, w: &WorkerLocal, msg: A::Msg) {
         let timing = w.system.timing;
-        let (rejected, evicted, schedule) = self.with_local(w, |l| {
-            if l.dead {
-                return (Some(msg), None, None);
-            }
-            let evicted = if drop_oldest && l.queue.len() >= cap {
-                l.queue.pop_front()
-            } else {
-                None
-            };
+        let local = self.local.get();
+        debug_assert_eq!(
+            w.shared.uid, self.home.uid,
+            "actor state touched off its home worker"
+        );
+        // SAFETY: as in `with_local`: `w` is this cell's home worker, so we are on its thread;
+        // nothing in this block calls user code or re-enters, so this is the only live
+        // reference to `local`.
+        let schedule = unsafe {
+            let l = &mut *local;
             l.queue.push_back(msg);
             if l.scheduled {
-                (None, evicted, None)
+                None
             } else {
                 l.scheduled = true;
                 if timing {
                     l.scheduled_at = w.mono_ns();
                 }
-                (None, evicted, Some(l.slot))
+                Some(l.slot)
             }
-        });
+        };
         if let Some(key) = schedule {
             w.schedule(key);
         }
-        if rejected.is_some() {
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn enqueue_cold(&self, w: &WorkerLocal, msg: A::Msg, dead: bool) {
+        if dead {
             self.mb.release(1);
+            drop(msg);
+            return;
         }
+        let evicted = self.with_local(w, |l| l.queue.pop_front());
         if evicted.is_some() {
             self.mb.count_dropped();
             self.mb.release(1);
         }
         // Dropped here, after the borrow: dropping may answer a ReplyTo, which may enqueue.
-        drop(rejected);
         drop(evicted);
+        self.push_back(w, msg);
     }
 
     pub(crate) fn set_slot(&self, w: &WorkerLocal, key: u32) {

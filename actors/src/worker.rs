@@ -137,6 +137,13 @@ thread_local! {
     static CURRENT: Cell<*const WorkerLocal> = const { Cell::new(std::ptr::null()) };
 }
 
+/// The worker running on this thread, or null. Dereference it only within the current call
+/// on this thread: it stays valid until the `enter` guard that set it drops.
+#[inline]
+pub(crate) fn current_worker() -> *const WorkerLocal {
+    CURRENT.with(|c| c.get())
+}
+
 /// Calls `f` with the worker running on this thread, if any.
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
     let p = CURRENT.with(|c| c.get());
