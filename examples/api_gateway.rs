@@ -25,6 +25,10 @@ use sinew::supervision::resilience::breaker::BreakerConfig;
 use sinew::supervision::Backoff;
 use sinew::transports::Backend;
 
+/// Request paths allocate a little; mimalloc makes each of those a few dozen instructions.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// One fan-out in progress.
 struct Pending {
     reply: ReplyTo<Response>,

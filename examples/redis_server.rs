@@ -17,6 +17,10 @@ use sinew::prelude::*;
 use sinew::redis::{RedisConfig, RedisServer};
 use sinew::transports::Backend;
 
+/// Request paths allocate a little; mimalloc makes each of those a few dozen instructions.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     addr: SocketAddr,
     io_workers: usize,

@@ -1,4 +1,8 @@
-//! A counting global allocator: wraps [`System`] and keeps the number of live bytes.
+//! A counting global allocator: wraps mimalloc and keeps the number of live bytes.
+//!
+//! mimalloc rather than the system allocator because every server this binary runs (Sinew and
+//! its peers alike) allocates on its request path, and glibc malloc costs ~180 instructions a
+//! call there: the same fast allocator for all keeps the comparison about the frameworks.
 //!
 //! Used by the `idle-actor-memory` case: `(live_after - live_before) / K`. Relaxed
 //! atomics are enough because measurements read the counter from one thread after the
@@ -12,7 +16,9 @@
 //! taken with [`bytes_between`] stay correct as long as such frees do not happen inside
 //! the measured window.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc as Inner;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The counting allocator type; installed as `#[global_allocator]` in `main.rs`.
@@ -57,12 +63,12 @@ fn sub(n: usize) {
     }
 }
 
-// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so
-// `System`'s guarantees carry over; the counter is bookkeeping only.
+// SAFETY: every method forwards to mimalloc with the caller's arguments unchanged, so
+// mimalloc's guarantees carry over; the counter is bookkeeping only.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout (non-zero size per GlobalAlloc's contract).
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { Inner.alloc(layout) };
         if !p.is_null() {
             add(layout.size());
         }
@@ -71,7 +77,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's layout.
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { Inner.alloc_zeroed(layout) };
         if !p.is_null() {
             add(layout.size());
         }
@@ -80,14 +86,14 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: the caller guarantees `ptr` was allocated by this allocator (hence by
-        // `System`) with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
+        // mimalloc) with `layout`.
+        unsafe { Inner.dealloc(ptr, layout) };
         sub(layout.size());
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller upholds `realloc`'s contract, which we forward unchanged.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { Inner.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             if new_size >= layout.size() {
                 add(new_size - layout.size());
