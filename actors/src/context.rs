@@ -276,15 +276,21 @@ impl<A: Actor> Context<A> {
     /// builds the message. Where [`Context::reply_to`] boxes a closure per address, a channel
     /// is made once and each address costs a reference count: the shape for actors that create
     /// one per request (connections).
-    pub fn reply_channel<T: Send + 'static>(
-        &self,
-        map: fn(u64, Result<T, ReplyError>) -> A::Msg,
-    ) -> crate::reply::ReplyChannel<T> {
-        struct CellSink<A: Actor, T> {
+    pub fn reply_channel<T: Send + 'static, F>(&self, map: F) -> crate::reply::ReplyChannel<T>
+    where
+        F: Fn(u64, Result<T, ReplyError>) -> A::Msg + Send + Sync + 'static,
+    {
+        // `map` is a type parameter, not a function pointer, so it inlines into `deliver` and
+        // the message is built where it is queued (one answer per request crosses here).
+        struct CellSink<A: Actor, F> {
             cell: Arc<ActorCell<A>>,
-            map: fn(u64, Result<T, ReplyError>) -> A::Msg,
+            map: F,
         }
-        impl<A: Actor, T: Send + 'static> crate::reply::TaggedSink<T> for CellSink<A, T> {
+        impl<A: Actor, T: Send + 'static, F> crate::reply::TaggedSink<T> for CellSink<A, F>
+        where
+            F: Fn(u64, Result<T, ReplyError>) -> A::Msg + Send + Sync + 'static,
+        {
+            #[inline]
             fn deliver(&self, tag: u64, value: Result<T, ReplyError>) {
                 self.cell.deliver_forced((self.map)(tag, value));
             }
