@@ -146,7 +146,7 @@ pub(crate) fn current_worker() -> *const WorkerLocal {
 
 /// Calls `f` with the worker running on this thread, if any.
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&WorkerLocal>) -> R) -> R {
-    let p = CURRENT.with(|c| c.get());
+    let p = current_worker();
     if p.is_null() {
         f(None)
     } else {

@@ -17,9 +17,9 @@
 //! the measured window.
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mimalloc::MiMalloc as Inner;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The counting allocator type; installed as `#[global_allocator]` in `main.rs`.
 #[derive(Debug)]

@@ -10,8 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::error::Http1Error;
 use super::limits::{Limits, LineEndingPolicy};
 use super::message::Headers;
-use super::parse::field_range;
-use super::parse::line_content_end;
+use super::parse::{field_range, line_content_end};
 
 /// Most trailer fields accepted (trailers are rare and should be small).
 const MAX_TRAILERS: usize = 32;
