@@ -31,6 +31,11 @@ pub(crate) struct HeadScanner {
 }
 
 impl HeadScanner {
+    /// Whether part of a head was scanned already (the rest is still to come).
+    pub(crate) fn in_progress(&self) -> bool {
+        self.pos != 0
+    }
+
     /// Forget progress (call after a head was consumed from the buffer).
     pub(crate) fn reset(&mut self) {
         *self = HeadScanner::default();
@@ -48,9 +53,13 @@ impl HeadScanner {
             let rest = buf.get(self.pos..).unwrap_or_default();
             let Some(off) = memchr::memchr(b'\n', rest) else {
                 self.pos = buf.len();
+                // A CR at the end may be the first half of the request line's CRLF, which the
+                // limit does not count once the line is whole: counting it here would make a
+                // line of exactly the limit pass or fail depending on where the input was cut.
+                let line_so_far = buf.len() - usize::from(buf.last() == Some(&b'\r'));
                 if !self.start_line_done
                     && kind == HeadKind::Request
-                    && buf.len() > limits.max_request_line
+                    && line_so_far > limits.max_request_line
                 {
                     return Err(Http1Error::RequestLineTooLong {
                         limit: limits.max_request_line,
@@ -188,7 +197,7 @@ fn offset_in(base: &[u8], part: &[u8]) -> (usize, usize) {
 
 /// Where the parsed `fields` of `head` start and how many there are, for
 /// [`Headers::from_parsed`] (the fields are read back from the head when asked for).
-pub(crate) fn field_range(head: &Bytes, fields: &[httparse::Header<'_>]) -> (usize, usize) {
+pub(crate) fn field_range(head: &[u8], fields: &[httparse::Header<'_>]) -> (usize, usize) {
     let start = fields
         .first()
         .map_or(head.len(), |h| offset_in(head, h.name.as_bytes()).0);
@@ -196,7 +205,7 @@ pub(crate) fn field_range(head: &Bytes, fields: &[httparse::Header<'_>]) -> (usi
     {
         // Every parse in tests, property tests and fuzzing checks that reading the fields back
         // agrees with httparse.
-        let read_back = Headers::from_parsed(head.clone(), start, fields.len());
+        let read_back = Headers::from_parsed(Bytes::copy_from_slice(head), start, fields.len());
         let same = read_back.iter().count() == fields.len()
             && read_back
                 .iter()
@@ -215,25 +224,138 @@ fn version_of(minor: Option<u8>) -> Result<Version, Http1Error> {
     }
 }
 
-/// Parses a complete request head (as found by [`HeadScanner`]). Inlined so the request is
-/// built where the server connection moves it next, not copied out of a return slot.
+/// A request head parsed where it lies in the receive buffer, kept as plain values (offsets
+/// into the buffer) so the buffer can be split after parsing.
+#[derive(Debug)]
+pub(crate) struct ParsedRequest {
+    method: Method,
+    target: (usize, usize),
+    version: Version,
+    fields_start: usize,
+    fields: usize,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl ParsedRequest {
+    /// Builds the request from the head's bytes (the parsed buffer's first bytes, split off
+    /// after parsing). Inlined so the request is built where the server connection
+    /// moves it next, not copied out of a return slot.
+    #[inline]
+    pub(crate) fn build(self, head: Bytes) -> RequestHead {
+        RequestHead {
+            request: Request {
+                method: self.method,
+                target: head.slice(self.target.0..self.target.1),
+                version: self.version,
+                headers: Headers::from_parsed(head, self.fields_start, self.fields),
+                body: Body::empty(),
+                expect_continue: self.expect_continue,
+            },
+            framing: self.framing,
+            keep_alive: self.keep_alive,
+        }
+    }
+}
+
+/// Whether httparse's complete parse of `buf[..len]` is exactly what [`HeadScanner`] would
+/// accept on the same bytes, with the head ending at the same place: then the scanner need not
+/// run. httparse's grammar already rules out obs-fold and whitespace before a field (both are
+/// invalid field-name bytes without the `ParserConfig` options we never set), lets CR appear
+/// only as part of CRLF, and ends the head at the first empty line after the request line,
+/// which is the scanner's end too. What is left is checked here: empty lines skipped before
+/// the request line (the caller strips the ones our policy allows, so any left are the
+/// scanner's business), a bare LF ending any line under [`LineEndingPolicy::RequireCrlf`], and
+/// the 414 and 431 limits. `false` sends the head to the scanner, which gives the exact error.
+fn complete_head_passes_scanner(
+    buf: &[u8],
+    len: usize,
+    req: &httparse::Request<'_, '_>,
+    limits: &Limits,
+) -> bool {
+    let (Some(method), Some(path)) = (req.method, req.path) else {
+        return false;
+    };
+    if offset_in(buf, method.as_bytes()).0 != 0 || len > limits.max_head_size {
+        return false;
+    }
+    // "METHOD SP target SP HTTP/1.x": the version is eight bytes and the line ends after it.
+    let line_len = offset_in(buf, path.as_bytes()).1 + 9;
+    if line_len > limits.max_request_line {
+        return false;
+    }
+    if limits.line_endings == LineEndingPolicy::RequireCrlf {
+        // Every line ends in LF right before the next line starts: the request line at
+        // `line_len`, each field line before the next field's name, the last field line
+        // before the final empty line. A CR before each of those LFs, and before the final
+        // one, means no line ended in a bare LF (httparse allows CR only directly before LF).
+        let cr_before_lf = |next_line: usize| {
+            next_line
+                .checked_sub(2)
+                .is_some_and(|i| buf.get(i) == Some(&b'\r'))
+        };
+        if !cr_before_lf(len) || !cr_before_lf(len.saturating_sub(2)) {
+            return false;
+        }
+        if !req
+            .headers
+            .iter()
+            .all(|h| cr_before_lf(offset_in(buf, h.name.as_bytes()).0))
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Parses the request head at the start of `buf`. Returns the head's length (including its
+/// final empty line) with the request or the error it gets.
+///
+/// With `fast`, `buf` is the whole receive buffer and nothing was scanned yet: a complete head
+/// that [`complete_head_passes_scanner`] is parsed in this one pass; anything else (a partial
+/// head, an httparse error, a head the scanner must judge) returns `None`, and the caller
+/// runs the scanner, then calls again without `fast` on exactly the head it found.
 #[inline]
-pub(crate) fn parse_request(head: Bytes, limits: &Limits) -> Result<RequestHead, Http1Error> {
+pub(crate) fn parse_request_in(
+    buf: &[u8],
+    limits: &Limits,
+    fast: bool,
+) -> Option<(usize, Result<ParsedRequest, Http1Error>)> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; Limits::HEADER_SLOTS];
     let mut req = httparse::Request::new(&mut []);
     let n = header_slots(limits);
-    match req.parse_with_uninit_headers(&head, &mut slots[..n]) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(Http1Error::Malformed("incomplete head")),
-        Err(e) => return Err(map_httparse(e, limits)),
-    }
+    let len = match req.parse_with_uninit_headers(buf, &mut slots[..n]) {
+        Ok(httparse::Status::Complete(len)) => {
+            if fast && !complete_head_passes_scanner(buf, len, &req, limits) {
+                return None;
+            }
+            len
+        }
+        _ if fast => return None,
+        Ok(httparse::Status::Partial) => {
+            return Some((buf.len(), Err(Http1Error::Malformed("incomplete head"))))
+        }
+        Err(e) => return Some((buf.len(), Err(map_httparse(e, limits)))),
+    };
+    Some((len, derive_request(buf, len, &req, limits)))
+}
+
+/// What a complete request head means: method, target, version, framing, connection.
+#[inline]
+fn derive_request(
+    buf: &[u8],
+    len: usize,
+    req: &httparse::Request<'_, '_>,
+    limits: &Limits,
+) -> Result<ParsedRequest, Http1Error> {
     let version = version_of(req.version)?;
     let method = Method::from_token(req.method.unwrap_or_default().as_bytes());
     let path = req.path.unwrap_or_default();
     if path.is_empty() {
         return Err(Http1Error::Malformed("empty request target"));
     }
-    let (ts, te) = offset_in(&head, path.as_bytes());
+    let target = offset_in(buf, path.as_bytes());
     let info = scan_fields(req.headers)?;
     let mut framing = info.framing(version, limits)?;
     if framing == Framing::CloseDelimited {
@@ -252,20 +374,27 @@ pub(crate) fn parse_request(head: Bytes, limits: &Limits) -> Result<RequestHead,
     };
     let expect_continue =
         info.expect_continue && version == Version::Http11 && framing != Framing::None;
-    let target = head.slice(ts..te);
-    let (fields_start, fields) = field_range(&head, req.headers);
-    Ok(RequestHead {
-        request: Request {
-            method,
-            target,
-            version,
-            headers: Headers::from_parsed(head, fields_start, fields),
-            body: Body::empty(),
-            expect_continue,
-        },
+    let (fields_start, fields) = field_range(buf.get(..len).unwrap_or_default(), req.headers);
+    Ok(ParsedRequest {
+        method,
+        target,
+        version,
+        fields_start,
+        fields,
         framing,
         keep_alive,
+        expect_continue,
     })
+}
+
+/// Parses a complete request head (as found by [`HeadScanner`]).
+#[cfg(test)]
+pub(crate) fn parse_request(head: Bytes, limits: &Limits) -> Result<RequestHead, Http1Error> {
+    match parse_request_in(&head, limits, false) {
+        Some((_, Ok(p))) => Ok(p.build(head)),
+        Some((_, Err(e))) => Err(e),
+        None => Err(Http1Error::Malformed("incomplete head")),
+    }
 }
 
 /// Parses a complete response head. `head_request` says whether it answers a HEAD request

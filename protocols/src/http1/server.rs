@@ -250,21 +250,38 @@ impl ServerConnection {
                                 self.config.timeouts.header_read.map(|t| now + t);
                         }
                     }
-                    let len = match self
-                        .scanner
-                        .scan(buf, &self.config.limits, HeadKind::Request)
-                    {
-                        Ok(Some(len)) => len,
-                        Ok(None) => return None,
-                        Err(e) => return Some(self.fail(e)),
+                    // A whole head already in the buffer is parsed in one pass; the scanner
+                    // runs only for heads that arrive in pieces or that it must judge.
+                    let fast = if self.scanner.in_progress() {
+                        None
+                    } else {
+                        parse::parse_request_in(buf, &self.config.limits, true)
                     };
-                    let head = buf.split_to(len).freeze();
+                    let (len, parsed) = match fast {
+                        Some(parsed) => parsed,
+                        None => {
+                            let len =
+                                match self
+                                    .scanner
+                                    .scan(buf, &self.config.limits, HeadKind::Request)
+                                {
+                                    Ok(Some(len)) => len,
+                                    Ok(None) => return None,
+                                    Err(e) => return Some(self.fail(e)),
+                                };
+                            let head = buf.get(..len).unwrap_or_default();
+                            parse::parse_request_in(head, &self.config.limits, false)
+                                .map(|(_, parsed)| (len, parsed))
+                                .unwrap_or((len, Err(Http1Error::Malformed("incomplete head"))))
+                        }
+                    };
                     self.scanner.reset();
                     self.head_started = false;
                     self.header_deadline = None;
-                    match parse::parse_request(head, &self.config.limits) {
-                        Ok(h) => {
-                            if let Some(ev) = self.start_request(h) {
+                    let head = buf.split_to(len).freeze();
+                    match parsed {
+                        Ok(p) => {
+                            if let Some(ev) = self.start_request(p.build(head)) {
                                 return Some(ev);
                             }
                         }

@@ -1261,3 +1261,246 @@ proptest! {
         let _ = c.on_timeout(now + Duration::from_secs(3600));
     }
 }
+
+/// Events as comparable strings (a request's `Debug` shows all of it, bytes included).
+fn event_strings(evs: &[Event]) -> Vec<String> {
+    evs.iter().map(|e| format!("{e:?}")).collect()
+}
+
+/// Feeds `input` in the given pieces to a fresh server and collects every event.
+fn feed_pieces(limits: Limits, pieces: &[&[u8]]) -> Vec<Event> {
+    let (mut c, now) = server_with(limits);
+    let mut buf = BytesMut::new();
+    let mut evs = Vec::new();
+    for piece in pieces {
+        buf.extend_from_slice(piece);
+        evs.extend(events(&mut c, &mut buf, now));
+    }
+    evs
+}
+
+/// A line ending, mostly CRLF, sometimes one of the ways to get it wrong.
+fn line_end() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        30 => Just("\r\n"),
+        1 => Just("\n"),
+        1 => Just("\r"),
+        1 => Just("\r\r\n"),
+    ]
+}
+
+/// A request head close to valid, with the mistakes smuggling and limits care about: bare LF
+/// or CR, obs-fold and whitespace before a field, space before the colon, double spaces in the
+/// request line, bad bytes in the target and values, long lines, duplicate framing fields.
+fn near_valid_head() -> impl Strategy<Value = Vec<u8>> {
+    let method = prop_oneof![
+        4 => Just("GET"),
+        1 => Just("POST"),
+        1 => Just("PUT"),
+        1 => Just("HEAD"),
+        1 => Just("M-X"),
+        1 => Just("G:T"),
+        1 => Just("")
+    ];
+    let sep = prop_oneof![20 => Just(" "), 1 => Just("  "), 1 => Just("\t")];
+    let target = prop_oneof![
+        8 => "/[a-z0-9?=%.*/]{0,40}",
+        1 => "[/a-z0-9?=%.*é \\x00\\x7f]{0,24}",
+    ];
+    let version = prop_oneof![
+        8 => Just("HTTP/1.1"),
+        2 => Just("HTTP/1.0"),
+        1 => Just("HTTP/2.0"),
+        1 => Just("HTTP/1.1 ")
+    ];
+    let name = prop_oneof![
+        1 => Just("host".to_string()),
+        1 => Just("Content-Length".to_string()),
+        1 => Just("Transfer-Encoding".to_string()),
+        1 => Just("Connection".to_string()),
+        1 => Just("Expect".to_string()),
+        8 => "[a-zA-Z0-9!#$%&'*+.^_`|~-]{1,10}",
+        1 => "[ \t]?[a-zA-Z@ ]{0,4}",
+    ];
+    let value = prop_oneof![
+        1 => Just("x".to_string()),
+        1 => Just("5".to_string()),
+        1 => Just("chunked".to_string()),
+        1 => Just("close".to_string()),
+        1 => Just("100-continue".to_string()),
+        4 => "[ \t]{0,2}[ -~]{0,30}[ \t]{0,2}",
+        1 => "[ \t]{0,2}[ -~\t\\x80é\\x00]{0,16}[ \t]{0,2}",
+    ];
+    let colon = prop_oneof![20 => Just(":"), 1 => Just(" :"), 1 => Just("")];
+    let field = (name, colon, value, line_end());
+    let host = prop_oneof![8 => Just("Host: x\r\n"), 1 => Just("")];
+    (
+        prop_oneof![8 => Just(""), 1 => Just("\r\n"), 1 => Just("\n")],
+        method,
+        sep.clone(),
+        target,
+        sep,
+        version,
+        line_end(),
+        host,
+        proptest::collection::vec(field, 0..6),
+        line_end(),
+    )
+        .prop_map(|(lead, m, s1, t, s2, v, eol, host, fields, end)| {
+            let mut head = format!("{lead}{m}{s1}{t}{s2}{v}{eol}{host}");
+            for (n, c, val, eol) in fields {
+                head.push_str(&format!("{n}{c}{val}{eol}"));
+            }
+            head.push_str(end);
+            head.into_bytes()
+        })
+}
+
+/// An error a limit gives: byte-at-a-time input may cross a limit before the line that also
+/// breaks another rule is complete, so these may stand in for a different error.
+fn is_limit(e: &Event) -> bool {
+    matches!(
+        e,
+        ServerEvent::Error {
+            error: Http1Error::RequestLineTooLong { .. } | Http1Error::HeadTooLarge { .. },
+            ..
+        }
+    )
+}
+
+#[test]
+fn request_line_of_exactly_the_limit_passes_however_it_is_cut() {
+    let limits = Limits {
+        max_request_line: 14,
+        ..Limits::default()
+    };
+    let input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let whole = feed_pieces(limits, &[input]);
+    assert!(
+        matches!(whole[..], [ServerEvent::Request { .. }]),
+        "{whole:?}"
+    );
+    for cut in 1..input.len() {
+        let (a, b) = input.split_at(cut);
+        assert_eq!(
+            event_strings(&feed_pieces(limits, &[a, b])),
+            event_strings(&whole),
+            "cut at {cut}"
+        );
+    }
+    let longer = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+    for cut in 1..longer.len() {
+        let (a, b) = longer.split_at(cut);
+        let evs = feed_pieces(limits, &[a, b]);
+        assert!(
+            matches!(
+                evs[..],
+                [ServerEvent::Error {
+                    error: Http1Error::RequestLineTooLong { limit: 14 },
+                    ..
+                }]
+            ),
+            "cut at {cut}: {evs:?}"
+        );
+    }
+}
+
+#[test]
+fn fast_path_hands_what_it_cannot_judge_to_the_scanner() {
+    // Each is a whole head in one buffer (the one-pass path) that the scanner must judge,
+    // checked against the same head cut after its first byte (the scanner's path).
+    let limits = Limits {
+        max_request_line: 20,
+        max_head_size: 60,
+        ..Limits::default()
+    };
+    let cases: &[(&[u8], Http1Error)] = &[
+        (b"GET / HTTP/1.1\nHost: x\r\n\r\n", Http1Error::BareLf),
+        (b"GET / HTTP/1.1\r\nHost: x\n\r\n", Http1Error::BareLf),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\n", Http1Error::BareLf),
+        (b"GET / HTTP/1.1\r\n\n", Http1Error::BareLf),
+        (
+            b"GET /aaaaaaa HTTP/1.1\r\nHost: x\r\n\r\n",
+            Http1Error::RequestLineTooLong { limit: 20 },
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+            Http1Error::HeadTooLarge { limit: 60 },
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n",
+            Http1Error::ObsFold,
+        ),
+        (b"GET / HTTP/1.1\r\n Host: x\r\n\r\n", Http1Error::ObsFold),
+    ];
+    for (input, want) in cases {
+        let whole = feed_pieces(limits, &[input]);
+        let cut = feed_pieces(limits, &[&input[..1], &input[1..]]);
+        assert_eq!(event_strings(&whole), event_strings(&cut));
+        assert!(
+            matches!(&whole[..], [ServerEvent::Error { error, .. }] if error == want),
+            "{}: {whole:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // Bare LF where the policy allows it: accepted by both paths alike.
+    let lax = Limits {
+        line_endings: LineEndingPolicy::AllowBareLf,
+        ..limits
+    };
+    let input: &[u8] = b"GET / HTTP/1.1\nHost: x\r\nA: b\n\n";
+    let whole = feed_pieces(lax, &[input]);
+    assert!(
+        matches!(whole[..], [ServerEvent::Request { .. }]),
+        "{whole:?}"
+    );
+    assert_eq!(
+        event_strings(&whole),
+        event_strings(&feed_pieces(lax, &[&input[..1], &input[1..]]))
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+    /// A head parsed in one pass from a whole buffer gives exactly what the scanner-then-parse
+    /// path gives (the same head cut after its first byte), error for error; fed one byte at a
+    /// time it gives the same requests and rejects the same heads (a limit error may stand in
+    /// for another error there, as the limit is crossed before the offending line ends).
+    #[test]
+    fn one_pass_parse_matches_the_scanner(
+        head in near_valid_head(),
+        follow in proptest::bool::ANY,
+        max_request_line in 8usize..64,
+        max_head_size in 16usize..160,
+        max_headers in 1usize..6,
+        bare_lf in proptest::bool::ANY,
+    ) {
+        let limits = Limits {
+            max_request_line,
+            max_head_size,
+            max_headers,
+            line_endings: if bare_lf { LineEndingPolicy::AllowBareLf } else { LineEndingPolicy::RequireCrlf },
+            ..Limits::default()
+        };
+        let mut input = head;
+        if follow {
+            input.extend_from_slice(b"GET /next HTTP/1.1\r\nHost: y\r\n\r\n");
+        }
+        let whole = feed_pieces(limits, &[&input]);
+        // Cut after the first byte of the request line, so the scanner sees the head.
+        let cut = input.iter().position(|&b| b != b'\r' && b != b'\n').map_or(input.len(), |p| p + 1);
+        let scanned = feed_pieces(limits, &[&input[..cut], &input[cut..]]);
+        prop_assert_eq!(event_strings(&whole), event_strings(&scanned));
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        let one_byte = feed_pieces(limits, &bytes);
+        prop_assert_eq!(whole.len(), one_byte.len(), "{:?} vs {:?}", whole, one_byte);
+        for (w, b) in whole.iter().zip(&one_byte) {
+            if !(is_limit(w) || is_limit(b)) || !matches!(w, ServerEvent::Error { .. }) {
+                prop_assert_eq!(format!("{w:?}"), format!("{b:?}"));
+            } else {
+                prop_assert!(matches!(b, ServerEvent::Error { .. }), "{:?} vs {:?}", w, b);
+            }
+        }
+    }
+}
