@@ -255,7 +255,7 @@ impl ServerConnection {
                     let fast = if self.scanner.in_progress() {
                         None
                     } else {
-                        parse::parse_request_in(buf, &self.config.limits, true)
+                        parse::parse_request_fast(buf, &self.config.limits)
                     };
                     let (len, parsed) = match fast {
                         Some(parsed) => parsed,
