@@ -450,6 +450,49 @@ fn skip_class(buf: &[u8], mut i: usize, class: u8) -> usize {
     i
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `x` that is below `n` (`n <= 0x80`). Only the lowest flagged
+/// byte is exact (a borrow may flag bytes above it), which is all the callers use.
+#[inline(always)]
+fn bytes_below(x: u64, n: u8) -> u64 {
+    x.wrapping_sub(ONES * u64::from(n)) & !x & HIGHS
+}
+
+/// High bit set in each byte of `x` equal to `b`; as [`bytes_below`], only the lowest is exact.
+#[inline(always)]
+fn bytes_equal(x: u64, b: u8) -> u64 {
+    bytes_below(x ^ (ONES * u64::from(b)), 1)
+}
+
+/// [`skip_class`] for [`TARGET`] or [`VALUE`], eight bytes at a time. The lowest flagged byte
+/// of each mask is exact, so the lowest of their union is the first byte out of the class.
+#[inline(always)]
+fn skip_run(buf: &[u8], mut i: usize, class: u8) -> usize {
+    loop {
+        let Some(Ok(word)) = buf.get(i..i + 8).map(<[u8; 8]>::try_from) else {
+            return skip_class(buf, i, class);
+        };
+        let x = u64::from_le_bytes(word);
+        let out = if class == TARGET {
+            bytes_below(x, 0x21) | bytes_equal(x, 0x7f) | (x & HIGHS)
+        } else {
+            bytes_below(x, 0x20) | bytes_equal(x, 0x7f)
+        };
+        if out == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (out.trailing_zeros() / 8) as usize;
+        if class == VALUE && buf.get(at) == Some(&b'\t') {
+            i = at + 1;
+            continue;
+        }
+        return at;
+    }
+}
+
 /// One pass over a whole request head of the common shape: `token SP target SP HTTP/1.x`,
 /// field lines `token ":" OWS value`, every line ending in CRLF, an ASCII target, within the
 /// limits and header slots. Gives exactly what [`parse_request_in`] gives for such a head (in
@@ -466,7 +509,7 @@ fn quick_request(
         return None;
     }
     let target_start = method_end + 1;
-    let target_end = skip_class(buf, target_start, TARGET);
+    let target_end = skip_run(buf, target_start, TARGET);
     if target_end == target_start || buf.get(target_end) != Some(&b' ') {
         return None;
     }
@@ -504,7 +547,7 @@ fn quick_request(
         while matches!(buf.get(value_start), Some(b' ' | b'\t')) {
             value_start += 1;
         }
-        let cr = skip_class(buf, value_start, VALUE);
+        let cr = skip_run(buf, value_start, VALUE);
         if buf.get(cr..cr + 2)? != b"\r\n" {
             return None;
         }
@@ -929,6 +972,26 @@ mod tests {
                         assert_eq!(quick, general);
                     }
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The eight-at-a-time run skip stops where the byte-at-a-time one does.
+        #[test]
+        fn skip_run_matches_skip_class(
+            buf in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => 0x21u8..0x7f,
+                    1 => proptest::prelude::any::<u8>(),
+                    1 => proptest::sample::select(vec![b' ', b'\t', 0x7f, 0x80, 0x1f, 0x20, 0x21, 0xff, 0]),
+                ],
+                0..40,
+            ),
+            start in 0usize..8,
+        ) {
+            for class in [TARGET, VALUE] {
+                proptest::prop_assert_eq!(skip_run(&buf, start, class), skip_class(&buf, start, class).max(start));
             }
         }
     }
