@@ -3,10 +3,12 @@
 //! Parsed heads are kept as one frozen `Bytes` (a slice of the receive buffer) plus where their
 //! fields start and how many there are, so parsing a request costs no copy and no allocation;
 //! fields are read back from the validated head when asked for. Fields added for sending are
-//! owned `Bytes` pairs (static strings cost nothing).
+//! validated once and kept as encoded lines, which the encoder copies as one block.
 
 use bytes::Bytes;
 use std::fmt;
+
+use super::field::{field_role, valid_token, valid_value, FieldRole};
 
 /// An HTTP request method.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -95,20 +97,34 @@ impl Version {
 
 /// An ordered list of header fields (names compared case-insensitively).
 ///
-/// Parsed fields are not indexed: they are read again from the received head's `Bytes` when
-/// asked for. The parser has already validated every line, so finding a field is a scan for the
-/// line's end and colon, and keeping no index saves an allocation and a copy per request (most
-/// requests are asked for a field or two, if any). Appended fields are owned pairs. Iteration
-/// yields parsed fields first, then appended ones, each in order.
+/// Fields are kept in wire form and read back when asked for, never indexed: parsed fields
+/// as the received head's `Bytes` (a slice of the receive buffer), appended ones as
+/// `name: value` lines in one buffer. Parsing then costs no copy and no allocation, and
+/// encoding appended fields is one copy of that buffer instead of four per field (the
+/// validation an encoder must do happens once, when a field is appended). Iteration yields
+/// parsed fields first, then appended ones, each in order.
 #[derive(Clone, Default)]
 pub struct Headers {
     buf: Bytes,
     /// Where the first parsed field's line starts in `buf`.
     start: u32,
-    /// How many parsed fields follow `start`.
-    count: u32,
-    added: Vec<(Bytes, Bytes)>,
+    /// How many parsed fields follow `start` (at most [`Limits::HEADER_SLOTS`](super::Limits)).
+    count: u16,
+    /// What the encoder must know about the appended fields (`ADDED_*`).
+    flags: u8,
+    /// Appended fields, each `name: value\r\n`, validated.
+    added: Vec<u8>,
 }
+
+/// An appended field was not valid (it was left out): encoding the message fails.
+const ADDED_INVALID: u8 = 1;
+/// An appended field is one the encoder writes itself or looks into (`Connection`,
+/// `Content-Length`, `Transfer-Encoding`, `Date`): the encoder walks the appended fields
+/// instead of copying them as a block.
+const ADDED_SPECIAL: u8 = 2;
+
+/// Room for a few typical fields, reserved by the first append (one allocation per message).
+const ADDED_FIRST_CAPACITY: usize = 128;
 
 impl Headers {
     /// An empty list.
@@ -121,45 +137,80 @@ impl Headers {
     /// obs-fold, no whitespace before the colon). Callers check in debug builds that reading
     /// them back gives what the parser saw.
     pub(crate) fn from_parsed(buf: Bytes, start: usize, count: usize) -> Self {
-        // Heads are bounded by `Limits::max_head_size`, far below 4 GiB; saturating keeps an
-        // absurd configuration from wrapping (the fields then read as absent, never as others).
-        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        // Heads are bounded by `Limits::max_head_size` and their fields by `HEADER_SLOTS`;
+        // saturating keeps an absurd value from wrapping (fields then read as absent, never
+        // as others).
         Headers {
             buf,
-            start: clamp(start),
-            count: clamp(count),
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            count: u16::try_from(count).unwrap_or(u16::MAX),
+            flags: 0,
             added: Vec::new(),
         }
     }
 
-    fn parsed(&self) -> ParsedFields<'_> {
-        ParsedFields {
+    fn parsed(&self) -> FieldLines<'_> {
+        FieldLines {
             rest: self.buf.get(self.start as usize..).unwrap_or_default(),
-            left: self.count,
+            left: u32::from(self.count),
         }
     }
 
-    /// Appends a field. Validity (token name, no CR/LF/NUL in the value) is checked when the
-    /// message is encoded.
+    fn appended(&self) -> FieldLines<'_> {
+        FieldLines {
+            rest: &self.added,
+            left: u32::MAX,
+        }
+    }
+
+    /// Appends a field. The name must be a token and the value must not hold CR, LF or NUL
+    /// (either would let the value split the message); leading and trailing blanks of the
+    /// value are not kept, as on the wire. An invalid field is left out and makes encoding
+    /// the message fail with [`Http1Error::InvalidHeader`](super::Http1Error::InvalidHeader),
+    /// so a message built from untrusted input can never be sent half-valid.
     #[inline]
-    pub fn append(&mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) {
-        self.added.push((name.into(), value.into()));
+    pub fn append(&mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.append_field(name.as_ref(), value.as_ref());
+    }
+
+    fn append_field(&mut self, name: &[u8], value: &[u8]) {
+        if !valid_token(name) || !valid_value(value) {
+            self.flags |= ADDED_INVALID;
+            return;
+        }
+        if field_role(name) != FieldRole::Plain {
+            self.flags |= ADDED_SPECIAL;
+        }
+        let value = trim_blanks(value);
+        let line = name.len() + value.len() + 4;
+        if self.added.capacity() - self.added.len() < line {
+            self.added.reserve(line.max(ADDED_FIRST_CAPACITY));
+        }
+        // With room reserved up front, each part is a plain copy (no capacity check each).
+        let at = self.added.len();
+        self.added.resize(at + line, b' ');
+        let dst = &mut self.added[at..];
+        let (n, rest) = dst.split_at_mut(name.len());
+        n.copy_from_slice(name);
+        rest[0] = b':';
+        let v = &mut rest[2..2 + value.len()];
+        v.copy_from_slice(value);
+        rest[2 + value.len()..].copy_from_slice(b"\r\n");
     }
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.count as usize + self.added.len()
+        self.count as usize + self.added.iter().filter(|&&b| b == b'\n').count()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.count == 0 && self.added.is_empty()
     }
 
     /// Iterates over `(name, value)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.parsed()
-            .chain(self.added.iter().map(|(n, v)| (&n[..], &v[..])))
+        self.parsed().chain(self.appended())
     }
 
     /// The first value of `name` (case-insensitive).
@@ -180,15 +231,45 @@ impl Headers {
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }
+
+    /// The parsed fields, for the encoder.
+    pub(crate) fn parsed_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.parsed()
+    }
+
+    /// The appended fields as encoded, when the encoder may copy them as they are (no field
+    /// it writes itself or looks into): `Ok(None)` means walk them with [`Headers::iter`].
+    pub(crate) fn appended_block(&self) -> Result<Option<&[u8]>, super::Http1Error> {
+        if self.flags & ADDED_INVALID != 0 {
+            return Err(super::Http1Error::InvalidHeader);
+        }
+        Ok((self.flags & ADDED_SPECIAL == 0).then_some(&self.added[..]))
+    }
+
+    /// The appended fields, for the encoder's walk (see [`Headers::appended_block`]).
+    pub(crate) fn appended_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.appended()
+    }
 }
 
-/// Reads parsed field lines back (see [`Headers`]).
-struct ParsedFields<'a> {
+/// `value` without leading and trailing SP and HTAB (optional whitespace, RFC 9110 5.6.3).
+fn trim_blanks(value: &[u8]) -> &[u8] {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let first = value.iter().position(|b| !blank(b)).unwrap_or(value.len());
+    let end = value
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(first, |last| last + 1);
+    &value[first..end]
+}
+
+/// Reads field lines back (see [`Headers`]).
+struct FieldLines<'a> {
     rest: &'a [u8],
     left: u32,
 }
 
-impl<'a> Iterator for ParsedFields<'a> {
+impl<'a> Iterator for FieldLines<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -300,7 +381,7 @@ impl Request {
 
     /// Builder-style [`Headers::append`].
     #[inline]
-    pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
         self.headers.append(name, value);
         self
     }
@@ -344,7 +425,7 @@ impl Response {
 
     /// Builder-style [`Headers::append`].
     #[inline]
-    pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
         self.headers.append(name, value);
         self
     }
@@ -427,6 +508,91 @@ mod tests {
         assert_eq!(h.iter().count(), 0);
         let h = Headers::from_parsed(Bytes::from_static(b"ab"), 0, 3);
         assert_eq!(h.iter().next(), Some((&b"ab"[..], &b""[..])));
+    }
+
+    #[test]
+    fn appended_fields_read_back_trimmed_and_in_order() {
+        let mut h = Headers::new();
+        h.append("Server", "sinew");
+        h.append(String::from("x-n"), Bytes::from_static(b" \t 42 \t"));
+        h.append("x-empty", "");
+        h.append("server", "again");
+        let want: Vec<(&[u8], &[u8])> = vec![
+            (b"Server", b"sinew"),
+            (b"x-n", b"42"),
+            (b"x-empty", b""),
+            (b"server", b"again"),
+        ];
+        assert_eq!(h.iter().collect::<Vec<_>>(), want);
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.get_all("SERVER").count(), 2);
+        assert_eq!(
+            h.appended_block(),
+            Ok(Some(
+                &b"Server: sinew\r\nx-n: 42\r\nx-empty: \r\nserver: again\r\n"[..]
+            ))
+        );
+    }
+
+    #[test]
+    fn an_invalid_appended_field_is_left_out_and_poisons_encoding() {
+        for (name, value) in [
+            (&b"bad name"[..], &b"v"[..]),
+            (b"", b"v"),
+            (b"x", b"a\r\nSet-Cookie: evil"),
+            (b"x", b"a\nb"),
+            (b"x", b"nul\0"),
+            (b"x:y", b"v"),
+        ] {
+            let mut h = Headers::new();
+            h.append("ok", "1");
+            h.append(name, value);
+            assert_eq!(h.iter().count(), 1, "{name:?} {value:?}");
+            assert_eq!(
+                h.appended_block(),
+                Err(super::super::Http1Error::InvalidHeader)
+            );
+        }
+    }
+
+    #[test]
+    fn fields_the_encoder_owns_turn_off_the_block_copy() {
+        for name in ["Content-Length", "transfer-encoding", "CONNECTION", "date"] {
+            let mut h = Headers::new();
+            h.append("a", "b");
+            h.append(name, "x");
+            assert_eq!(h.appended_block(), Ok(None), "{name}");
+            assert_eq!(h.appended_fields().count(), 2);
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever is appended, reading back gives exactly the valid fields, trimmed, in
+        /// order, and the block form holds the same fields.
+        #[test]
+        fn appending_any_bytes_reads_back_the_valid_fields(
+            fields in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..6),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12)),
+                0..6,
+            )
+        ) {
+            let mut h = Headers::new();
+            let mut want = Vec::new();
+            let mut invalid = false;
+            for (n, v) in &fields {
+                h.append(n, v);
+                if valid_token(n) && valid_value(v) {
+                    want.push((n.clone(), trim_blanks(v).to_vec()));
+                } else {
+                    invalid = true;
+                }
+            }
+            let got: Vec<(Vec<u8>, Vec<u8>)> =
+                h.iter().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            proptest::prop_assert_eq!(&got, &want);
+            proptest::prop_assert_eq!(h.appended_block().is_err(), invalid);
+        }
     }
 
     #[test]

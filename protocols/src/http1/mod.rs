@@ -13,6 +13,7 @@ mod client;
 mod date;
 mod encode;
 mod error;
+mod field;
 mod limits;
 mod message;
 mod parse;
