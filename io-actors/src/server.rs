@@ -179,10 +179,16 @@ impl Default for ServerConfig {
     }
 }
 
-/// The request type a protocol's application handler receives.
-pub type IncomingFor<P> = Incoming<
-    <P as sinew_protocols::protocol::Protocol>::Request,
-    <P as sinew_protocols::protocol::Protocol>::Response,
+/// The message a protocol's application handler receives: an [`Incoming`], boxed.
+///
+/// Boxed because a request message is a few hundred bytes and moves through several hands
+/// (codec, router, mailbox, handler): one allocation costs less than copying it at each, and
+/// fields read and move out of a `Box` as they do out of the value (`inc.reply.send(..)`).
+pub type IncomingFor<P> = Box<
+    Incoming<
+        <P as sinew_protocols::protocol::Protocol>::Request,
+        <P as sinew_protocols::protocol::Protocol>::Response,
+    >,
 >;
 
 /// The state of a connection's multishot receive.
@@ -282,17 +288,21 @@ where
 }
 
 /// Messages of a connection actor.
+///
+/// The large payloads are boxed so the message is a few words: every message is copied into
+/// the mailbox and out again whole, whatever its variant, and an answer per request crosses
+/// here (the box costs less than those copies of a 150-byte enum).
 pub enum ConnMsg<P: ServerProtocol> {
     /// A completion from the worker's reactor.
-    Io(Completion),
+    Io(Box<Completion>),
     /// The application's answer to a request.
-    Reply(RequestId, Result<P::Response, ReplyError>),
+    Reply(RequestId, Box<Result<P::Response, ReplyError>>),
     /// A codec deadline may have passed.
     Timer,
     /// The application has room again.
     Resume,
     /// A message that answers no request (see [`Pusher`]).
-    Push(P::Response),
+    Push(Box<P::Response>),
     /// A lingering close ran out of time.
     LingerDone,
     /// The application's decision about a streamed request body.
@@ -463,10 +473,10 @@ where
         }
         let reply = match &self.replies {
             Some(channel) => channel.reply_to(id.0),
-            None => ctx.reply_to(move |r| ConnMsg::Reply(id, r)),
+            None => ctx.reply_to(move |r| ConnMsg::Reply(id, Box::new(r))),
         };
         let push = self.protocol.needs_push(&request).then(|| Pusher {
-            target: ctx.addr().recipient_map(ConnMsg::Push),
+            target: ctx.addr().recipient_map(|m| ConnMsg::Push(Box::new(m))),
         });
         let body = self.protocol.streams_body(&request).then(|| {
             self.stream_in = Some(StreamIn::new(id));
@@ -477,13 +487,13 @@ where
             .as_ref()
             .map(|conn| BodySender::new(conn.clone(), id));
         let target = self.routes.index(&request, ctx.worker_index());
-        let incoming = Incoming {
+        let incoming = Box::new(Incoming {
             request,
             reply,
             push,
             body,
             body_out,
-        };
+        });
         match self.routes.targets[target].try_send(incoming) {
             Ok(()) => {}
             Err(SendError::Full(incoming)) => match self.config.overload {
@@ -642,11 +652,11 @@ where
         let Some(io) = Self::io(ctx) else {
             return ctx.stop();
         };
-        self.token = Some(io.register(ctx.addr().recipient_map(ConnMsg::Io)));
+        self.token = Some(io.register(ctx.addr().recipient_map(|c| ConnMsg::Io(Box::new(c)))));
         if self.config.multishot && io.reactor().capabilities().multishot_recv {
             self.multishot = Multishot::Idle;
         }
-        self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
+        self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), Box::new(r))));
         if self.protocol.info().streaming {
             self.body_out = Some(ctx.addr().recipient_map(ConnMsg::BodyOut));
         }
@@ -715,14 +725,14 @@ where
                         gate.done(1);
                     }
                 }
-                let response = result.unwrap_or_else(|_| self.protocol.unavailable_response());
+                let response = (*result).unwrap_or_else(|_| self.protocol.unavailable_response());
                 if self.codec.send_response(id, response).is_err() {
                     tracing::debug!(?id, "response not accepted by the codec");
                 }
                 self.dirty = true;
             }
             ConnMsg::Push(message) => {
-                if !self.codec.send_push(message) {
+                if !self.codec.send_push(*message) {
                     tracing::debug!("push not accepted by the codec");
                 }
                 self.dirty = true;
@@ -927,4 +937,18 @@ where
         bound = got;
     }
     Ok(bound)
+}
+
+#[cfg(test)]
+mod footprint {
+    /// Messages are copied whole into the mailbox and out again, once or more per request:
+    /// the connection's messages and the application's request message stay a few words.
+    #[test]
+    fn per_request_messages_stay_small() {
+        use sinew_protocols::http1::Http1;
+        let conn = std::mem::size_of::<super::ConnMsg<Http1>>();
+        let incoming = std::mem::size_of::<super::IncomingFor<Http1>>();
+        assert!(conn <= 48, "ConnMsg grew to {conn} bytes");
+        assert!(incoming <= 8, "IncomingFor grew to {incoming} bytes");
+    }
 }
