@@ -17,6 +17,7 @@ mod field;
 mod limits;
 mod message;
 mod parse;
+mod quick;
 mod router;
 mod server;
 
