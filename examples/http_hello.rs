@@ -11,7 +11,7 @@
 //! application actor, whose answers come back through each request's `ReplyTo`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -118,8 +118,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .pin_workers(true)
         .try_driver(io_driver(args.transport))
         .build()?;
-    // One application actor per application worker (or one per I/O worker, on it): each
-    // connection spreads its requests over them round-robin as it decodes them.
+    // One application actor per application worker, or one per I/O worker, on it.
     let app_placement: Vec<usize> = if args.app_workers == 0 {
         (0..io_workers).collect()
     } else {
@@ -136,8 +135,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|a| a.recipient())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let next = AtomicUsize::new(0);
-    let routes = Routes::by(apps, move |_| next.fetch_add(1, Ordering::Relaxed));
+    // Application actors on the I/O workers: each connection talks to its own worker's actor,
+    // so no request crosses a core. On separate application workers: round-robin, counted per
+    // I/O thread (a shared counter would be an atomic write per request on every core).
+    let routes = if args.app_workers == 0 {
+        Routes::per_worker(apps)
+    } else {
+        Routes::by(apps, |_| {
+            thread_local!(static NEXT: Cell<usize> = const { Cell::new(0) });
+            NEXT.with(|n| {
+                let i = n.get();
+                n.set(i.wrapping_add(1));
+                i
+            })
+        })
+    };
     let bound = serve(
         &system.handle(),
         Http1::default(),
