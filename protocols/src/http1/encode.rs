@@ -123,18 +123,23 @@ struct Seen {
 }
 
 /// Writes header fields, skipping those the encoder owns, and notes `Date` and
-/// `Connection: close`. Appended fields were validated when appended and usually go out as
-/// one copy of their encoded block; parsed ones (a proxy forwarding what it received) are
-/// checked again here. On an invalid field the caller truncates `out` back to where its
+/// `Connection: close`. A shared [`FieldBlock`](super::FieldBlock) and appended fields were
+/// validated when built and usually go out as one copy each; parsed ones (a proxy forwarding
+/// what it received) are checked again here. On an invalid field the caller truncates `out` back to where its
 /// message began, so a rejected message leaves no trace.
 fn put_fields(out: &mut BytesMut, headers: &Headers) -> Result<Seen, Http1Error> {
     let block = headers.appended_block()?;
     let mut seen = Seen::default();
-    for (name, value) in headers.parsed_fields() {
-        if !valid_token(name) || !valid_value(value) {
-            return Err(Http1Error::InvalidHeader);
+    match headers.shared_block() {
+        Some(shared) => out.extend_from_slice(shared),
+        None => {
+            for (name, value) in headers.parsed_fields() {
+                if !valid_token(name) || !valid_value(value) {
+                    return Err(Http1Error::InvalidHeader);
+                }
+                put_field(out, name, value, &mut seen);
+            }
         }
-        put_field(out, name, value, &mut seen);
     }
     match block {
         Some(encoded) => out.extend_from_slice(encoded),
@@ -384,6 +389,41 @@ mod tests {
             &out[..],
             &b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\nconnection: close\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"[..]
         );
+    }
+
+    #[test]
+    fn a_shared_field_block_encodes_like_appended_fields() {
+        use super::super::FieldBlock;
+        let encode = |h: &Headers| {
+            let mut out = BytesMut::new();
+            let close = response_head(
+                &mut out,
+                200,
+                b"",
+                h,
+                OutFraming::Length(2),
+                ConnHeader::None,
+                true,
+                Some(DATE),
+            );
+            (close, out)
+        };
+        for fields in [
+            vec![("server", "sinew"), ("content-type", "text/plain")],
+            vec![("Date", "Mon, 07 Nov 1994 08:49:37 GMT"), ("x", "y")],
+            vec![("connection", "close"), ("content-length", "99")],
+        ] {
+            let block = FieldBlock::new(fields.iter().copied()).expect("valid");
+            let mut appended = Headers::new();
+            for (n, v) in &fields {
+                appended.append(n, v);
+            }
+            assert_eq!(
+                encode(&Headers::from_block(&block)),
+                encode(&appended),
+                "{fields:?}"
+            );
+        }
     }
 
     #[test]

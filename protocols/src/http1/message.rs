@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use std::fmt;
 
+use super::error::Http1Error;
 use super::field::{field_role, valid_token, valid_value, FieldRole};
 
 /// An HTTP request method.
@@ -123,6 +124,12 @@ const ADDED_INVALID: u8 = 1;
 /// instead of copying them as a block.
 const ADDED_SPECIAL: u8 = 2;
 
+/// `buf` holds a [`FieldBlock`] (validated, encoded fields shared by many messages), not a
+/// received head: the encoder copies it as it is unless `SHARED_SPECIAL` is set too.
+const SHARED_BLOCK: u8 = 4;
+/// The shared block has a field the encoder writes itself or looks into.
+const SHARED_SPECIAL: u8 = 8;
+
 /// Room for a few typical fields, reserved by the first append (one allocation per message).
 const ADDED_FIRST_CAPACITY: usize = 128;
 
@@ -230,6 +237,35 @@ impl Headers {
         self.get(name).is_some()
     }
 
+    /// Fields from a shared block: what `block` holds, at the cost of a reference count.
+    pub fn from_block(block: &FieldBlock) -> Self {
+        Headers {
+            buf: block.encoded.clone(),
+            start: 0,
+            count: block.count,
+            flags: SHARED_BLOCK | if block.special { SHARED_SPECIAL } else { 0 },
+            added: Vec::new(),
+        }
+    }
+
+    /// Appends every field of `block`, after the fields already here. On a list with no
+    /// fields yet this shares the block instead of copying it.
+    pub fn extend_from_block(&mut self, block: &FieldBlock) {
+        if self.count == 0 && self.added.is_empty() && self.flags == 0 {
+            *self = Headers::from_block(block);
+        } else {
+            for (name, value) in block.iter() {
+                self.append_field(name, value);
+            }
+        }
+    }
+
+    /// The leading fields as one encoded block, when they are a shared [`FieldBlock`] the
+    /// encoder may copy as it is (`None`: walk [`Headers::parsed_fields`], checking each).
+    pub(crate) fn shared_block(&self) -> Option<&[u8]> {
+        (self.flags & (SHARED_BLOCK | SHARED_SPECIAL) == SHARED_BLOCK).then_some(&self.buf[..])
+    }
+
     /// The parsed fields, for the encoder.
     pub(crate) fn parsed_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.parsed()
@@ -237,9 +273,9 @@ impl Headers {
 
     /// The appended fields as encoded, when the encoder may copy them as they are (no field
     /// it writes itself or looks into): `Ok(None)` means walk them with [`Headers::iter`].
-    pub(crate) fn appended_block(&self) -> Result<Option<&[u8]>, super::Http1Error> {
+    pub(crate) fn appended_block(&self) -> Result<Option<&[u8]>, Http1Error> {
         if self.flags & ADDED_INVALID != 0 {
-            return Err(super::Http1Error::InvalidHeader);
+            return Err(Http1Error::InvalidHeader);
         }
         Ok((self.flags & ADDED_SPECIAL == 0).then_some(&self.added[..]))
     }
@@ -247,6 +283,74 @@ impl Headers {
     /// The appended fields, for the encoder's walk (see [`Headers::appended_block`]).
     pub(crate) fn appended_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.appended()
+    }
+}
+
+/// Header fields validated and encoded once, to attach to many messages at the cost of a
+/// reference count ([`Response::with_fields`], [`Headers::from_block`]): the fields a handler
+/// sends with every response. Building one checks every field, so an invalid field is an error
+/// here, once, instead of on every message.
+///
+/// ```
+/// use sinew_protocols::http1::{FieldBlock, Response};
+/// let common = FieldBlock::new([("server", "sinew"), ("content-type", "text/plain")])?;
+/// let response = Response::new(200).with_fields(&common);
+/// assert_eq!(response.headers.get("server"), Some(&b"sinew"[..]));
+/// # Ok::<(), sinew_protocols::http1::Http1Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct FieldBlock {
+    /// `name: value\r\n` lines.
+    encoded: Bytes,
+    count: u16,
+    /// A field the encoder writes itself or looks into (`Connection`, `Date`, framing).
+    special: bool,
+}
+
+impl FieldBlock {
+    /// Validates and encodes `fields`. `Err(InvalidHeader)` if a name is not a token or a
+    /// value holds CR, LF or NUL; `Err(TooManyHeaders)` past 65,535 fields.
+    pub fn new<N, V>(fields: impl IntoIterator<Item = (N, V)>) -> Result<FieldBlock, Http1Error>
+    where
+        N: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut h = Headers::new();
+        let mut count = 0usize;
+        for (name, value) in fields {
+            h.append(name, value);
+            count += 1;
+        }
+        if h.flags & ADDED_INVALID != 0 {
+            return Err(Http1Error::InvalidHeader);
+        }
+        let count = u16::try_from(count).map_err(|_| Http1Error::TooManyHeaders {
+            limit: usize::from(u16::MAX),
+        })?;
+        Ok(FieldBlock {
+            special: h.flags & ADDED_SPECIAL != 0,
+            encoded: Bytes::from(h.added),
+            count,
+        })
+    }
+
+    /// Iterates over the `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        FieldLines {
+            rest: &self.encoded,
+            left: u32::from(self.count),
+        }
+    }
+}
+
+impl fmt::Debug for FieldBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
+            )
+            .finish()
     }
 }
 
@@ -435,6 +539,14 @@ impl Response {
         self.body = body;
         self
     }
+
+    /// Builder-style [`Headers::extend_from_block`]: the fields of a prebuilt block, shared
+    /// rather than copied when they are the response's first.
+    #[inline]
+    pub fn with_fields(mut self, block: &FieldBlock) -> Self {
+        self.headers.extend_from_block(block);
+        self
+    }
 }
 
 /// The canonical reason phrase for a status code ("" when unknown).
@@ -592,6 +704,50 @@ mod tests {
             proptest::prop_assert_eq!(&got, &want);
             proptest::prop_assert_eq!(h.appended_block().is_err(), invalid);
         }
+    }
+
+    #[test]
+    fn field_blocks_share_validated_fields() {
+        let block = FieldBlock::new([("server", "sinew"), ("content-type", " text/plain ")])
+            .expect("valid fields");
+        let shared = Response::new(200).with_fields(&block);
+        let built = Response::new(200)
+            .header("server", "sinew")
+            .header("content-type", "text/plain");
+        assert_eq!(shared.headers, built.headers);
+        assert_eq!(
+            shared.headers.shared_block(),
+            Some(&b"server: sinew\r\ncontent-type: text/plain\r\n"[..])
+        );
+        assert_eq!(shared.headers.len(), 2);
+        // Fields already there come first; the block's are appended after them.
+        let mixed = Response::new(200).header("x-a", "1").with_fields(&block);
+        let names: Vec<&[u8]> = mixed.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec![&b"x-a"[..], b"server", b"content-type"]);
+        // Appending after a shared block keeps both, in order.
+        let mut h = Headers::from_block(&block);
+        h.append("x-b", "2");
+        assert_eq!(h.iter().count(), 3);
+        assert_eq!(h.get("x-b"), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn field_blocks_reject_what_could_split_a_message() {
+        assert_eq!(
+            FieldBlock::new([("x", "a\r\nSet-Cookie: evil")]),
+            Err(Http1Error::InvalidHeader)
+        );
+        assert_eq!(
+            FieldBlock::new([("bad name", "v")]),
+            Err(Http1Error::InvalidHeader)
+        );
+        let special = FieldBlock::new([("connection", "close")]).expect("valid");
+        // The encoder must look into it: not copied blind.
+        assert_eq!(Headers::from_block(&special).shared_block(), None);
+        assert_eq!(
+            FieldBlock::new(Vec::<(&str, &str)>::new()).map(|b| b.iter().count()),
+            Ok(0)
+        );
     }
 
     #[test]

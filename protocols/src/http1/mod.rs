@@ -30,7 +30,7 @@ pub use client::{ClientConfig, ClientConnection, ClientEventOf};
 pub use date::{DateCache, DATE_LEN};
 pub use error::Http1Error;
 pub use limits::{Limits, LineEndingPolicy, Timeouts};
-pub use message::{reason_phrase, Body, Headers, Method, Request, Response, Version};
+pub use message::{reason_phrase, Body, FieldBlock, Headers, Method, Request, Response, Version};
 pub use router::{Match, Params, RouteError, RouteMiss, Router, MAX_PARAMS};
 pub use server::{error_response, Event, ServerConfig, ServerConnection};
 
