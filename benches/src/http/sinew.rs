@@ -5,13 +5,30 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use sinew_actors::{Actor, Context, System};
 use sinew_io_actors::{io_driver, serve as serve_http, IncomingFor, ServerConfig};
-use sinew_protocols::http1::{Body, Http1, Response};
+use sinew_protocols::http1::{Body, FieldBlock, Http1, Response};
 use sinew_transports::Backend;
 
 use super::{JSON_BODY, PLAINTEXT_BODY};
 
-/// Answers `/plaintext` and `/json` (the same actor as the example).
-struct Hello;
+/// Answers `/plaintext` and `/json` (the same actor as the example): the header fields of
+/// each answer are validated and encoded once, at start, and shared by every response.
+struct Hello {
+    plaintext: FieldBlock,
+    json: FieldBlock,
+}
+
+impl Hello {
+    fn new() -> Result<Self, String> {
+        let block = |content_type: &str| {
+            FieldBlock::new([("server", "sinew"), ("content-type", content_type)])
+                .map_err(|e| format!("header fields: {e}"))
+        };
+        Ok(Hello {
+            plaintext: block("text/plain")?,
+            json: block("application/json")?,
+        })
+    }
+}
 
 impl Actor for Hello {
     type Msg = IncomingFor<Http1>;
@@ -19,12 +36,10 @@ impl Actor for Hello {
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
         let resp = match &inc.request.target[..] {
             b"/plaintext" => Response::new(200)
-                .header("server", "sinew")
-                .header("content-type", "text/plain")
+                .with_fields(&self.plaintext)
                 .with_body(Body::Full(Bytes::from_static(PLAINTEXT_BODY.as_bytes()))),
             b"/json" => Response::new(200)
-                .header("server", "sinew")
-                .header("content-type", "application/json")
+                .with_fields(&self.json)
                 .with_body(Body::Full(Bytes::from_static(JSON_BODY.as_bytes()))),
             _ => Response::new(404),
         };
@@ -41,7 +56,7 @@ pub fn serve(backend: Backend, addr: SocketAddr) -> Result<(), String> {
         .build()
         .map_err(|e| format!("sinew system on {backend}: {e}"))?;
     let app = system
-        .spawn(Hello)
+        .spawn(Hello::new()?)
         .map_err(|e| format!("spawn the application actor: {e}"))?;
     serve_http(
         &system.handle(),
