@@ -57,9 +57,14 @@ else
 fi
 
 step "fuzz the parsers briefly (cargo-fuzz; campaigns run longer outside CI)"
+# cargo-fuzz needs a nightly toolchain (the miri step above installs one where it can). `-a` keeps
+# debug assertions on: the HTTP/1.1 quick parser then checks every parse against httparse.
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked >/dev/null 2>&1 || echo "could not install cargo-fuzz"
+fi
 if cargo +nightly fuzz --version >/dev/null 2>&1; then
   for target in http1_request resp_decode; do
-    (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time=30 -rss_limit_mb=2048)
+    (cd fuzz && cargo +nightly fuzz run -a "$target" -- -max_total_time=30 -rss_limit_mb=2048)
   done
 else
   echo "skipped: cargo-fuzz on a nightly toolchain not available (cargo install cargo-fuzz)"
