@@ -4,7 +4,7 @@
 # does not emulate io_uring) under callgrind, counting only inside actor turns (the idle spin
 # and the reactor's syscalls are left out), sends BATCHES x 4 connections x DEPTH requests, and
 # divides. Usage: scripts/instructions-per-request.sh [BATCHES] [DEPTH]   (defaults 300 16)
-# Needs valgrind and python3; builds the example with the release profile first.
+# Needs valgrind (callgrind_control too) and python3; builds the example with the release profile first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
@@ -35,7 +35,10 @@ for _ in range(batches):
                 sys.exit("server closed the connection")
             buf += d
 PY
-kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null || true
-TOTAL=$(grep -E '^(summary|totals):' "$OUT/cg.out" | head -1 | awk '{print $2}')
+# Dump the counts on request: an idle server under valgrind does not always act on SIGINT.
+callgrind_control -d "$SERVER" >/dev/null
+kill -KILL "$SERVER" 2>/dev/null || true
+wait "$SERVER" 2>/dev/null || true
+TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out.1 | head -1 | awk '{print $2}')
 REQS=$((BATCHES * CONNS * DEPTH))
 echo "requests $REQS, instructions in actor turns $TOTAL, per request $((TOTAL / REQS))"
