@@ -9,25 +9,7 @@ static CLASS: [u8; 256] = {
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            )
-        {
+        if is_tchar(c) {
             t[b] |= TCHAR;
         }
         if matches!(c, b'\r' | b'\n' | 0) {
@@ -37,6 +19,29 @@ static CLASS: [u8; 256] = {
     }
     t
 };
+
+/// Whether `c` may appear in a token (RFC 9110 5.6.2: field names, methods). For building
+/// lookup tables; at run time read a table.
+pub(crate) const fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
 const TCHAR: u8 = 1;
 const FORBIDDEN: u8 = 2;
 

@@ -343,14 +343,19 @@ impl FieldBlock {
     }
 }
 
+/// Fields as a list of `(name, value)` strings, for `Debug`.
+fn debug_fields<'a>(
+    f: &mut fmt::Formatter<'_>,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> fmt::Result {
+    f.debug_list()
+        .entries(fields.map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))))
+        .finish()
+}
+
 impl fmt::Debug for FieldBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(
-                self.iter()
-                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
-            )
-            .finish()
+        debug_fields(f, self.iter())
     }
 }
 
@@ -408,12 +413,7 @@ impl<'a> Iterator for FieldLines<'a> {
 
 impl fmt::Debug for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(
-                self.iter()
-                    .map(|(n, v)| (String::from_utf8_lossy(n), String::from_utf8_lossy(v))),
-            )
-            .finish()
+        debug_fields(f, self.iter())
     }
 }
 

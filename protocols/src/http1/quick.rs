@@ -16,6 +16,7 @@
 //! two on every input.
 
 use super::error::Http1Error;
+use super::field::is_tchar;
 use super::limits::Limits;
 use super::message::{Method, Version};
 use super::parse::{finish_request, header_slots, FieldInfo, ParsedRequest};
@@ -29,24 +30,7 @@ static CLASS: [u8; 256] = {
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        let token = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        let token = is_tchar(b);
         let target = b >= 0x21 && b <= 0x7e;
         let value = b == b'\t' || (b >= 0x20 && b != 0x7f);
         t[i] = (token as u8) | ((target as u8) << 1) | ((value as u8) << 2);
