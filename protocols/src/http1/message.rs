@@ -394,16 +394,10 @@ impl<'a> Iterator for FieldLines<'a> {
         let colon = memchr::memchr(b':', line).unwrap_or(line.len());
         let name = &line[..colon];
         let value = line.get(colon + 1..).unwrap_or_default();
-        // As httparse trims: leading SP/HTAB, trailing SP/HTAB and the CR of a CRLF.
-        let value = match value.iter().position(|&b| b != b' ' && b != b'\t') {
-            Some(first) => &value[first..],
-            None => &[][..],
-        };
-        let end = value
-            .iter()
-            .rposition(|&b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-            .map_or(0, |last| last + 1);
-        Some((name, &value[..end]))
+        // As httparse trims: the CR of a CRLF (lines are validated: a CR stands only there),
+        // then leading and trailing SP/HTAB.
+        let value = value.strip_suffix(b"\r").unwrap_or(value);
+        Some((name, trim_blanks(value)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
