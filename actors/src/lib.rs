@@ -83,6 +83,9 @@ pub use mailbox::{MailboxConfig, Overflow};
 pub use metrics::{ActorMetrics, SystemMetrics, WorkerMetrics};
 pub use reply::{ReplyChannel, ReplyFuture, ReplyTo};
 pub use rng::SplitMix64;
-pub use system::{Placement, ShutdownReport, SpawnOptions, System, SystemBuilder, SystemHandle};
+pub use system::{
+    Placement, ShutdownReport, SpawnOptions, System, SystemBuilder, SystemHandle, DEFAULT_SPIN,
+    SPIN_ENV,
+};
 pub use timer::TimerHandle;
 pub use worker::TraceEvent;

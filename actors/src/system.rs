@@ -345,12 +345,41 @@ impl SystemHandle {
     }
 }
 
+/// How long an idle worker spins before parking unless configured
+/// ([`SystemBuilder::spin`], [`SPIN_ENV`]).
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// The environment variable that sets the idle spin, in microseconds (`0` parks at once),
+/// for systems whose builder does not set it: a deployment's latency-for-CPU choice.
+pub const SPIN_ENV: &str = "SINEW_SPIN_US";
+
+/// The spin [`SPIN_ENV`] asks for, if set.
+fn spin_from_env() -> Result<Option<Duration>, SystemError> {
+    parse_spin(std::env::var(SPIN_ENV).ok().as_deref())
+}
+
+/// A value that is not a whole number of microseconds is a configuration error, not silently
+/// the default.
+fn parse_spin(value: Option<&str>) -> Result<Option<Duration>, SystemError> {
+    value
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map(Duration::from_micros)
+                .map_err(|_| {
+                    SystemError::Config("SINEW_SPIN_US must be a whole number of microseconds")
+                })
+        })
+        .transpose()
+}
+
 /// Builds a [`System`].
 pub struct SystemBuilder {
     workers: usize,
     pin: Option<Vec<usize>>,
     batch: usize,
-    spin: Duration,
+    /// Set by [`SystemBuilder::spin`]; else [`SPIN_ENV`], else [`DEFAULT_SPIN`].
+    spin: Option<Duration>,
     mailbox: MailboxConfig,
     driver: Option<DriverFactory>,
     timing: bool,
@@ -365,7 +394,7 @@ impl Default for SystemBuilder {
                 .unwrap_or(1),
             pin: None,
             batch: 64,
-            spin: Duration::from_micros(50),
+            spin: None,
             mailbox: MailboxConfig::default(),
             driver: None,
             timing: false,
@@ -406,9 +435,15 @@ impl SystemBuilder {
         self
     }
 
-    /// How long an idle worker spins before parking (default 50 us; zero parks at once).
+    /// How long an idle worker spins before parking (zero parks at once). Without this call
+    /// the environment variable [`SPIN_ENV`] (microseconds) decides, else [`DEFAULT_SPIN`].
+    ///
+    /// Spinning trades CPU for latency: a message from another worker, or a completion,
+    /// that arrives while the worker spins costs no wake-up (waking a parked core costs
+    /// microseconds, tens on a virtual machine), but every spin that ends in a park is CPU
+    /// spent on nothing. Servers judged per CPU-second, or sharing their cores, want less.
     pub fn spin(mut self, d: Duration) -> Self {
-        self.spin = d;
+        self.spin = Some(d);
         self
     }
 
@@ -456,6 +491,10 @@ impl SystemBuilder {
         if self.mailbox.capacity == 0 {
             return Err(SystemError::Config("mailbox capacity must be at least 1"));
         }
+        let spin = match self.spin {
+            Some(d) => d,
+            None => spin_from_env()?.unwrap_or(DEFAULT_SPIN),
+        };
         let core_ids = core_affinity::get_core_ids().unwrap_or_default();
         if let Some(pin) = &self.pin {
             if pin.len() < self.workers {
@@ -480,7 +519,7 @@ impl SystemBuilder {
             let sys = shared.clone();
             let factory = self.driver.clone();
             let core = self.pin.as_ref().map(|p| p[i]);
-            let (batch, spin) = (self.batch, self.spin);
+            let (batch, spin) = (self.batch, spin);
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("{}-w{i}", self.name))
@@ -633,6 +672,27 @@ impl Drop for System {
     fn drop(&mut self) {
         if !self.threads.is_empty() {
             self.shutdown_inner(Duration::from_secs(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spin_from_the_environment_is_microseconds_or_an_error() {
+        assert_eq!(parse_spin(None).ok(), Some(None));
+        assert_eq!(parse_spin(Some("0")).ok(), Some(Some(Duration::ZERO)));
+        assert_eq!(
+            parse_spin(Some(" 200 ")).ok(),
+            Some(Some(Duration::from_micros(200)))
+        );
+        for bad in ["", "-1", "50us", "1.5"] {
+            assert!(
+                matches!(parse_spin(Some(bad)), Err(SystemError::Config(_))),
+                "{bad:?} accepted"
+            );
         }
     }
 }
