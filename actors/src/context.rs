@@ -273,12 +273,13 @@ impl<A: Actor> Context<A> {
     }
 
     /// A reusable source of reply addresses into this actor's mailbox: `map(tag, answer)`
-    /// builds the message. Where [`Context::reply_to`] boxes a closure per address, a channel
+    /// builds the message, the answer boxed (it is boxed where it is sent, so a large answer
+    /// is copied once on its way). Where [`Context::reply_to`] boxes a closure per address, a channel
     /// is made once and each address costs a reference count: the shape for actors that create
     /// one per request (connections).
     pub fn reply_channel<T: Send + 'static, F>(&self, map: F) -> crate::reply::ReplyChannel<T>
     where
-        F: Fn(u64, Result<T, ReplyError>) -> A::Msg + Send + Sync + 'static,
+        F: Fn(u64, Box<Result<T, ReplyError>>) -> A::Msg + Send + Sync + 'static,
     {
         // `map` is a type parameter, not a function pointer, so it inlines into `deliver` and
         // the message is built where it is queued (one answer per request crosses here).
@@ -288,10 +289,10 @@ impl<A: Actor> Context<A> {
         }
         impl<A: Actor, T: Send + 'static, F> crate::reply::TaggedSink<T> for CellSink<A, F>
         where
-            F: Fn(u64, Result<T, ReplyError>) -> A::Msg + Send + Sync + 'static,
+            F: Fn(u64, Box<Result<T, ReplyError>>) -> A::Msg + Send + Sync + 'static,
         {
             #[inline]
-            fn deliver(&self, tag: u64, value: Result<T, ReplyError>) {
+            fn deliver(&self, tag: u64, value: Box<Result<T, ReplyError>>) {
                 self.cell.deliver_forced((self.map)(tag, value));
             }
         }

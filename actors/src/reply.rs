@@ -22,7 +22,9 @@ type Deliver<T> = Box<dyn FnOnce(Result<T, ReplyError>) + Send>;
 
 /// Where tagged reply addresses deliver: shared by every address of one [`ReplyChannel`].
 pub(crate) trait TaggedSink<T>: Send + Sync {
-    fn deliver(&self, tag: u64, value: Result<T, ReplyError>);
+    /// The answer arrives boxed: it is boxed once where it is made ([`ReplyTo::send`]) and
+    /// then moves as a pointer through this dynamic call into the requester's message.
+    fn deliver(&self, tag: u64, value: Box<Result<T, ReplyError>>);
 }
 
 enum Sink<T> {
@@ -140,9 +142,16 @@ impl<T: Send + 'static> ReplyTo<T> {
 
     /// Answers the request. Returns false when nobody can receive it any more (the requester
     /// stopped, or its deadline already fired).
+    #[inline]
     pub fn send(mut self, value: T) -> bool {
         self.untrack();
         match self.sink.take() {
+            // Boxed here, inlined where the answer is built: one copy of it, however large,
+            // instead of one per call it would otherwise pass through by value.
+            Some(Sink::Tagged(to, tag)) => {
+                to.deliver(tag, Box::new(Ok(value)));
+                true
+            }
             Some(sink) => complete(sink, Ok(value)),
             None => false,
         }
@@ -178,7 +187,7 @@ fn complete<T>(sink: Sink<T>, value: Result<T, ReplyError>) -> bool {
     match sink {
         Sink::Future(tx) => tx.send(value).is_ok(),
         Sink::Tagged(to, tag) => {
-            to.deliver(tag, value);
+            to.deliver(tag, Box::new(value));
             true
         }
         Sink::Actor(deliver, None) => {

@@ -163,7 +163,7 @@ impl Actor for Tagger {
     fn handle(&mut self, msg: TaggerMsg, ctx: &mut Context<Self>) {
         match msg {
             TaggerMsg::Go => {
-                let channel = ctx.reply_channel(TaggerMsg::Answer);
+                let channel = ctx.reply_channel(|tag, r| TaggerMsg::Answer(tag, *r));
                 // Answered, dropped, and answered out of order: each tag arrives exactly once.
                 let _ = self.server.try_send(Req::Ignore(channel.reply_to(2)));
                 let _ = self.server.try_send(Req::Echo(10, channel.reply_to(1)));

@@ -656,7 +656,7 @@ where
         if self.config.multishot && io.reactor().capabilities().multishot_recv {
             self.multishot = Multishot::Idle;
         }
-        self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), Box::new(r))));
+        self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
         if self.protocol.info().streaming {
             self.body_out = Some(ctx.addr().recipient_map(ConnMsg::BodyOut));
         }

@@ -238,6 +238,7 @@ impl Headers {
     }
 
     /// Fields from a shared block: what `block` holds, at the cost of a reference count.
+    #[inline]
     pub fn from_block(block: &FieldBlock) -> Self {
         Headers {
             buf: block.encoded.clone(),
@@ -250,13 +251,19 @@ impl Headers {
 
     /// Appends every field of `block`, after the fields already here. On a list with no
     /// fields yet this shares the block instead of copying it.
+    #[inline]
     pub fn extend_from_block(&mut self, block: &FieldBlock) {
         if self.count == 0 && self.added.is_empty() && self.flags == 0 {
             *self = Headers::from_block(block);
         } else {
-            for (name, value) in block.iter() {
-                self.append_field(name, value);
-            }
+            self.append_block(block);
+        }
+    }
+
+    #[inline(never)]
+    fn append_block(&mut self, block: &FieldBlock) {
+        for (name, value) in block.iter() {
+            self.append_field(name, value);
         }
     }
 
@@ -509,7 +516,7 @@ pub struct Response {
 
 impl Response {
     /// A response with no headers and an empty body.
-    #[inline]
+    #[inline(always)]
     pub fn new(status: u16) -> Self {
         Response {
             status,
@@ -528,7 +535,9 @@ impl Response {
     }
 
     /// Builder-style body setter.
-    #[inline]
+    // Always inlined, like the other builder steps: a by-value builder call that is not
+    // inlined copies the whole message in and out (a `memcpy` call each way).
+    #[inline(always)]
     pub fn with_body(mut self, body: Body) -> Self {
         self.body = body;
         self
@@ -536,7 +545,7 @@ impl Response {
 
     /// Builder-style [`Headers::extend_from_block`]: the fields of a prebuilt block, shared
     /// rather than copied when they are the response's first.
-    #[inline]
+    #[inline(always)]
     pub fn with_fields(mut self, block: &FieldBlock) -> Self {
         self.headers.extend_from_block(block);
         self
