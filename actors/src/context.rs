@@ -274,31 +274,66 @@ impl<A: Actor> Context<A> {
 
     /// A reusable source of reply addresses into this actor's mailbox: `map(tag, answer)`
     /// builds the message, the answer boxed (it is boxed where it is sent, so a large answer
-    /// is copied once on its way). Where [`Context::reply_to`] boxes a closure per address, a channel
-    /// is made once and each address costs a reference count: the shape for actors that create
-    /// one per request (connections).
+    /// is copied once on its way). Where [`Context::reply_to`] boxes a closure per address, a
+    /// channel is made once and each address costs a reference count: the shape for actors
+    /// that create one per request (connections).
     pub fn reply_channel<T: Send + 'static, F>(&self, map: F) -> crate::reply::ReplyChannel<T>
     where
         F: Fn(u64, Box<Result<T, ReplyError>>) -> A::Msg + Send + Sync + 'static,
     {
+        self.make_reply_channel(map, None::<()>)
+    }
+
+    /// Like [`Context::reply_channel`], with `extension` attached for whoever holds one of
+    /// its addresses ([`ReplyTo::channel_extension`]).
+    pub fn reply_channel_with<T: Send + 'static, F, E>(
+        &self,
+        map: F,
+        extension: E,
+    ) -> crate::reply::ReplyChannel<T>
+    where
+        F: Fn(u64, Box<Result<T, ReplyError>>) -> A::Msg + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
+        self.make_reply_channel(map, Some(extension))
+    }
+
+    fn make_reply_channel<T: Send + 'static, F, E>(
+        &self,
+        map: F,
+        extension: Option<E>,
+    ) -> crate::reply::ReplyChannel<T>
+    where
+        F: Fn(u64, Box<Result<T, ReplyError>>) -> A::Msg + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+    {
         // `map` is a type parameter, not a function pointer, so it inlines into `deliver` and
         // the message is built where it is queued (one answer per request crosses here).
-        struct CellSink<A: Actor, F> {
+        struct CellSink<A: Actor, F, E> {
             cell: Arc<ActorCell<A>>,
             map: F,
+            extension: Option<E>,
         }
-        impl<A: Actor, T: Send + 'static, F> crate::reply::TaggedSink<T> for CellSink<A, F>
+        impl<A: Actor, T: Send + 'static, F, E> crate::reply::TaggedSink<T> for CellSink<A, F, E>
         where
             F: Fn(u64, Box<Result<T, ReplyError>>) -> A::Msg + Send + Sync + 'static,
+            E: Send + Sync + 'static,
         {
             #[inline]
             fn deliver(&self, tag: u64, value: Box<Result<T, ReplyError>>) {
                 self.cell.deliver_forced((self.map)(tag, value));
             }
+
+            fn extension(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+                self.extension
+                    .as_ref()
+                    .map(|e| e as &(dyn std::any::Any + Send + Sync))
+            }
         }
         crate::reply::ReplyChannel::new(Arc::new(CellSink {
             cell: self.cell.clone(),
             map,
+            extension,
         }))
     }
 

@@ -25,6 +25,10 @@ pub(crate) trait TaggedSink<T>: Send + Sync {
     /// The answer arrives boxed: it is boxed once where it is made ([`ReplyTo::send`]) and
     /// then moves as a pointer through this dynamic call into the requester's message.
     fn deliver(&self, tag: u64, value: Box<Result<T, ReplyError>>);
+
+    /// What the channel's owner attached for holders of its addresses
+    /// ([`crate::Context::reply_channel_with`]).
+    fn extension(&self) -> Option<&(dyn std::any::Any + Send + Sync)>;
 }
 
 enum Sink<T> {
@@ -169,6 +173,26 @@ impl<T: Send + 'static> ReplyTo<T> {
     fn untrack(&mut self) {
         if std::mem::take(&mut self.tracked) {
             tracking::answered();
+        }
+    }
+
+    /// For an address of a [`ReplyChannel`]: its tag, the requester's name for the request.
+    pub fn channel_tag(&self) -> Option<u64> {
+        match &self.sink {
+            Some(Sink::Tagged(_, tag)) => Some(*tag),
+            _ => None,
+        }
+    }
+
+    /// For an address of a [`ReplyChannel`] made with
+    /// [`Context::reply_channel_with`](crate::Context::reply_channel_with): the value its owner
+    /// attached, if it is an `E`. It lets the requester offer more than the one answer (a
+    /// connection's address for the parts of a streamed response) without making it for every
+    /// request: only holders that ask pay for it.
+    pub fn channel_extension<E: std::any::Any>(&self) -> Option<&E> {
+        match &self.sink {
+            Some(Sink::Tagged(sink, _)) => sink.extension()?.downcast_ref::<E>(),
+            _ => None,
         }
     }
 

@@ -164,6 +164,18 @@ impl Actor for Tagger {
         match msg {
             TaggerMsg::Go => {
                 let channel = ctx.reply_channel(|tag, r| TaggerMsg::Answer(tag, *r));
+                let plain = channel.reply_to(9);
+                assert_eq!(plain.channel_tag(), Some(9));
+                assert!(plain.channel_extension::<&str>().is_none());
+                drop(plain);
+                let with = ctx.reply_channel_with(|tag, r| TaggerMsg::Answer(tag, *r), "side");
+                let addr = with.reply_to(4);
+                assert_eq!(addr.channel_extension::<&str>(), Some(&"side"));
+                assert!(
+                    addr.channel_extension::<u32>().is_none(),
+                    "wrong type is None"
+                );
+                drop(addr);
                 // Answered, dropped, and answered out of order: each tag arrives exactly once.
                 let _ = self.server.try_send(Req::Ignore(channel.reply_to(2)));
                 let _ = self.server.try_send(Req::Echo(10, channel.reply_to(1)));
@@ -188,6 +200,12 @@ fn reply_channel_tags_every_answer_and_every_drop() {
     got.sort_by_key(|(tag, _)| *tag);
     assert_eq!(
         got,
-        vec![(1, Ok(10)), (2, Err(ReplyError::Dropped)), (3, Ok(30))]
+        vec![
+            (1, Ok(10)),
+            (2, Err(ReplyError::Dropped)),
+            (3, Ok(30)),
+            (4, Err(ReplyError::Dropped)),
+            (9, Err(ReplyError::Dropped))
+        ]
     );
 }

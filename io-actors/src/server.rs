@@ -58,9 +58,21 @@ pub struct Incoming<Req, Resp: Send + 'static> {
     /// The request's body, when it arrives in parts ([`ServerProtocol::streams_body`]):
     /// name a recipient with [`BodyStream::read_into`], or drop it to discard the body.
     pub body: Option<BodyStream>,
+}
+
+impl<Req, Resp: Send + 'static> Incoming<Req, Resp> {
     /// Where the parts of a streamed response go, for protocols that stream
-    /// ([`ProtocolInfo::streaming`](sinew_protocols::protocol::ProtocolInfo)).
-    pub body_out: Option<BodySender>,
+    /// ([`ProtocolInfo::streaming`](sinew_protocols::protocol::ProtocolInfo)); `None` for
+    /// others, or once [`Incoming::reply`] is answered. Ask before answering with the
+    /// response's head.
+    ///
+    /// Made on request: most answers are whole, so a request does not carry one (it would cost
+    /// every request a reference count on the connection).
+    pub fn body_sender(&self) -> Option<BodySender> {
+        let conn = self.reply.channel_extension::<Recipient<BodyOut>>()?;
+        let id = self.reply.channel_tag()?;
+        Some(BodySender::new(conn.clone(), RequestId(id)))
+    }
 }
 
 /// Sends a connection messages that answer no request (a RESP subscriber's deliveries).
@@ -356,8 +368,6 @@ where
     stream_in: Option<StreamIn>,
     /// Decoding waits for the body's reader (full, or not attached yet).
     body_blocked: bool,
-    /// Where applications send streamed response parts (for streaming protocols).
-    body_out: Option<Recipient<BodyOut>>,
     timer: Deadline,
 }
 
@@ -395,7 +405,6 @@ where
             admitted: 0,
             stream_in: None,
             body_blocked: false,
-            body_out: None,
             timer: Deadline::default(),
         }
     }
@@ -482,17 +491,12 @@ where
             self.stream_in = Some(StreamIn::new(id));
             BodyStream::new(ctx.addr().recipient_map(ConnMsg::Body), id)
         });
-        let body_out = self
-            .body_out
-            .as_ref()
-            .map(|conn| BodySender::new(conn.clone(), id));
         let target = self.routes.index(&request, ctx.worker_index());
         let incoming = Box::new(Incoming {
             request,
             reply,
             push,
             body,
-            body_out,
         });
         match self.routes.targets[target].try_send(incoming) {
             Ok(()) => {}
@@ -656,10 +660,14 @@ where
         if self.config.multishot && io.reactor().capabilities().multishot_recv {
             self.multishot = Multishot::Idle;
         }
-        self.replies = Some(ctx.reply_channel(|id, r| ConnMsg::Reply(RequestId(id), r)));
-        if self.protocol.info().streaming {
-            self.body_out = Some(ctx.addr().recipient_map(ConnMsg::BodyOut));
-        }
+        let map = |id, r| ConnMsg::Reply(RequestId(id), r);
+        // Streaming protocols' answers may come in parts: the reply addresses carry the
+        // connection's address for them, for the handlers that ask (`Incoming::body_sender`).
+        self.replies = Some(if self.protocol.info().streaming {
+            ctx.reply_channel_with(map, ctx.addr().recipient_map(ConnMsg::BodyOut))
+        } else {
+            ctx.reply_channel(map)
+        });
         if self.gate.is_some() {
             self.peer = io.reactor().peer_addr(self.socket).ok().map(|a| a.ip());
         }

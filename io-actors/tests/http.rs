@@ -657,7 +657,7 @@ impl Actor for Streamer {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
         let path = inc.request.target.clone();
-        let out = inc.body_out.expect("HTTP/1.1 streams responses");
+        let out = inc.body_sender().expect("HTTP/1.1 streams responses");
         match &path[..] {
             b"/stream" | b"/cut" => {
                 inc.reply.send(Response::new(200).with_body(Body::Stream));
