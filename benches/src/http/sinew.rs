@@ -21,6 +21,7 @@ impl Hello {
     fn new() -> Result<Self, String> {
         let block = |content_type: &str| {
             FieldBlock::new([("server", "sinew"), ("content-type", content_type)])
+                .map(FieldBlock::into_static)
                 .map_err(|e| format!("header fields: {e}"))
         };
         Ok(Hello {

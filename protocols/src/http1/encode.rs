@@ -423,6 +423,14 @@ mod tests {
                 encode(&appended),
                 "{fields:?}"
             );
+            // A block moved to static memory is the same block.
+            let leaked = block.clone().into_static();
+            assert!(leaked == block);
+            assert_eq!(
+                encode(&Headers::from_block(&leaked)),
+                encode(&appended),
+                "static {fields:?}"
+            );
         }
     }
 
