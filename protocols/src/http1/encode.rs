@@ -187,41 +187,39 @@ fn atomically<T>(
 /// a `date` line and the final empty line, each with its CRLF.
 const TAIL_MAX: usize = 18 + 20 + 24 + 8 + DATE_LEN + 2;
 
-/// The framing, connection and date fields and the empty line ending the head, assembled on the
-/// stack so they cost one copy into the output instead of a dozen small ones.
+/// The framing, connection and date fields and the empty line ending the head. Written piece by
+/// piece after one reservation: every piece but the length's digits has a constant size, so
+/// each is a few stores, not a `memcpy` call (and the digits go byte by byte for the same
+/// reason: a copy of a variable length is a call).
 fn put_tail(
     out: &mut BytesMut,
     framing: OutFraming,
     conn: ConnHeader,
     date: Option<&[u8; DATE_LEN]>,
 ) {
-    let mut tail = [0u8; TAIL_MAX];
-    let mut n = 0;
-    let mut push = |part: &[u8]| {
-        tail[n..n + part.len()].copy_from_slice(part);
-        n += part.len();
-    };
+    out.reserve(TAIL_MAX);
     match framing {
         OutFraming::None => {}
         OutFraming::Length(len) => {
-            push(b"content-length: ");
-            push(itoa::Buffer::new().format(len).as_bytes());
-            push(b"\r\n");
+            out.extend_from_slice(b"content-length: ");
+            for &digit in itoa::Buffer::new().format(len).as_bytes() {
+                out.put_u8(digit);
+            }
+            out.extend_from_slice(b"\r\n");
         }
-        OutFraming::Chunked => push(b"transfer-encoding: chunked\r\n"),
+        OutFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     match conn {
         ConnHeader::None => {}
-        ConnHeader::Close => push(b"connection: close\r\n"),
-        ConnHeader::KeepAlive => push(b"connection: keep-alive\r\n"),
+        ConnHeader::Close => out.extend_from_slice(b"connection: close\r\n"),
+        ConnHeader::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
     }
     if let Some(d) = date {
-        push(b"date: ");
-        push(d);
-        push(b"\r\n");
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(d);
+        out.extend_from_slice(b"\r\n");
     }
-    push(b"\r\n");
-    out.extend_from_slice(&tail[..n]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The whole status line for common statuses sent with their canonical phrase.
