@@ -291,6 +291,40 @@ pub(crate) fn response_head(
     })
 }
 
+/// Writes a whole response whose parts need no checks (see
+/// [`Headers::plain_blocks`](super::Headers)): status line, the two field blocks,
+/// `Content-Length`, `Date`, the empty line and the body, after one reservation. `None` when the
+/// response is not of that kind (a status without a canonical line or one that has no body, a
+/// reason phrase, a large body, fields to check); the caller then takes the general way, which
+/// writes the same bytes for these responses.
+#[inline]
+pub(crate) fn plain_response(
+    out: &mut BytesMut,
+    status: u16,
+    reason: &[u8],
+    headers: &Headers,
+    body: &[u8],
+    date: Option<&[u8; DATE_LEN]>,
+) -> Option<()> {
+    if !reason.is_empty() || body.len() > COPY_THRESHOLD || matches!(status, 204 | 304) {
+        return None;
+    }
+    let line = status_line(status)?;
+    let (leading, added) = headers.plain_blocks()?;
+    out.reserve(line.len() + leading.len() + added.len() + TAIL_MAX + body.len());
+    out.extend_from_slice(line);
+    out.extend_from_slice(leading);
+    out.extend_from_slice(added);
+    put_tail(
+        out,
+        OutFraming::Length(body.len() as u64),
+        ConnHeader::None,
+        date,
+    );
+    out.extend_from_slice(body);
+    Some(())
+}
+
 /// Encodes a request line and header section.
 pub(crate) fn request_head(
     out: &mut BytesMut,

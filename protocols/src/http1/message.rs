@@ -273,6 +273,25 @@ impl Headers {
         (self.flags & (SHARED_BLOCK | SHARED_SPECIAL) == SHARED_BLOCK).then_some(&self.buf[..])
     }
 
+    /// The fields as at most two encoded blocks the encoder may copy as they are (a shared
+    /// block or nothing, then the appended fields), when there is no field it must check or
+    /// write itself; `None` otherwise (parsed fields, `Connection`, framing, `Date`, or an
+    /// invalid appended field: the general encoder handles those).
+    #[inline]
+    pub(crate) fn plain_blocks(&self) -> Option<(&[u8], &[u8])> {
+        if self.flags & (SHARED_SPECIAL | ADDED_SPECIAL | ADDED_INVALID) != 0 {
+            return None;
+        }
+        let leading: &[u8] = if self.flags & SHARED_BLOCK != 0 {
+            &self.buf
+        } else if self.count == 0 {
+            &[]
+        } else {
+            return None;
+        };
+        Some((leading, &self.added))
+    }
+
     /// The parsed fields, for the encoder.
     pub(crate) fn parsed_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.parsed()

@@ -492,7 +492,64 @@ impl ServerConnection {
     /// follow with [`send_body_chunk`](Self::send_body_chunk) and
     /// [`finish_body`](Self::finish_body). A `1xx` status is sent as an interim response.
     pub fn send_response(&mut self, id: RequestId, response: Response) -> Result<(), Http1Error> {
+        if self.send_plain(id, &response) {
+            return Ok(());
+        }
         self.encode_response(id, response, false)
+    }
+
+    /// The general encoder alone, for tests that hold [`send_plain`](Self::send_plain) to it.
+    #[cfg(test)]
+    pub(crate) fn send_response_general(
+        &mut self,
+        id: RequestId,
+        response: Response,
+    ) -> Result<(), Http1Error> {
+        self.encode_response(id, response, false)
+    }
+
+    /// The common answer the short way: the answer to the request at the head of the line, a
+    /// keep-alive HTTP/1.1 request that is not HEAD, with a whole small body and fields that
+    /// need no checks ([`encode::plain_response`]). It goes straight to the wire and its slot
+    /// is retired. Writes exactly what [`encode_response`](Self::encode_response) would;
+    /// false (nothing done) for every other answer, which then takes that general way.
+    #[inline]
+    fn send_plain(&mut self, id: RequestId, response: &Response) -> bool {
+        if id.0 != self.out.base
+            || self.shutting_down
+            || matches!(self.read, Read::AwaitContinue { .. })
+        {
+            return false;
+        }
+        let plain_slot = self.out.slots.front().is_some_and(|s| {
+            s.state == SlotState::Waiting
+                && !s.head_request
+                && s.keep_alive
+                && s.version == Version::Http11
+                && !s.close_after
+                && s.data.is_none()
+        });
+        let Body::Full(body) = &response.body else {
+            return false;
+        };
+        if !plain_slot
+            || encode::plain_response(
+                self.out.wire.buf_mut(),
+                response.status,
+                &response.reason,
+                &response.headers,
+                body,
+                self.config.send_date.then(|| self.date.as_array()),
+            )
+            .is_none()
+        {
+            return false;
+        }
+        self.out.slots.pop_front();
+        self.out.base += 1;
+        // Later answers that came first wait in their slots: release what is now complete.
+        self.out.advance();
+        true
     }
 
     fn encode_response(
