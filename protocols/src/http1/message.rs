@@ -577,9 +577,10 @@ impl Response {
     // Always inlined, like the other builder steps: a by-value builder call that is not
     // inlined copies the whole message in and out (a `memcpy` call each way).
     #[inline(always)]
-    pub fn with_body(mut self, body: Body) -> Self {
-        self.body = body;
-        self
+    pub fn with_body(self, body: Body) -> Self {
+        // Built anew rather than assigned: assigning drops the old body first through an
+        // opaque call, after which the compiler can no longer build the result in place.
+        Response { body, ..self }
     }
 
     /// Builder-style [`Headers::extend_from_block`]: the fields of a prebuilt block, shared
