@@ -156,9 +156,10 @@ pub(crate) enum Framing {
     CloseDelimited,
 }
 
-/// A parsed request head and what it implies for the connection. The request is built here in
-/// its final form (empty body) so the hot path moves it once instead of copying field by field.
+/// A parsed request head and what it implies for the connection, as the parser's tests see
+/// it (the server builds the request straight into its event: [`ParsedRequest::into_request`]).
 #[derive(Debug)]
+#[cfg(test)]
 pub(crate) struct RequestHead {
     pub(crate) request: Request,
     pub(crate) framing: Framing,
@@ -245,22 +246,53 @@ pub(crate) struct ParsedRequest {
 
 impl ParsedRequest {
     /// Builds the request from the head's bytes (the parsed buffer's first bytes, split off
-    /// after parsing). Inlined so the request is built where the server connection
-    /// moves it next, not copied out of a return slot.
-    #[inline]
+    /// after parsing), with what it implies for the connection.
+    #[cfg(test)]
     pub(crate) fn build(self, head: Bytes) -> RequestHead {
         RequestHead {
-            request: Request {
-                method: self.method,
-                target: head.slice(self.target.0..self.target.1),
-                version: self.version,
-                headers: Headers::from_parsed(head, self.fields_start, self.fields),
-                body: Body::empty(),
-                expect_continue: self.expect_continue,
-            },
             framing: self.framing,
             keep_alive: self.keep_alive,
+            request: self.into_request(head, Body::empty()),
         }
+    }
+
+    /// The request alone, with `body`: built where the caller puts it (the server builds it
+    /// straight into its event).
+    #[inline]
+    pub(crate) fn into_request(self, head: Bytes, body: Body) -> Request {
+        Request {
+            method: self.method,
+            target: head.slice(self.target.0..self.target.1),
+            version: self.version,
+            headers: Headers::from_parsed(head, self.fields_start, self.fields),
+            body,
+            expect_continue: self.expect_continue,
+        }
+    }
+
+    /// How the body is framed.
+    pub(crate) fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// Whether the connection stays open after this request.
+    pub(crate) fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// The request's version.
+    pub(crate) fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether it is a HEAD request (its answer has no body).
+    pub(crate) fn is_head(&self) -> bool {
+        self.method == Method::Head
+    }
+
+    /// Whether the client waits for `100 Continue` before sending the body.
+    pub(crate) fn expect_continue(&self) -> bool {
+        self.expect_continue
     }
 }
 

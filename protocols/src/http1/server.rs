@@ -21,7 +21,7 @@ use super::date::DateCache;
 use super::encode::{self, ConnHeader, OutFraming, WireBuf};
 use super::error::Http1Error;
 use super::limits::{Limits, Timeouts};
-use super::message::{Body, Headers, Method, Request, Response, Version};
+use super::message::{Body, Headers, Request, Response, Version};
 use super::parse::{self, Framing, HeadKind, HeadScanner};
 use crate::protocol::{RequestId, ServerCodec, ServerEvent, TimeoutKind};
 
@@ -281,7 +281,7 @@ impl ServerConnection {
                     let head = buf.split_to(len).freeze();
                     match parsed {
                         Ok(p) => {
-                            if let Some(ev) = self.start_request(p.build(head)) {
+                            if let Some(ev) = self.start_request(p, head) {
                                 return Some(ev);
                             }
                         }
@@ -354,27 +354,28 @@ impl ServerConnection {
         self.body_seen = buffered;
     }
 
-    /// Takes a parsed head: assigns its id and slot, and decides how its body is read.
-    fn start_request(&mut self, h: parse::RequestHead) -> Option<Event> {
+    /// Takes a parsed head: assigns its id and slot, and decides how its body is read. The
+    /// request is built where it goes (the event, or the state waiting for its body), so the
+    /// common bodiless request is never copied on its way out.
+    fn start_request(&mut self, p: parse::ParsedRequest, head: Bytes) -> Option<Event> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut request = h.request;
         self.out.slots.push_back(Slot {
-            head_request: request.method == Method::Head,
-            version: request.version,
-            keep_alive: h.keep_alive,
+            head_request: p.is_head(),
+            version: p.version(),
+            keep_alive: p.keep_alive(),
             state: SlotState::Waiting,
             data: None,
             close_after: false,
         });
-        let expect_continue = request.expect_continue;
-        let keep_alive = h.keep_alive;
-        let decoder = match h.framing {
+        let expect_continue = p.expect_continue();
+        let keep_alive = p.keep_alive();
+        let decoder = match p.framing() {
             Framing::None | Framing::CloseDelimited => {
                 self.read = self.after_request(keep_alive);
                 return Some(ServerEvent::Request {
                     id: RequestId(id),
-                    request,
+                    request: p.into_request(head, Body::empty()),
                 });
             }
             Framing::Length(n) => {
@@ -384,7 +385,7 @@ impl ServerConnection {
                 match whole {
                     Some(len) if !expect_continue => {
                         self.read = Read::Whole {
-                            request: Box::new(request),
+                            request: Box::new(p.into_request(head, Body::empty())),
                             id,
                             len,
                             keep_alive,
@@ -396,7 +397,6 @@ impl ServerConnection {
             }
             Framing::Chunked => BodyDecoder::chunked(),
         };
-        request.body = Body::Stream;
         self.read = if expect_continue {
             Read::AwaitContinue {
                 id,
@@ -412,7 +412,7 @@ impl ServerConnection {
         };
         Some(ServerEvent::Request {
             id: RequestId(id),
-            request,
+            request: p.into_request(head, Body::Stream),
         })
     }
 
