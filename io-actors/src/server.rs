@@ -417,6 +417,9 @@ where
     /// the codec's timer armed.
     fn step(&mut self, ctx: &mut Context<Self>) {
         let now = ctx.now();
+        // Looked up once per step (a scan of the worker's extensions and a reference count),
+        // not once per use.
+        let io = Self::io(ctx);
         while self.paused.is_none() && !self.body_blocked {
             let Some(buf) = self.rbuf.as_mut() else { break };
             let Some(event) = self.codec.poll_event(buf, now) else {
@@ -434,8 +437,8 @@ where
                 ServerEvent::BodyEnd { id, .. } => self.body_part(id, BodyPart::End, ctx),
             }
         }
-        self.flush(ctx, now);
-        self.read(ctx);
+        self.flush(ctx, now, io.as_deref());
+        self.read(io.as_deref());
         self.arm_timer(ctx, now);
     }
 
@@ -519,27 +522,29 @@ where
         });
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>, now: Instant) {
-        // The codec formats the date at most once per second; this is one clock read.
-        if self.codec.wants_wall_clock() {
-            self.codec.set_wall_clock(std::time::SystemTime::now());
+    fn flush(&mut self, ctx: &mut Context<Self>, now: Instant, io: Option<&WorkerIo>) {
+        // A codec that shows the wall clock (HTTP's `Date`, whole seconds) asks for it once a
+        // second, not on every write.
+        if self.codec.wants_wall_clock(now) {
+            self.codec.set_wall_clock(std::time::SystemTime::now(), now);
         }
-        let mut out: Vec<Bytes> = Vec::new();
-        while let Some(b) = self.codec.poll_transmit(now) {
-            out.push(b);
-        }
-        let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
+        let first = self.codec.poll_transmit(now);
+        let (Some(io), Some(token)) = (io, self.token) else {
             return;
         };
-        if !out.is_empty() {
+        if let Some(first) = first {
             self.writes_in_flight += 1;
             let mut r = io.reactor();
-            if out.len() == 1 {
-                if let Some(b) = out.pop() {
-                    r.send(self.socket, b, token);
+            // Usually one buffer (a burst of answers coalesces): no list to allocate then.
+            match self.codec.poll_transmit(now) {
+                None => r.send(self.socket, first, token),
+                Some(second) => {
+                    let mut out = vec![first, second];
+                    while let Some(b) = self.codec.poll_transmit(now) {
+                        out.push(b);
+                    }
+                    r.send_vectored(self.socket, out, token);
                 }
-            } else {
-                r.send_vectored(self.socket, out, token);
             }
         }
         if self.codec.should_close() && self.writes_in_flight == 0 && !self.closing {
@@ -566,13 +571,13 @@ where
         }
     }
 
-    fn read(&mut self, ctx: &mut Context<Self>) {
+    fn read(&mut self, io: Option<&WorkerIo>) {
         let lingering = self.linger.is_some();
         let want = !self.closing
             && !self.peer_eof
             && (lingering
                 || (self.paused.is_none() && !self.body_blocked && self.codec.wants_read()));
-        let (Some(io), Some(token)) = (Self::io(ctx), self.token) else {
+        let (Some(io), Some(token)) = (io, self.token) else {
             return;
         };
         if self.multishot != Multishot::Unused {
@@ -697,7 +702,7 @@ where
                     }
                     self.rbuf = Some(buf);
                     if !keep && !self.closing {
-                        self.read(ctx);
+                        self.read(Self::io(ctx).as_deref());
                     }
                 }
                 Event::ReceivedBytes { result, more, .. } => {

@@ -320,14 +320,16 @@ pub trait ServerCodec {
     /// The application starts reading request `id`'s streamed body (HTTP: sends
     /// `100 Continue` if the client asked for it). A no-op for protocols without the notion.
     fn read_body(&mut self, _id: RequestId) {}
-    /// Whether the codec puts wall-clock time on the wire (HTTP's `Date`): only then does
-    /// the I/O layer read the clock for [`ServerCodec::set_wall_clock`].
-    fn wants_wall_clock(&self) -> bool {
+    /// Whether the codec needs the wall-clock time at `now` (monotonic) for what it puts on
+    /// the wire (HTTP's `Date`): only then does the I/O layer read the wall clock for
+    /// [`ServerCodec::set_wall_clock`]. A codec that shows whole seconds asks once a second.
+    fn wants_wall_clock(&self, _now: Instant) -> bool {
         false
     }
-    /// The wall-clock time, for protocols that put it on the wire (HTTP's `Date`). The I/O
-    /// layer calls it before encoding when [`ServerCodec::wants_wall_clock`] says so.
-    fn set_wall_clock(&mut self, _now: std::time::SystemTime) {}
+    /// The wall-clock time `wall`, read at monotonic time `now`, for protocols that put it on
+    /// the wire (HTTP's `Date`). The I/O layer calls it before encoding when
+    /// [`ServerCodec::wants_wall_clock`] says so.
+    fn set_wall_clock(&mut self, _wall: std::time::SystemTime, _now: Instant) {}
     /// The next bytes to send, in order; `now` arms idle timers once output drains.
     fn poll_transmit(&mut self, now: Instant) -> Option<Bytes>;
     /// The earliest deadline the caller must report through `on_timeout`.

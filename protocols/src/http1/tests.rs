@@ -1604,3 +1604,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_wall_clock_is_asked_for_once_a_second() {
+    use crate::protocol::ServerCodec;
+    let now = Instant::now();
+    let mut c = ServerConnection::new(ServerConfig::default(), now);
+    assert!(c.wants_wall_clock(now), "no date yet");
+    // 0.75 s into a second: the date holds for the quarter second left.
+    let wall = UNIX_EPOCH + Duration::from_millis(784_111_777_750);
+    c.set_wall_clock(wall, now);
+    assert!(!c.wants_wall_clock(now));
+    assert!(!c.wants_wall_clock(now + Duration::from_millis(249)));
+    assert!(c.wants_wall_clock(now + Duration::from_millis(250)));
+    // Without a Date header there is nothing to ask for.
+    let quiet = ServerConnection::new(
+        ServerConfig {
+            send_date: false,
+            ..ServerConfig::default()
+        },
+        now,
+    );
+    assert!(!quiet.wants_wall_clock(now));
+}

@@ -516,7 +516,11 @@ impl Sock {
                 }
                 _ if op.is_done() => Ok(()),
                 _ => {
-                    let (written, wanted) = {
+                    let (written, wanted) = if let WriteOp::Send { buf, done, .. } = op {
+                        // One buffer (the usual case): a plain send, no slice list to build.
+                        let rest = &buf[*done..];
+                        (sock.send_with_flags(rest, libc::MSG_NOSIGNAL), rest.len())
+                    } else {
                         let mut slices: Vec<IoSlice<'_>> = Vec::new();
                         op.remaining(&mut slices, MAX_IOV);
                         let wanted: usize = slices.iter().map(|s| s.len()).sum();
