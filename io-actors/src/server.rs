@@ -720,7 +720,13 @@ where
                 Event::Shutdown { result: Ok(()), .. } => {}
                 Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
                     self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    self.dirty = true;
+                    // Only a closing connection waits on its writes (it shuts down or closes
+                    // after the last one): for any other, a finished write changes nothing a
+                    // step would act on (output is sent as it is made, reading does not wait
+                    // on writes), so it costs no step.
+                    if self.codec.should_close() || self.linger.is_some() {
+                        self.dirty = true;
+                    }
                 }
                 Event::Closed { .. } => ctx.stop(),
                 // Reset, broken pipe, or a cancelled operation: the connection is done.
