@@ -253,11 +253,17 @@ impl Headers {
     /// fields yet this shares the block instead of copying it.
     #[inline]
     pub fn extend_from_block(&mut self, block: &FieldBlock) {
-        if self.count == 0 && self.added.is_empty() && self.flags == 0 {
+        if self.is_fresh() {
             *self = Headers::from_block(block);
         } else {
             self.append_block(block);
         }
+    }
+
+    /// No fields and nothing recorded about any: a block can replace the list.
+    #[inline]
+    fn is_fresh(&self) -> bool {
+        self.count == 0 && self.added.is_empty() && self.flags == 0
     }
 
     #[inline(never)]
@@ -587,7 +593,14 @@ impl Response {
     /// rather than copied when they are the response's first.
     #[inline(always)]
     pub fn with_fields(mut self, block: &FieldBlock) -> Self {
-        self.headers.extend_from_block(block);
+        if self.headers.is_fresh() {
+            // Built anew, as in `with_body`.
+            return Response {
+                headers: Headers::from_block(block),
+                ..self
+            };
+        }
+        self.headers.append_block(block);
         self
     }
 }
