@@ -63,8 +63,8 @@ pub struct Incoming<Req, Resp: Send + 'static> {
 impl<Req, Resp: Send + 'static> Incoming<Req, Resp> {
     /// Where the parts of a streamed response go, for protocols that stream
     /// ([`ProtocolInfo::streaming`](sinew_protocols::protocol::ProtocolInfo)); `None` for
-    /// others, or once [`Incoming::reply`] is answered. Ask before answering with the
-    /// response's head.
+    /// others. Ask before answering with the response's head: it is made from
+    /// [`Incoming::reply`], which the answer consumes.
     ///
     /// Made on request: most answers are whole, so a request does not carry one (it would cost
     /// every request a reference count on the connection).
