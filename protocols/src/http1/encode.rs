@@ -314,7 +314,10 @@ pub(crate) fn plain_response(
     out.reserve(line.len() + leading.len() + added.len() + TAIL_MAX + body.len());
     out.extend_from_slice(line);
     out.extend_from_slice(leading);
-    out.extend_from_slice(added);
+    // Usually empty (the fields are a shared block): a copy of a variable length is a call.
+    if !added.is_empty() {
+        out.extend_from_slice(added);
+    }
     put_tail(
         out,
         OutFraming::Length(body.len() as u64),
