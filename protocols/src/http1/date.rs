@@ -5,7 +5,7 @@
 //! they belong to. The caller supplies the wall-clock time: the codec never reads a clock, which
 //! keeps it deterministic under simulation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Length of an IMF-fixdate: `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const DATE_LEN: usize = 29;
@@ -15,6 +15,9 @@ pub const DATE_LEN: usize = 29;
 pub struct DateCache {
     secs: u64,
     buf: [u8; DATE_LEN],
+    /// When the cached second ends by the monotonic clock ([`DateCache::update_at`]), so a
+    /// caller need not read the wall clock before then.
+    refresh_at: Option<Instant>,
 }
 
 impl Default for DateCache {
@@ -29,7 +32,11 @@ impl DateCache {
         let secs = unix_secs(now);
         let mut buf = [0u8; DATE_LEN];
         format(secs, &mut buf);
-        DateCache { secs, buf }
+        DateCache {
+            secs,
+            buf,
+            refresh_at: None,
+        }
     }
 
     /// Refresh for `now`; formats only if the second changed. Returns whether it did.
@@ -41,6 +48,25 @@ impl DateCache {
         self.secs = secs;
         format(secs, &mut self.buf);
         true
+    }
+
+    /// [`DateCache::update`] with `wall` read at monotonic time `now`: the value then holds
+    /// until that second ends, and [`DateCache::is_due`] says when to read the wall clock again.
+    pub fn update_at(&mut self, wall: SystemTime, now: Instant) -> bool {
+        let changed = self.update(wall);
+        let into_second = wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let left = Duration::from_nanos(u64::from(1_000_000_000 - into_second.min(999_999_999)));
+        self.refresh_at = now.checked_add(left);
+        changed
+    }
+
+    /// Whether the wall clock must be read again at monotonic time `now`: always before the
+    /// first [`DateCache::update_at`], then once the second it saw has ended.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.refresh_at.is_none_or(|at| now >= at)
     }
 
     /// The formatted value.

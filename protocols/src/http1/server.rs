@@ -12,7 +12,7 @@
 //! from bytes the parser could not frame, so this rule is the last line of defence.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -173,8 +173,6 @@ pub struct ServerConnection {
     next_id: u64,
     out: Ordered,
     date: DateCache,
-    /// When the cached date's second ends (monotonic): the wall clock is read again then.
-    date_refresh: Option<Instant>,
     header_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     /// Re-armed whenever body data arrives; `body_seen` is the buffer length last seen while
@@ -197,7 +195,6 @@ impl ServerConnection {
             next_id: 0,
             out: Ordered::default(),
             date: DateCache::default(),
-            date_refresh: None,
             header_deadline,
             idle_deadline: None,
             body_deadline: None,
@@ -869,18 +866,12 @@ impl ServerCodec for ServerConnection {
         ServerConnection::read_body(self, id)
     }
     fn wants_wall_clock(&self, now: Instant) -> bool {
-        self.config.send_date && self.date_refresh.is_none_or(|at| now >= at)
+        // The date shows whole seconds: the wall clock is read again when the cached second
+        // ends (by the monotonic clock, which the caller reads anyway), not on every write.
+        self.config.send_date && self.date.is_due(now)
     }
     fn set_wall_clock(&mut self, wall: SystemTime, now: Instant) {
-        self.set_date(wall);
-        // The date shows whole seconds: the next read is due when this second ends (by the
-        // monotonic clock, which the caller reads anyway), not on every write.
-        let into_second = wall
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let left = Duration::from_nanos(u64::from(1_000_000_000 - into_second.min(999_999_999)));
-        self.date_refresh = now.checked_add(left);
+        self.date.update_at(wall, now);
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
