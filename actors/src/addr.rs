@@ -46,6 +46,9 @@ impl<A: Actor> Eq for Addr<A> {}
 pub(crate) trait Target<M>: Send + Sync {
     fn admission(&self) -> &Admission;
     fn deliver(&self, msg: M);
+    /// A reply handled on the spot when possible (see `ActorCell::deliver_now`); Err when
+    /// the actor stopped.
+    fn deliver_now(&self, msg: M) -> Result<(), M>;
 }
 
 /// A send target that also knows the actor behind it (what a `Recipient` holds).
@@ -63,6 +66,11 @@ impl<A: Actor> Target<A::Msg> for Addr<A> {
     fn deliver(&self, msg: A::Msg) {
         self.cell.deliver(msg)
     }
+
+    #[inline]
+    fn deliver_now(&self, msg: A::Msg) -> Result<(), A::Msg> {
+        self.cell.deliver_now(msg)
+    }
 }
 
 struct Mapped<A: Actor, F> {
@@ -77,6 +85,16 @@ impl<A: Actor, M, F: Fn(M) -> A::Msg + Send + Sync> Target<M> for Mapped<A, F> {
 
     fn deliver(&self, msg: M) {
         self.cell.deliver((self.map)(msg))
+    }
+
+    fn deliver_now(&self, msg: M) -> Result<(), M> {
+        if self.cell.mb.is_closed() {
+            return Err(msg);
+        }
+        // Stopped since the check (from another thread): the mapped message is dropped, as a
+        // stopped actor's mail is.
+        let _ = self.cell.deliver_now((self.map)(msg));
+        Ok(())
     }
 }
 
@@ -95,6 +113,10 @@ impl<A: Actor> Target<A::Msg> for Direct<A> {
 
     fn deliver(&self, msg: A::Msg) {
         self.0.deliver(msg)
+    }
+
+    fn deliver_now(&self, msg: A::Msg) -> Result<(), A::Msg> {
+        self.0.deliver_now(msg)
     }
 }
 
@@ -259,6 +281,15 @@ impl<A: Actor> Addr<A> {
         }
     }
 
+    /// Like [`Addr::send_reply`], and when called from the worker's driver (an I/O
+    /// completion being handed out) to an idle actor on that worker, the message is handled
+    /// on the spot: one turn for it, with no mailbox, no admission count and no run-queue
+    /// hop. Anywhere else, or when the actor has work queued, it is queued like any reply, so
+    /// the actor still sees its messages in order.
+    pub fn send_now(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        self.cell.deliver_now(msg).map_err(SendError::Closed)
+    }
+
     /// Calls `f` once when the mailbox has room (at once if it has room now) or the actor
     /// stopped. I/O actors use this to resume reading a paused connection.
     pub fn notify_when_room(&self, f: impl FnOnce() + Send + 'static) {
@@ -350,6 +381,12 @@ impl<M: Send + 'static> Recipient<M> {
         } else {
             Err(SendError::Closed(msg))
         }
+    }
+
+    /// A reply handled on the spot when the worker's driver hands it to an idle actor (see
+    /// [`Addr::send_now`]); otherwise queued like [`Recipient::send_reply`].
+    pub fn send_now(&self, msg: M) -> Result<(), SendError<M>> {
+        self.inner.deliver_now(msg).map_err(SendError::Closed)
     }
 
     /// Calls `f` once when the mailbox has room or the actor stopped.

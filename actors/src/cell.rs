@@ -170,6 +170,65 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
+    /// Delivers a message that answers the actor's own request (capacity ignored, as a reply)
+    /// and, when the actor is idle on this worker and the worker is in its driver between
+    /// turns, handles it on the spot: one turn for this message, with no mailbox, no admission
+    /// count and no run-queue hop. Otherwise it is queued like any reply. Err when the actor
+    /// has stopped.
+    #[inline]
+    pub(crate) fn deliver_now(self: &Arc<Self>, msg: A::Msg) -> Result<(), A::Msg> {
+        let p = current_worker();
+        // SAFETY: as in `deliver`.
+        if let Some(w) = unsafe { p.as_ref() } {
+            if w.inline_ok() && w.shared.uid == self.home.uid && !w.has_faults() {
+                // Not scheduled means idle: nothing queued, no signal pending, not running.
+                let key = self.with_local(w, |l| {
+                    if l.scheduled || l.dead {
+                        None
+                    } else {
+                        l.scheduled = true;
+                        Some(l.slot)
+                    }
+                });
+                if let Some(key) = key {
+                    self.run_now(w, key, msg);
+                    return Ok(());
+                }
+            }
+        }
+        if self.mb.admit_forced() {
+            self.deliver(msg);
+            Ok(())
+        } else {
+            Err(msg)
+        }
+    }
+
+    /// The on-the-spot turn of `deliver_now` (the caller marked the actor scheduled).
+    fn run_now(self: &Arc<Self>, w: &WorkerLocal, key: u32, msg: A::Msg) {
+        let Some(mut slot) = w.take_slot(key) else {
+            // Unreachable while "not scheduled" means "at home and idle"; if that ever breaks,
+            // the message still arrives, through the queue.
+            return self.queue_scheduled(w, msg);
+        };
+        let Some(actor) = slot.as_any().downcast_mut::<ActorSlot<A>>() else {
+            w.end_turn(key, slot, RunResult::Idle);
+            return self.queue_scheduled(w, msg);
+        };
+        w.set_inline_ok(false);
+        let result = actor.run_with(w, msg);
+        w.set_inline_ok(true);
+        w.end_turn(key, slot, result);
+    }
+
+    #[cold]
+    fn queue_scheduled(self: &Arc<Self>, w: &WorkerLocal, msg: A::Msg) {
+        self.with_local(w, |l| l.scheduled = false);
+        if self.mb.admit_forced() {
+            self.push_back(w, msg);
+        }
+    }
+
     #[inline(never)]
     fn deliver_remote(self: &Arc<Self>, msg: A::Msg) {
         let cell = self.clone();
@@ -627,6 +686,71 @@ impl<A: Actor> ActorSlot<A> {
         }
     }
 
+    /// A turn for one message handed over directly by `ActorCell::deliver_now`: the actor was
+    /// idle (running, nothing queued, no signal pending), so this is the turn `run` would
+    /// have taken for a queue holding just `msg`.
+    fn run_with(&mut self, w: &WorkerLocal, msg: A::Msg) -> RunResult {
+        let t0 = if w.system.timing {
+            Some((Instant::now(), w.mono_ns()))
+        } else {
+            None
+        };
+        if !self.ctx.state.handles_messages() {
+            // Not reachable for an idle actor (created actors are scheduled, dead ones are
+            // never idle); dropped as a stopped actor's message would be.
+            drop(msg);
+            return self.end_turn(w, 0, t0);
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            self.ctx.handled += 1;
+            self.actor.handle(msg, &mut self.ctx);
+            if self.ctx.stop_request.is_none() {
+                self.actor.handled_batch(&mut self.ctx);
+            }
+        }));
+        if let Err(p) = r {
+            self.on_panic(w, p);
+        }
+        self.end_turn(w, 1, t0)
+    }
+
+    /// What every turn does after its messages: counts, pending stops, timing, and whether
+    /// the actor needs another turn.
+    #[inline]
+    fn end_turn(&mut self, w: &WorkerLocal, n: usize, t0: Option<(Instant, u64)>) -> RunResult {
+        w.note_turn(n);
+        if let Some(req) = self.ctx.stop_request.take() {
+            let (reason, mode) = *req;
+            self.begin_stop(w, reason, mode);
+        }
+        if matches!(self.ctx.state, Lifecycle::Draining { .. })
+            && self.ctx.cell.with_local(w, |l| l.queue.is_empty())
+        {
+            self.finish_stop(w);
+        }
+        if let Some((t0, t0_ns)) = t0 {
+            let at = self
+                .ctx
+                .cell
+                .with_local(w, |l| std::mem::take(&mut l.scheduled_at));
+            let delay_ns = if at == 0 { 0 } else { t0_ns.saturating_sub(at) };
+            w.shared
+                .stats
+                .record_timing(t0.elapsed().as_nanos() as u64, delay_ns);
+        }
+        if self.is_dead() {
+            return RunResult::Dead;
+        }
+        self.ctx.cell.with_local(w, |l| {
+            if l.queue.is_empty() && !l.has_signals() {
+                l.scheduled = false;
+                RunResult::Idle
+            } else {
+                RunResult::Again
+            }
+        })
+    }
+
     fn is_dead(&self) -> bool {
         matches!(self.ctx.state, Lifecycle::Dead)
     }
@@ -682,37 +806,11 @@ impl<A: Actor> Runnable for ActorSlot<A> {
                 self.on_panic(w, p);
             }
         }
-        w.note_turn(n);
-        if let Some(req) = self.ctx.stop_request.take() {
-            let (reason, mode) = *req;
-            self.begin_stop(w, reason, mode);
-        }
-        if matches!(self.ctx.state, Lifecycle::Draining { .. })
-            && self.ctx.cell.with_local(w, |l| l.queue.is_empty())
-        {
-            self.finish_stop(w);
-        }
-        if let Some((t0, t0_ns)) = t0 {
-            let at = self
-                .ctx
-                .cell
-                .with_local(w, |l| std::mem::take(&mut l.scheduled_at));
-            let delay_ns = if at == 0 { 0 } else { t0_ns.saturating_sub(at) };
-            w.shared
-                .stats
-                .record_timing(t0.elapsed().as_nanos() as u64, delay_ns);
-        }
-        if self.is_dead() {
-            return RunResult::Dead;
-        }
-        self.ctx.cell.with_local(w, |l| {
-            if l.queue.is_empty() && !l.has_signals() {
-                l.scheduled = false;
-                RunResult::Idle
-            } else {
-                RunResult::Again
-            }
-        })
+        self.end_turn(w, n, t0)
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
     }
 
     fn id(&self) -> ActorId {

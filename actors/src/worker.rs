@@ -186,6 +186,9 @@ pub(crate) enum RunResult {
 /// An actor slot as the worker sees it.
 pub(crate) trait Runnable {
     fn run(&mut self, w: &WorkerLocal) -> RunResult;
+    /// The slot as `Any`, so a cell can reach its own `ActorSlot<A>` to hand it a message
+    /// directly (see `ActorCell::deliver_now`).
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
     fn id(&self) -> ActorId;
     /// Stops at once without waiting for children (shutdown past its deadline).
     fn kill_now(&mut self, w: &WorkerLocal);
@@ -303,6 +306,9 @@ pub(crate) struct WorkerLocal {
     faults: RefCell<Option<Box<dyn crate::fault::FaultHook>>>,
     has_faults: Cell<bool>,
     buggify_on: Cell<bool>,
+    /// True only while the worker's loop is in its driver (polling or parked) and no turn
+    /// runs: then a completion's target may take its turn on the spot (`deliver_now`).
+    inline_ok: Cell<bool>,
 }
 
 impl WorkerLocal {
@@ -334,6 +340,7 @@ impl WorkerLocal {
             faults: RefCell::new(None),
             has_faults: Cell::new(false),
             buggify_on: Cell::new(false),
+            inline_ok: Cell::new(false),
         }
     }
 
@@ -365,12 +372,9 @@ impl WorkerLocal {
 
     /// Runs one turn of the actor in slot `key`; returns the messages it handled.
     fn run_turn(&self, key: u32) -> usize {
-        let taken = self
-            .slots
-            .borrow_mut()
-            .get_mut(key as usize)
-            .and_then(Option::take);
-        let Some(mut slot) = taken else { return 0 };
+        let Some(mut slot) = self.take_slot(key) else {
+            return 0;
+        };
         if self.chooser.is_some() {
             self.trace.borrow_mut().push(TraceEvent {
                 at_ms: self.clock.tick(),
@@ -378,7 +382,24 @@ impl WorkerLocal {
             });
         }
         self.turn_messages.set(0);
-        match slot.run(self) {
+        let result = slot.run(self);
+        self.end_turn(key, slot, result);
+        self.turn_messages.get()
+    }
+
+    /// Takes the actor in slot `key` out for a turn (None: it is running, or gone).
+    #[inline]
+    pub(crate) fn take_slot(&self, key: u32) -> Option<Box<dyn Runnable>> {
+        self.slots
+            .borrow_mut()
+            .get_mut(key as usize)
+            .and_then(Option::take)
+    }
+
+    /// Puts an actor back after a turn, as the turn's result says.
+    #[inline]
+    pub(crate) fn end_turn(&self, key: u32, slot: Box<dyn Runnable>, result: RunResult) {
+        match result {
             RunResult::Idle => self.slots.borrow_mut()[key as usize] = Some(slot),
             RunResult::Again => {
                 self.slots.borrow_mut()[key as usize] = Some(slot);
@@ -391,7 +412,19 @@ impl WorkerLocal {
                 drop(slot);
             }
         }
-        self.turn_messages.get()
+    }
+
+    /// Whether a delivery may run its target's turn on the spot: only from the driver, between
+    /// turns, outside deterministic mode (whose order comes from the seeded chooser alone).
+    #[inline]
+    pub(crate) fn inline_ok(&self) -> bool {
+        self.inline_ok.get()
+    }
+
+    /// Marks a turn run on the spot: no other runs inside it.
+    #[inline]
+    pub(crate) fn set_inline_ok(&self, ok: bool) {
+        self.inline_ok.set(ok);
     }
 
     /// Called by an actor turn with the number of messages it handled.
@@ -733,7 +766,7 @@ impl WorkerLocal {
         let _g = enter(self);
         loop {
             let mut busy = self.turn();
-            busy |= driver.poll();
+            busy |= self.drive(|| driver.poll());
             if self.terminate.get() {
                 break;
             }
@@ -750,10 +783,21 @@ impl WorkerLocal {
             }
             let timeout = self.next_timer_in();
             self.shared.stats.bump_parks();
-            driver.park(timeout);
+            self.drive(|| driver.park(timeout));
             self.shared.sleeper.awake();
         }
         self.kill_all();
+    }
+
+    /// Runs `f` (a driver call) with on-the-spot turns allowed: completions the driver hands
+    /// out go straight to their idle actors (the connection actor of an I/O worker handles its
+    /// completion in the same pass, with no mailbox or run-queue hop).
+    #[inline]
+    fn drive<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.inline_ok.set(self.chooser.is_none());
+        let r = f();
+        self.inline_ok.set(false);
+        r
     }
 
     /// Spins for up to `budget` waiting for inbound work. True when work arrived.
@@ -770,7 +814,7 @@ impl WorkerLocal {
             std::hint::spin_loop();
             i = i.wrapping_add(1);
             if i % 128 == 0 {
-                if driver.poll() {
+                if self.drive(|| driver.poll()) {
                     return true;
                 }
                 if start.elapsed() >= budget {

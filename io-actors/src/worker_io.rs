@@ -2,9 +2,11 @@
 //! submitted the operations.
 //!
 //! The driver factory [`io_driver`] builds the reactor on the worker thread, wraps it in an
-//! `IoDriver` whose completion handler looks the token up and enqueues the completion in the
-//! owning actor's mailbox on the same worker (no cross-core hop, no lock), and stores the
-//! [`WorkerIo`] as a worker extension so actors on that worker can submit operations.
+//! `IoDriver` whose completion handler looks the token up and hands the completion to the
+//! owning actor on the same worker with `send_now`: an idle actor handles it on the spot, in
+//! a turn of its own, with no mailbox or run-queue hop (one behind other messages gets it in
+//! order after them). It stores the [`WorkerIo`] as a worker extension so actors on that
+//! worker can submit operations.
 
 use std::cell::{RefCell, RefMut};
 use std::rc::Rc;
@@ -79,10 +81,17 @@ impl WorkerIo {
     }
 }
 
+/// Where a token's completions go.
+type Route = Rc<Recipient<Completion>>;
+
 /// Token -> recipient, with generations so a stale token never reaches a newer registration.
+///
+/// Recipients sit behind an `Rc`: a completion holds its route for the length of its delivery
+/// (the table is not borrowed then: the actor may run on the spot and register or unregister),
+/// and an `Rc` clone is a plain increment where cloning the `Recipient` is an atomic one.
 #[derive(Default)]
 struct Routes {
-    slots: RefCell<Vec<(u32, Option<Recipient<Completion>>)>>,
+    slots: RefCell<Vec<(u32, Option<Route>)>>,
     free: RefCell<Vec<u32>>,
 }
 
@@ -98,7 +107,7 @@ impl Routes {
         };
         let slot = &mut slots[index as usize];
         slot.0 = slot.0.wrapping_add(1);
-        slot.1 = Some(r);
+        slot.1 = Some(Rc::new(r));
         Token((u64::from(slot.0) << 32) | u64::from(index))
     }
 
@@ -112,7 +121,7 @@ impl Routes {
         }
     }
 
-    fn get(&self, t: Token) -> Option<Recipient<Completion>> {
+    fn get(&self, t: Token) -> Option<Route> {
         let (gen, index) = ((t.0 >> 32) as u32, t.0 as u32);
         let slots = self.slots.borrow();
         slots
@@ -125,13 +134,15 @@ impl Routes {
         self.slots.borrow().iter().filter(|s| s.1.is_some()).count()
     }
 
-    /// Delivers a completion to the actor that submitted its operation.
+    /// Delivers a completion to the actor that submitted its operation: handled on the spot
+    /// when the worker's driver is handing it out and the actor is idle (no mailbox hop),
+    /// else queued behind the actor's other messages.
     fn dispatch(&self, c: Completion) {
         match self.get(c.token) {
             // A completion answers an operation the actor submitted: it bypasses capacity
             // like a reply, so no buffer is ever lost to back-pressure.
             Some(to) => {
-                if let Err(e) = to.send_reply(c) {
+                if let Err(e) = to.send_now(c) {
                     tracing::debug!(error = %e, "completion for a stopped actor dropped");
                 }
             }
@@ -151,7 +162,7 @@ pub fn io_driver(
         let reactor = Reactor::new(backend)?;
         let routes = Rc::new(Routes::default());
         let r = routes.clone();
-        let driver = IoDriver::new(reactor, move |_reactor: &mut Reactor, c: Completion| {
+        let driver = IoDriver::new(reactor, move |_: &RefCell<Reactor>, c: Completion| {
             r.dispatch(c)
         });
         let io = WorkerIo {

@@ -12,7 +12,10 @@ use crate::completion::Completion;
 use crate::reactor::Reactor;
 
 /// Handles one completion; gets the reactor so it can submit follow-up operations at once.
-pub type CompletionHandler = Box<dyn FnMut(&mut Reactor, Completion)>;
+///
+/// The reactor is not borrowed while handlers run (borrow it for each submission): a handler
+/// may run an actor's turn on the spot, and that actor submits through the same reactor.
+pub type CompletionHandler = Box<dyn FnMut(&RefCell<Reactor>, Completion)>;
 
 /// A [`Driver`] that parks a worker in its [`Reactor`] and feeds completions to a handler.
 ///
@@ -28,7 +31,10 @@ pub struct IoDriver {
 
 impl IoDriver {
     /// A driver over `reactor` that passes every completion to `handler`.
-    pub fn new(reactor: Reactor, handler: impl FnMut(&mut Reactor, Completion) + 'static) -> Self {
+    pub fn new(
+        reactor: Reactor,
+        handler: impl FnMut(&RefCell<Reactor>, Completion) + 'static,
+    ) -> Self {
         let unparker = reactor.unparker();
         IoDriver {
             reactor: Rc::new(RefCell::new(reactor)),
@@ -45,18 +51,25 @@ impl IoDriver {
 
     /// Polls once and dispatches; true if any completion was handled.
     fn turn(&mut self, timeout: Option<Duration>) -> bool {
-        let Ok(mut reactor) = self.reactor.try_borrow_mut() else {
-            // Re-entered from inside a handler: nothing to do at this level.
-            return false;
-        };
-        if let Err(e) = reactor.poll(&mut self.scratch, timeout) {
-            tracing::error!(error = %e, backend = %reactor.backend(), "reactor poll failed");
-            return false;
+        let mut ready = std::mem::take(&mut self.scratch);
+        {
+            let Ok(mut reactor) = self.reactor.try_borrow_mut() else {
+                // Re-entered from inside a handler: nothing to do at this level.
+                self.scratch = ready;
+                return false;
+            };
+            if let Err(e) = reactor.poll(&mut ready, timeout) {
+                tracing::error!(error = %e, backend = %reactor.backend(), "reactor poll failed");
+                self.scratch = ready;
+                return false;
+            }
         }
-        let handled = !self.scratch.is_empty();
-        for completion in self.scratch.drain(..) {
-            (self.handler)(&mut reactor, completion);
+        // Released before the handlers run: each may run an actor's turn, which submits.
+        let handled = !ready.is_empty();
+        for completion in ready.drain(..) {
+            (self.handler)(&self.reactor, completion);
         }
+        self.scratch = ready;
         handled
     }
 }

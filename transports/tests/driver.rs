@@ -61,17 +61,19 @@ fn worker_parked_in_reactor_serves_connections() {
                 // An echo server driven entirely from completions on the worker.
                 Box::new(IoDriver::new(reactor, |r, c| match c.event {
                     Event::Accepted { result: Ok(s), .. } => {
-                        r.recv(s, BytesMut::with_capacity(1024), Token(1))
+                        r.borrow_mut()
+                            .recv(s, BytesMut::with_capacity(1024), Token(1))
                     }
                     Event::Received {
                         socket,
                         buf,
                         result: Ok(n),
                     } if n > 0 => {
+                        let mut r = r.borrow_mut();
                         r.send(socket, buf.freeze(), Token(2));
                         r.recv(socket, BytesMut::with_capacity(1024), Token(1));
                     }
-                    Event::Received { socket, .. } => r.close(socket, Token(3)),
+                    Event::Received { socket, .. } => r.borrow_mut().close(socket, Token(3)),
                     _ => {}
                 }))
             })
