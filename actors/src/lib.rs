@@ -62,6 +62,7 @@ mod park;
 mod registry;
 mod reply;
 mod rng;
+mod spin;
 mod sync;
 mod system;
 mod timer;

@@ -380,6 +380,8 @@ pub struct SystemBuilder {
     batch: usize,
     /// Set by [`SystemBuilder::spin`]; else [`SPIN_ENV`], else [`DEFAULT_SPIN`].
     spin: Option<Duration>,
+    /// [`SystemBuilder::adaptive_spin`].
+    adaptive_spin: bool,
     mailbox: MailboxConfig,
     driver: Option<DriverFactory>,
     timing: bool,
@@ -395,6 +397,7 @@ impl Default for SystemBuilder {
             pin: None,
             batch: 64,
             spin: None,
+            adaptive_spin: true,
             mailbox: MailboxConfig::default(),
             driver: None,
             timing: false,
@@ -444,6 +447,16 @@ impl SystemBuilder {
     /// spent on nothing. Servers judged per CPU-second, or sharing their cores, want less.
     pub fn spin(mut self, d: Duration) -> Self {
         self.spin = Some(d);
+        self
+    }
+
+    /// Whether the spin adapts (the default): a worker spins while messages from other
+    /// threads keep ending its idle periods, and stops spinning (one probe every sixteen idle
+    /// periods) while only its driver's I/O or nothing does, since a socket wakes a parked
+    /// driver anyway. `false` spins in every idle period, for the lowest latency of I/O at
+    /// the cost of that CPU.
+    pub fn adaptive_spin(mut self, adaptive: bool) -> Self {
+        self.adaptive_spin = adaptive;
         self
     }
 
@@ -519,7 +532,7 @@ impl SystemBuilder {
             let sys = shared.clone();
             let factory = self.driver.clone();
             let core = self.pin.as_ref().map(|p| p[i]);
-            let (batch, spin) = (self.batch, spin);
+            let (batch, spin, adaptive) = (self.batch, spin, self.adaptive_spin);
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("{}-w{i}", self.name))
@@ -543,7 +556,7 @@ impl SystemBuilder {
                     ws.set_unparker(driver.unparker());
                     let local = WorkerLocal::new(ws, sys, Clock::Real { origin }, batch, None);
                     let _ = ready.send(Ok(()));
-                    local.run_loop(&mut *driver, spin);
+                    local.run_loop(&mut *driver, spin, adaptive);
                 })?;
             threads.push(t);
         }

@@ -7,7 +7,8 @@
 //! shared, so none of it is synchronised.
 //!
 //! An idle worker spins for a bounded, configurable time before it parks in its driver: waking a
-//! halted vCPU costs tens of microseconds here, far more than a short spin.
+//! halted vCPU costs tens of microseconds here, far more than a short spin. It spins only while
+//! spinning pays (see `spin.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -24,6 +25,7 @@ use crate::inbound::{Inbound, Pop};
 use crate::metrics::WorkerStats;
 use crate::park::Sleeper;
 use crate::rng::SplitMix64;
+use crate::spin::SpinGate;
 use crate::system::SystemShared;
 use crate::timer::{duration_ticks, TimerFn, TimerHandle, TimerNext, TimerWheel};
 
@@ -762,8 +764,9 @@ impl WorkerLocal {
     }
 
     /// The worker thread's loop; returns when told to terminate.
-    pub(crate) fn run_loop(&self, driver: &mut dyn Driver, spin: Duration) {
+    pub(crate) fn run_loop(&self, driver: &mut dyn Driver, spin: Duration, adaptive: bool) {
         let _g = enter(self);
+        let gate = SpinGate::new(adaptive);
         loop {
             let mut busy = self.turn();
             busy |= self.drive(|| driver.poll());
@@ -773,7 +776,7 @@ impl WorkerLocal {
             if busy {
                 continue;
             }
-            if self.spin_for_work(spin, driver) {
+            if !spin.is_zero() && gate.should_spin() && self.spin_for_work(spin, driver, &gate) {
                 continue;
             }
             self.shared.sleeper.prepare_park();
@@ -785,6 +788,10 @@ impl WorkerLocal {
             self.shared.stats.bump_parks();
             self.drive(|| driver.park(timeout));
             self.shared.sleeper.awake();
+            if self.shared.has_inbound() {
+                // A spin would have caught this without a wake-up.
+                gate.inbound();
+            }
         }
         self.kill_all();
     }
@@ -800,24 +807,25 @@ impl WorkerLocal {
         r
     }
 
-    /// Spins for up to `budget` waiting for inbound work. True when work arrived.
-    fn spin_for_work(&self, budget: Duration, driver: &mut dyn Driver) -> bool {
-        if budget.is_zero() {
-            return false;
-        }
+    /// Spins for up to `budget` waiting for inbound work (polling the driver as it goes), and
+    /// tells `gate` what ended it. True when work arrived.
+    fn spin_for_work(&self, budget: Duration, driver: &mut dyn Driver, gate: &SpinGate) -> bool {
         let start = Instant::now();
         let mut i: u32 = 0;
         loop {
             if self.shared.has_inbound() {
+                gate.inbound();
                 return true;
             }
             std::hint::spin_loop();
             i = i.wrapping_add(1);
             if i % 128 == 0 {
                 if self.drive(|| driver.poll()) {
+                    gate.no_inbound();
                     return true;
                 }
                 if start.elapsed() >= budget {
+                    gate.no_inbound();
                     return false;
                 }
             }
