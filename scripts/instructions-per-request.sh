@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Instructions per request in actor turns (callgrind), a figure that does not move with the load
-# on this shared machine, unlike wall time. Runs `examples/http_hello` (epoll backend: valgrind
-# does not emulate io_uring) under callgrind, counting only inside actor turns (the idle spin
-# and the reactor's syscalls are left out), sends BATCHES x 4 connections x DEPTH requests, and
-# divides. Usage: scripts/instructions-per-request.sh [BATCHES] [DEPTH]   (defaults 300 16)
-# Needs valgrind (callgrind_control too) and python3; builds the example with the release profile first.
+# Instructions per request for the whole server process (callgrind), a figure that does not move
+# with the load on this shared machine, unlike wall time. Runs `examples/http_hello` (epoll
+# backend: valgrind does not emulate io_uring) under callgrind with collection off until the
+# server answers, then on for BATCHES x 4 connections x DEPTH requests, and divides. The idle
+# spin is off (`SINEW_SPIN_US=0`) so that waiting is not counted as work; the kernel's share is
+# not counted either. Usage: scripts/instructions-per-request.sh [BATCHES] [DEPTH]
+# (defaults 300 16). Needs valgrind (callgrind_control too) and python3; builds the example with
+# the release profile first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
@@ -13,12 +15,13 @@ cargo build --release --example http_hello >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 OUT=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$OUT"' EXIT
-valgrind --tool=callgrind --toggle-collect='*ActorSlot*Runnable*run*' \
+SINEW_SPIN_US=0 valgrind --tool=callgrind --instr-atstart=no --separate-threads=no \
   --callgrind-out-file="$OUT/cg.out" "$TARGET/release/examples/http_hello" \
   --addr "127.0.0.1:$PORT" --io-workers 1 --transport mio --run-for-secs 600 \
   >/dev/null 2>"$OUT/valgrind.log" &
 SERVER=$!
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/plaintext" >/dev/null && break; sleep 0.2; done
+callgrind_control -i on "$SERVER" >/dev/null
 python3 - "$PORT" "$BATCHES" "$CONNS" "$DEPTH" <<'PY'
 import socket, sys
 port, batches, conns, depth = map(int, sys.argv[1:])
@@ -39,6 +42,6 @@ PY
 callgrind_control -d "$SERVER" >/dev/null
 kill -KILL "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
-TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out.1 | head -1 | awk '{print $2}')
+TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out* | head -1 | awk '{print $2}')
 REQS=$((BATCHES * CONNS * DEPTH))
-echo "requests $REQS, instructions in actor turns $TOTAL, per request $((TOTAL / REQS))"
+echo "requests $REQS, instructions in the server process $TOTAL, per request $((TOTAL / REQS))"

@@ -554,6 +554,9 @@ impl<A: Actor> ActorSlot<A> {
         };
         let cell = self.ctx.cell.clone();
         cell.mb.close();
+        if std::mem::take(&mut self.ctx.awaiting_io) {
+            w.count_awaiting_io(false);
+        }
         let (queue, signals) = cell.with_local(w, |l| {
             l.dead = true;
             (std::mem::take(&mut l.queue), l.take_signals())

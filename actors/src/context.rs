@@ -52,6 +52,8 @@ pub struct Context<A: Actor> {
     pub(crate) stop_request: Option<Box<(ExitReason, StopMode)>>,
     pub(crate) handled: u64,
     pub(crate) trap_exits: bool,
+    /// Counted in the worker's `awaiting_io` (see `set_awaiting_io`).
+    pub(crate) awaiting_io: bool,
 }
 
 /// The rarely used part of a context.
@@ -81,6 +83,7 @@ impl<A: Actor> Context<A> {
             stop_request: None,
             handled: 0,
             trap_exits: false,
+            awaiting_io: false,
         }
     }
 
@@ -111,6 +114,19 @@ impl<A: Actor> Context<A> {
         local(|w| SystemHandle {
             shared: w.system.clone(),
         })
+    }
+
+    /// Tells the worker whether this actor waits on a peer's answer over I/O (a client
+    /// connection with calls in flight). While any actor on the worker does, its idle spin
+    /// runs whatever the adaptive spin has learned (`SystemBuilder::adaptive_spin`): a round
+    /// trip's answer is then caught without the wake-up of a parked core, which a latency-bound
+    /// caller pays on every call. Cheap to call on every turn; cleared when the actor stops.
+    #[inline]
+    pub fn set_awaiting_io(&mut self, awaiting: bool) {
+        if self.awaiting_io != awaiting {
+            self.awaiting_io = awaiting;
+            local(|w| w.count_awaiting_io(awaiting));
+        }
     }
 
     /// The current time: the real clock, or the virtual clock in deterministic mode.

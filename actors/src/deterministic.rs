@@ -253,3 +253,48 @@ impl Drop for DeterministicSystem {
         }
     }
 }
+
+#[cfg(test)]
+mod awaiting_io {
+    use super::*;
+    use crate::Context;
+
+    /// Says it awaits answers while it holds a count of calls in flight, then stops on 0.
+    struct Caller;
+
+    impl Actor for Caller {
+        type Msg = u32;
+        fn handle(&mut self, in_flight: u32, ctx: &mut Context<Self>) {
+            ctx.set_awaiting_io(in_flight > 0);
+            if in_flight == u32::MAX {
+                ctx.stop();
+            }
+        }
+    }
+
+    #[test]
+    fn the_worker_counts_actors_awaiting_io_until_they_stop() {
+        let sys = DeterministicSystem::new(7);
+        let a = sys.spawn(Caller).expect("spawn");
+        let b = sys.spawn(Caller).expect("spawn");
+        let count = |sys: &DeterministicSystem| sys.local.awaiting_io_count();
+        sys.run_until_idle();
+        assert_eq!(count(&sys), 0);
+        a.try_send(3).expect("send");
+        b.try_send(1).expect("send");
+        sys.run_until_idle();
+        assert_eq!(count(&sys), 2);
+        // Saying it again does not count twice.
+        a.try_send(2).expect("send");
+        sys.run_until_idle();
+        assert_eq!(count(&sys), 2);
+        b.try_send(0).expect("send");
+        sys.run_until_idle();
+        assert_eq!(count(&sys), 1);
+        // Stopping while awaiting releases the count.
+        a.try_send(u32::MAX).expect("send");
+        sys.run_until_idle();
+        assert!(!a.is_alive());
+        assert_eq!(count(&sys), 0);
+    }
+}

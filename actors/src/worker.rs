@@ -311,6 +311,9 @@ pub(crate) struct WorkerLocal {
     /// True only while the worker's loop is in its driver (polling or parked) and no turn
     /// runs: then a completion's target may take its turn on the spot (`deliver_now`).
     inline_ok: Cell<bool>,
+    /// Actors on this worker waiting on a peer's answer over I/O (`Context::set_awaiting_io`):
+    /// while there are any, the idle spin runs.
+    awaiting_io: Cell<usize>,
 }
 
 impl WorkerLocal {
@@ -343,6 +346,7 @@ impl WorkerLocal {
             has_faults: Cell::new(false),
             buggify_on: Cell::new(false),
             inline_ok: Cell::new(false),
+            awaiting_io: Cell::new(0),
         }
     }
 
@@ -421,6 +425,20 @@ impl WorkerLocal {
     #[inline]
     pub(crate) fn inline_ok(&self) -> bool {
         self.inline_ok.get()
+    }
+
+    /// One more (or one fewer) actor waiting on a peer's answer over I/O.
+    #[inline]
+    pub(crate) fn count_awaiting_io(&self, awaiting: bool) {
+        let n = self.awaiting_io.get();
+        self.awaiting_io
+            .set(if awaiting { n + 1 } else { n.saturating_sub(1) });
+    }
+
+    /// Actors on this worker awaiting a peer's answer over I/O.
+    #[cfg(test)]
+    pub(crate) fn awaiting_io_count(&self) -> usize {
+        self.awaiting_io.get()
     }
 
     /// Marks a turn run on the spot: no other runs inside it.
@@ -776,7 +794,10 @@ impl WorkerLocal {
             if busy {
                 continue;
             }
-            if !spin.is_zero() && gate.should_spin() && self.spin_for_work(spin, driver, &gate) {
+            if !spin.is_zero()
+                && gate.should_spin(self.awaiting_io.get() > 0)
+                && self.spin_for_work(spin, driver, &gate)
+            {
                 continue;
             }
             self.shared.sleeper.prepare_park();

@@ -283,6 +283,9 @@ impl<P: PooledProtocol> ClientConn<P> {
         self.flush(ctx, now);
         self.read(ctx);
         self.arm_timer(ctx, now);
+        // Calls in flight are round trips someone waits on: the worker keeps spinning for
+        // their answers rather than parking.
+        ctx.set_awaiting_io(!self.waiting.is_empty());
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>, now: Instant) {
