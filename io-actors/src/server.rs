@@ -348,7 +348,10 @@ where
     multishot: Multishot,
     /// A request its target had no room for, with the target's index.
     paused: Option<(usize, IncomingFor<P>)>,
-    writes_in_flight: usize,
+    /// The write side's shutdown (queued behind every send) has completed: everything
+    /// written before it went out. Sends are quiet (no completion unless they fail), so this
+    /// is what a closing connection waits for before it closes.
+    shut_down: bool,
     closing: bool,
     /// Set once the write side is shut: input is read and discarded (bytes so far) until
     /// the peer closes or a limit is reached.
@@ -394,7 +397,7 @@ where
             reading: false,
             multishot: Multishot::Unused,
             paused: None,
-            writes_in_flight: 0,
+            shut_down: false,
             closing: false,
             linger: None,
             peer_eof: false,
@@ -536,31 +539,31 @@ where
             return;
         };
         if let Some(first) = first {
-            self.writes_in_flight += 1;
             let mut r = io.reactor();
-            // Usually one buffer (a burst of answers coalesces): no list to allocate then.
+            // Quiet: a send that succeeds costs no completion (and no turn); a failed one
+            // completes with its error. Usually one buffer (a burst of answers coalesces): no
+            // list to allocate then.
             match self.codec.poll_transmit(now) {
-                None => r.send(self.socket, first, token),
+                None => r.send_quiet(self.socket, first, token),
                 Some(second) => {
                     let mut out = vec![first, second];
                     while let Some(b) = self.codec.poll_transmit(now) {
                         out.push(b);
                     }
-                    r.send_vectored(self.socket, out, token);
+                    r.send_vectored_quiet(self.socket, out, token);
                 }
             }
         }
-        if self.codec.should_close() && self.writes_in_flight == 0 && !self.closing {
-            if self.peer_eof || self.linger.is_some() {
-                if self.peer_eof {
-                    self.close(ctx);
-                }
-            } else {
-                self.linger = Some(0);
-                io.reactor()
-                    .shutdown(self.socket, std::net::Shutdown::Write, token);
-                ctx.send_after(LINGER_TIME, ConnMsg::LingerDone);
-            }
+        if self.codec.should_close() && self.linger.is_none() && !self.closing {
+            // The shutdown runs after every send queued before it; its completion closes a
+            // connection whose peer has finished too. Until then, linger (read and discard)
+            // so unread input does not make the kernel reset the answer away.
+            self.linger = Some(0);
+            io.reactor()
+                .shutdown(self.socket, std::net::Shutdown::Write, token);
+            // The bound on both waits: for the peer's end, and for sends a peer that stopped
+            // reading never lets finish.
+            ctx.send_after(LINGER_TIME, ConnMsg::LingerDone);
         }
     }
 
@@ -624,8 +627,13 @@ where
     fn arrived(&mut self, n: usize, ctx: &mut Context<Self>) -> bool {
         if let Some(discarded) = self.linger.as_mut() {
             *discarded += n;
-            if n == 0 || *discarded > LINGER_BYTES {
-                self.peer_eof = n == 0;
+            if n == 0 {
+                self.peer_eof = true;
+                // Closing cancels sends still queued: wait for the shutdown behind them.
+                if self.shut_down {
+                    self.close(ctx);
+                }
+            } else if *discarded > LINGER_BYTES {
                 self.close(ctx);
             }
             return false;
@@ -720,22 +728,21 @@ where
                         Err(_) => self.close(ctx),
                     }
                 }
-                Event::Shutdown { result: Ok(()), .. } => {}
-                Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {
-                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
-                    // Only a closing connection waits on its writes (it shuts down or closes
-                    // after the last one): for any other, a finished write changes nothing a
-                    // step would act on (output is sent as it is made, reading does not wait
-                    // on writes), so it costs no step.
-                    if self.codec.should_close() || self.linger.is_some() {
-                        self.dirty = true;
+                // Everything sent before the shutdown has gone out: a connection whose peer
+                // has finished closes now; one still lingering closes at the peer's end.
+                Event::Shutdown { result: Ok(()), .. } => {
+                    self.shut_down = true;
+                    if self.peer_eof {
+                        self.close(ctx);
                     }
                 }
+                // Sends are quiet: only loud ones (none today) complete on success.
+                Event::Sent { result: Ok(_), .. } | Event::SentVectored { result: Ok(_), .. } => {}
                 Event::Closed { .. } => ctx.stop(),
-                // Reset, broken pipe, or a cancelled operation: the connection is done.
+                // Reset, broken pipe, a failed shutdown, or a cancelled operation: the
+                // connection is done.
                 _ => {
                     self.reading = false;
-                    self.writes_in_flight = self.writes_in_flight.saturating_sub(1);
                     self.close(ctx);
                 }
             },

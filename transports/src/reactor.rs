@@ -601,6 +601,20 @@ impl Reactor {
     /// can change the data under the kernel. Sockets that refuse zero copy fall back to a
     /// copying send transparently.
     pub fn send(&mut self, socket: SocketId, buf: Bytes, token: Token) {
+        self.send_op(socket, buf, token, false)
+    }
+
+    /// Sends like [`Reactor::send`], but success completes silently: the buffer is dropped
+    /// once written, and only a failure (an error, or cancellation by a close) completes, as
+    /// [`Event::Sent`](crate::Event::Sent) with `Err`. For writers that need no word per
+    /// send: a later [`Reactor::shutdown`] still runs after it, so a connection learns that
+    /// everything before went out from the shutdown's completion. Saves a completion (and
+    /// its delivery) per send.
+    pub fn send_quiet(&mut self, socket: SocketId, buf: Bytes, token: Token) {
+        self.send_op(socket, buf, token, true)
+    }
+
+    fn send_op(&mut self, socket: SocketId, buf: Bytes, token: Token, quiet: bool) {
         let (io, socket) = self.on(socket);
         io.write(
             socket,
@@ -608,6 +622,7 @@ impl Reactor {
                 token,
                 buf,
                 done: 0,
+                quiet,
             },
         )
     }
@@ -615,6 +630,15 @@ impl Reactor {
     /// Sends all of `bufs` with vectored writes, in order with other sends; large ones go
     /// zero copy as for [`Reactor::send`] (`SENDMSG_ZC`, Linux 6.1+).
     pub fn send_vectored(&mut self, socket: SocketId, bufs: Vec<Bytes>, token: Token) {
+        self.send_vectored_op(socket, bufs, token, false)
+    }
+
+    /// [`Reactor::send_vectored`] completing only on failure, as [`Reactor::send_quiet`].
+    pub fn send_vectored_quiet(&mut self, socket: SocketId, bufs: Vec<Bytes>, token: Token) {
+        self.send_vectored_op(socket, bufs, token, true)
+    }
+
+    fn send_vectored_op(&mut self, socket: SocketId, bufs: Vec<Bytes>, token: Token, quiet: bool) {
         let (io, socket) = self.on(socket);
         io.write(
             socket,
@@ -622,6 +646,7 @@ impl Reactor {
                 token,
                 bufs,
                 done: 0,
+                quiet,
             },
         )
     }

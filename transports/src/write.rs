@@ -15,11 +15,14 @@ pub(crate) enum WriteOp {
         token: Token,
         buf: Bytes,
         done: usize,
+        /// Success completes silently (`Reactor::send_quiet`).
+        quiet: bool,
     },
     SendVectored {
         token: Token,
         bufs: Vec<Bytes>,
         done: usize,
+        quiet: bool,
     },
     Shutdown {
         token: Token,
@@ -114,10 +117,25 @@ impl WriteOp {
         }
     }
 
+    /// The completion for a finished operation, or `None` for a quiet send that succeeded
+    /// (its buffer is dropped here).
+    pub(crate) fn finish(self, socket: SocketId, result: Result<()>) -> Option<Completion> {
+        match &self {
+            WriteOp::Send { quiet: true, .. } | WriteOp::SendVectored { quiet: true, .. }
+                if result.is_ok() =>
+            {
+                None
+            }
+            _ => Some(self.complete(socket, result)),
+        }
+    }
+
     /// The completion for this operation with `result` (or the byte count on success).
     pub(crate) fn complete(self, socket: SocketId, result: Result<()>) -> Completion {
         match self {
-            WriteOp::Send { token, buf, done } => Completion {
+            WriteOp::Send {
+                token, buf, done, ..
+            } => Completion {
                 token,
                 event: Event::Sent {
                     socket,
@@ -125,7 +143,9 @@ impl WriteOp {
                     result: result.map(|()| done),
                 },
             },
-            WriteOp::SendVectored { token, bufs, done } => Completion {
+            WriteOp::SendVectored {
+                token, bufs, done, ..
+            } => Completion {
                 token,
                 event: Event::SentVectored {
                     socket,
@@ -204,6 +224,7 @@ mod tests {
             token: Token(1),
             bufs: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defg")],
             done: 0,
+            quiet: false,
         };
         assert!(!op.advance(4));
         let mut slices = Vec::new();
@@ -212,5 +233,47 @@ mod tests {
         assert_eq!(&*slices[0], b"efg");
         drop(slices);
         assert!(op.advance(3));
+    }
+
+    #[test]
+    fn a_quiet_send_completes_only_on_failure() {
+        let socket = SocketId {
+            index: 3,
+            generation: 1,
+        };
+        let send = |quiet| WriteOp::Send {
+            token: Token(7),
+            buf: Bytes::from_static(b"hello"),
+            done: 5,
+            quiet,
+        };
+        assert!(send(true).finish(socket, Ok(())).is_none());
+        let failed = send(true).finish(socket, Err(Error::BrokenPipe));
+        assert!(matches!(
+            failed,
+            Some(Completion {
+                token: Token(7),
+                event: Event::Sent {
+                    result: Err(Error::BrokenPipe),
+                    ..
+                }
+            })
+        ));
+        let loud = send(false).finish(socket, Ok(()));
+        assert!(matches!(
+            loud,
+            Some(Completion {
+                event: Event::Sent { result: Ok(5), .. },
+                ..
+            })
+        ));
+        // Cancellation is a failure: the sender hears of it.
+        assert!(matches!(
+            send(true).cancel(socket).event,
+            Event::Sent {
+                result: Err(Error::Cancelled),
+                ..
+            }
+        ));
     }
 }

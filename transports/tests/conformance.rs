@@ -33,6 +33,7 @@ every_backend!(
     large_transfer,
     echo_peers,
     partial_writes_peers,
+    quiet_sends_peers,
     half_close_peers,
     peer_reset_peers,
     unix_stream,
@@ -62,6 +63,7 @@ conformance!(
     [
         echo_peers,
         partial_writes_peers,
+        quiet_sends_peers,
         half_close_peers,
         peer_reset_peers,
         thousand_connections,

@@ -549,7 +549,7 @@ impl Sock {
                 }
             };
             if let Some(op) = self.writes.pop_front() {
-                ready.push(op.complete(id, result));
+                ready.extend(op.finish(id, result));
             }
         }
     }

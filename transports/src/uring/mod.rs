@@ -774,7 +774,7 @@ impl UringReactor {
                 ),
                 _ if head.is_done() => {
                     if let Some(done) = sock.writes.pop_front() {
-                        self.ready.push(done.complete(id, Ok(())));
+                        self.ready.extend(done.finish(id, Ok(())));
                     }
                     continue;
                 }
@@ -1183,7 +1183,7 @@ impl UringReactor {
         };
         if let Some(result) = finished {
             if let Some(head) = sock.writes.pop_front() {
-                self.ready.push(head.complete(socket, result));
+                self.ready.extend(head.finish(socket, result));
             }
         }
         if let Some(sock) = self.sockets.get_mut(socket) {

@@ -785,6 +785,87 @@ pub fn partial_writes_peers(backend: Backend) {
     );
 }
 
+/// Quiet sends: the peer gets every byte in order, no completion arrives for a send that
+/// succeeded, the shutdown behind them completes once they are written, and a quiet send that
+/// fails still says so.
+pub fn quiet_sends_peers(backend: Backend) {
+    if !available(backend) {
+        return;
+    }
+    const BIG: usize = 2 << 20;
+    let mut h = Harness::new(backend);
+    let (_, client, server) = connected_pair(&mut h, &[]);
+    h.reactor
+        .set_option(server, SockOpt::SendBuffer(4096))
+        .expect("sndbuf");
+    h.reactor
+        .send_quiet(server, Bytes::from(pattern_bytes(0, BIG)), Token(1));
+    let chunks: Vec<Bytes> = [1usize, 4095, 70_000, 3]
+        .iter()
+        .scan(BIG, |at, &len| {
+            let b = Bytes::from(pattern_bytes(*at, len));
+            *at += len;
+            Some(b)
+        })
+        .collect();
+    let vtotal: usize = chunks.iter().map(Bytes::len).sum();
+    h.reactor.send_vectored_quiet(server, chunks, Token(2));
+    h.reactor.shutdown(server, Shutdown::Write, Token(3));
+    h.reactor
+        .recv(client, BytesMut::with_capacity(64 * 1024), Token(2000));
+    let (mut all, mut shut) = (Vec::new(), false);
+    loop {
+        let c = h.next();
+        match c.event {
+            Event::Received {
+                buf, result: Ok(0), ..
+            } => {
+                assert!(buf.is_empty());
+                break;
+            }
+            Event::Received {
+                buf, result: Ok(_), ..
+            } => {
+                all.extend_from_slice(&buf);
+                let mut buf = buf;
+                buf.clear();
+                h.reactor.recv(client, buf, Token(2000));
+            }
+            Event::Shutdown { result, .. } => {
+                assert_eq!(c.token, Token(3));
+                result.expect("shutdown");
+                shut = true;
+            }
+            other => panic!("unexpected completion {other:?} (token {:?})", c.token),
+        }
+    }
+    assert_eq!(all.len(), BIG + vtotal);
+    assert!(
+        all.iter().enumerate().all(|(i, &b)| b == pattern(i)),
+        "byte stream corrupted"
+    );
+    // The shutdown ran after both sends: the client saw their bytes, then the end.
+    while !shut {
+        match h.next().event {
+            Event::Shutdown { result, .. } => {
+                result.expect("shutdown");
+                shut = true;
+            }
+            other => panic!("unexpected completion {other:?}"),
+        }
+    }
+    // A quiet send that fails completes with its error (here: after the shutdown).
+    h.reactor
+        .send_quiet(server, Bytes::from_static(b"late"), Token(4));
+    let c = h.next();
+    assert_eq!(c.token, Token(4));
+    assert!(
+        matches!(c.event, Event::Sent { result: Err(_), .. }),
+        "{:?}",
+        c.event
+    );
+}
+
 pub fn half_close_peers(backend: Backend) {
     if !available(backend) {
         return;

@@ -1015,7 +1015,7 @@ impl NetState {
                     }
                 }
                 if let Some(op) = st.writes.pop_front() {
-                    out.push(op.complete(sid, Ok(())));
+                    out.extend(op.finish(sid, Ok(())));
                 }
                 progressed = true;
             }
