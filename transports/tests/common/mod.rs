@@ -176,15 +176,7 @@ pub fn partial_writes(backend: Backend) {
         .expect("sndbuf");
     let big = Bytes::from(pattern_bytes(0, BIG));
     h.reactor.send(conn, big, Token(1));
-    let chunks: Vec<Bytes> = [1usize, 4095, 70_000, 3, 200_000]
-        .iter()
-        .scan(BIG, |at, &len| {
-            let b = Bytes::from(pattern_bytes(*at, len));
-            *at += len;
-            Some(b)
-        })
-        .collect();
-    let vtotal: usize = chunks.iter().map(Bytes::len).sum();
+    let (chunks, vtotal) = pattern_chunks(BIG, &[1, 4095, 70_000, 3, 200_000]);
     h.reactor.send_vectored(conn, chunks, Token(2));
     h.reactor.shutdown(conn, Shutdown::Write, Token(3));
     let mut order = Vec::new();
@@ -754,6 +746,21 @@ pub fn echo_peers(backend: Backend) {
     }
 }
 
+/// Consecutive pieces of the test pattern starting at offset `at`, of the given lengths (for
+/// a vectored send), and their total length.
+fn pattern_chunks(at: usize, lens: &[usize]) -> (Vec<Bytes>, usize) {
+    let chunks: Vec<Bytes> = lens
+        .iter()
+        .scan(at, |at, &len| {
+            let b = Bytes::from(pattern_bytes(*at, len));
+            *at += len;
+            Some(b)
+        })
+        .collect();
+    let total = chunks.iter().map(Bytes::len).sum();
+    (chunks, total)
+}
+
 pub fn partial_writes_peers(backend: Backend) {
     if !available(backend) {
         return;
@@ -766,15 +773,7 @@ pub fn partial_writes_peers(backend: Backend) {
         .expect("sndbuf");
     h.reactor
         .send(server, Bytes::from(pattern_bytes(0, BIG)), Token(1));
-    let chunks: Vec<Bytes> = [1usize, 4095, 70_000, 3, 200_000]
-        .iter()
-        .scan(BIG, |at, &len| {
-            let b = Bytes::from(pattern_bytes(*at, len));
-            *at += len;
-            Some(b)
-        })
-        .collect();
-    let vtotal: usize = chunks.iter().map(Bytes::len).sum();
+    let (chunks, vtotal) = pattern_chunks(BIG, &[1, 4095, 70_000, 3, 200_000]);
     h.reactor.send_vectored(server, chunks, Token(2));
     h.reactor.shutdown(server, Shutdown::Write, Token(3));
     let all = read_to_end(&mut h, client);
@@ -800,15 +799,7 @@ pub fn quiet_sends_peers(backend: Backend) {
         .expect("sndbuf");
     h.reactor
         .send_quiet(server, Bytes::from(pattern_bytes(0, BIG)), Token(1));
-    let chunks: Vec<Bytes> = [1usize, 4095, 70_000, 3]
-        .iter()
-        .scan(BIG, |at, &len| {
-            let b = Bytes::from(pattern_bytes(*at, len));
-            *at += len;
-            Some(b)
-        })
-        .collect();
-    let vtotal: usize = chunks.iter().map(Bytes::len).sum();
+    let (chunks, vtotal) = pattern_chunks(BIG, &[1, 4095, 70_000, 3]);
     h.reactor.send_vectored_quiet(server, chunks, Token(2));
     h.reactor.shutdown(server, Shutdown::Write, Token(3));
     h.reactor
