@@ -440,7 +440,7 @@ where
                 Some(ServerEvent::BodyEnd { id, .. }) => self.body_part(id, BodyPart::End, ctx),
             }
         }
-        self.flush(ctx, now, io.as_deref());
+        self.flush(now, io.as_deref());
         self.read(io.as_deref());
         self.arm_timer(ctx, now);
     }
@@ -528,7 +528,7 @@ where
         });
     }
 
-    fn flush(&mut self, ctx: &mut Context<Self>, now: Instant, io: Option<&WorkerIo>) {
+    fn flush(&mut self, now: Instant, io: Option<&WorkerIo>) {
         // A codec that shows the wall clock (HTTP's `Date`, whole seconds) asks for it once a
         // second, not on every write.
         if self.codec.wants_wall_clock(now) {
@@ -561,9 +561,6 @@ where
             self.linger = Some(0);
             io.reactor()
                 .shutdown(self.socket, std::net::Shutdown::Write, token);
-            // The bound on both waits: for the peer's end, and for sends a peer that stopped
-            // reading never lets finish.
-            ctx.send_after(LINGER_TIME, ConnMsg::LingerDone);
         }
     }
 
@@ -734,6 +731,10 @@ where
                     self.shut_down = true;
                     if self.peer_eof {
                         self.close(ctx);
+                    } else {
+                        // The linger's time counts from here, when the last answer has gone
+                        // out: a large answer to a slow reader is never cut short by it.
+                        ctx.send_after(LINGER_TIME, ConnMsg::LingerDone);
                     }
                 }
                 // Sends are quiet: only loud ones (none today) complete on success.

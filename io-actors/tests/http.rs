@@ -39,6 +39,7 @@ impl Actor for App {
                 .with_body(Body::Full(Bytes::from_static(
                     br#"{"message":"Hello, World!"}"#,
                 ))),
+            b"/big" => Response::new(200).with_body(Body::Full(Bytes::from(big_body()))),
             b"/panic" => {
                 let _ = ctx.spawn(Doomed(Some(inc.reply)));
                 return;
@@ -47,6 +48,12 @@ impl Actor for App {
         };
         inc.reply.send(resp);
     }
+}
+
+/// 32 MiB of a position-dependent pattern: more than loopback's socket buffers hold, so a
+/// reader that waits leaves sends pending on the server.
+fn big_body() -> Vec<u8> {
+    (0..32usize << 20).map(|i| (i % 251) as u8).collect()
 }
 
 fn start(backend: Backend) -> (System, SocketAddr) {
@@ -177,6 +184,48 @@ fn check(backend: Backend) {
     assert_eq!(curl(&[&format!("{base}/plaintext")]), "Hello, World!");
 
     assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}
+
+/// A closing connection (HTTP/1.0) with a large answer still being written to a slow reader
+/// closes only after the last byte went out: nothing cuts it short, not even the linger's
+/// 2 s timer (the reader here waits longer than that before it reads).
+fn large_answer_then_close(backend: Backend) {
+    if !backend.is_available() {
+        return;
+    }
+    let (sys, addr) = start(backend);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(b"GET /big HTTP/1.0\r\n\r\n").expect("request");
+    // The slow reader is the scenario under test, not a synchronisation.
+    std::thread::sleep(Duration::from_millis(3000));
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).expect("read to the server's close");
+    let head_end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..head_end]).to_string();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    let body = &all[head_end..];
+    assert_eq!(body.len(), 32 << 20, "the answer was cut short");
+    assert!(body == big_body().as_slice(), "the answer was corrupted");
+    sys.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn large_answer_then_close_over_mio() {
+    large_answer_then_close(Backend::Mio);
+}
+
+#[test]
+fn large_answer_then_close_over_io_uring() {
+    large_answer_then_close(Backend::Uring);
 }
 
 #[test]
