@@ -346,7 +346,8 @@ impl SystemHandle {
 }
 
 /// How long an idle worker spins before parking unless configured
-/// ([`SystemBuilder::spin`], [`SPIN_ENV`]).
+/// ([`SystemBuilder::spin`], [`SPIN_ENV`]); whether it spins at all in a given idle period is
+/// learned ([`SystemBuilder::adaptive_spin`]).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// The environment variable that sets the idle spin, in microseconds (`0` parks at once),
