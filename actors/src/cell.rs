@@ -221,12 +221,11 @@ impl<A: Actor> ActorCell<A> {
         w.end_turn(key, slot, result);
     }
 
+    /// Undoes `deliver_now`'s claim of the turn and delivers as any reply.
     #[cold]
     fn queue_scheduled(self: &Arc<Self>, w: &WorkerLocal, msg: A::Msg) {
         self.with_local(w, |l| l.scheduled = false);
-        if self.mb.admit_forced() {
-            self.push_back(w, msg);
-        }
+        self.deliver_forced(msg);
     }
 
     #[inline(never)]
@@ -449,6 +448,12 @@ fn panic_message(p: &Box<dyn Any + Send>) -> Arc<str> {
     } else {
         Arc::from("non-string panic payload")
     }
+}
+
+/// When timing is on, the turn's start on the wall clock and the worker's clock.
+#[inline]
+fn turn_start(w: &WorkerLocal) -> Option<(Instant, u64)> {
+    w.system.timing.then(|| (Instant::now(), w.mono_ns()))
 }
 
 impl<A: Actor> ActorSlot<A> {
@@ -693,11 +698,7 @@ impl<A: Actor> ActorSlot<A> {
     /// idle (running, nothing queued, no signal pending), so this is the turn `run` would
     /// have taken for a queue holding just `msg`.
     fn run_with(&mut self, w: &WorkerLocal, msg: A::Msg) -> RunResult {
-        let t0 = if w.system.timing {
-            Some((Instant::now(), w.mono_ns()))
-        } else {
-            None
-        };
+        let t0 = turn_start(w);
         if !self.ctx.state.handles_messages() {
             // Not reachable for an idle actor (created actors are scheduled, dead ones are
             // never idle); dropped as a stopped actor's message would be.
@@ -761,11 +762,7 @@ impl<A: Actor> ActorSlot<A> {
 
 impl<A: Actor> Runnable for ActorSlot<A> {
     fn run(&mut self, w: &WorkerLocal) -> RunResult {
-        let t0 = if w.system.timing {
-            Some((Instant::now(), w.mono_ns()))
-        } else {
-            None
-        };
+        let t0 = turn_start(w);
         if matches!(self.ctx.state, Lifecycle::Created) {
             self.ctx.state = Lifecycle::Running;
             let _span = tracing::trace_span!("actor", id = %self.ctx.cell.id).entered();

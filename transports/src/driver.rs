@@ -52,16 +52,10 @@ impl IoDriver {
     /// Polls once and dispatches; true if any completion was handled.
     fn turn(&mut self, timeout: Option<Duration>) -> bool {
         let mut ready = std::mem::take(&mut self.scratch);
-        {
-            let Ok(mut reactor) = self.reactor.try_borrow_mut() else {
-                // Re-entered from inside a handler: nothing to do at this level.
-                self.scratch = ready;
-                return false;
-            };
+        // Re-entered from inside a handler (the reactor is borrowed): nothing to do here.
+        if let Ok(mut reactor) = self.reactor.try_borrow_mut() {
             if let Err(e) = reactor.poll(&mut ready, timeout) {
                 tracing::error!(error = %e, backend = %reactor.backend(), "reactor poll failed");
-                self.scratch = ready;
-                return false;
             }
         }
         // Released before the handlers run: each may run an actor's turn, which submits.
