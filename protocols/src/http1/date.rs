@@ -78,6 +78,11 @@ impl DateCache {
     pub(crate) fn as_array(&self) -> &[u8; DATE_LEN] {
         &self.buf
     }
+
+    /// The second the value shows (seconds since the Unix epoch): equal seconds, equal bytes.
+    pub(crate) fn secs(&self) -> u64 {
+        self.secs
+    }
 }
 
 fn unix_secs(now: SystemTime) -> u64 {

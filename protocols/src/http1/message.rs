@@ -298,6 +298,25 @@ impl Headers {
         Some((leading, &self.added))
     }
 
+    /// The fields as one shared block the encoder may copy as it is, with nothing appended
+    /// (`Some(Some(block))`), or no fields at all (`Some(None)`); `None` for every other list.
+    /// The block itself, not its bytes: the encoder keys its head cache on it.
+    #[inline]
+    pub(crate) fn sole_block(&self) -> Option<Option<&Bytes>> {
+        if !self.added.is_empty()
+            || self.flags & (SHARED_SPECIAL | ADDED_SPECIAL | ADDED_INVALID) != 0
+        {
+            return None;
+        }
+        if self.flags & SHARED_BLOCK != 0 {
+            Some(Some(&self.buf))
+        } else if self.count == 0 {
+            Some(None)
+        } else {
+            None
+        }
+    }
+
     /// The parsed fields, for the encoder.
     pub(crate) fn parsed_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.parsed()

@@ -18,7 +18,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::body::{BodyDecoder, Decoded};
 use super::date::DateCache;
-use super::encode::{self, ConnHeader, OutFraming, WireBuf};
+use super::encode::{self, ConnHeader, OutFraming, PlainHeadCache, WireBuf};
 use super::error::Http1Error;
 use super::limits::{Limits, Timeouts};
 use super::message::{Body, Headers, Request, Response, Version};
@@ -173,6 +173,7 @@ pub struct ServerConnection {
     next_id: u64,
     out: Ordered,
     date: DateCache,
+    head_cache: PlainHeadCache,
     header_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
     /// Re-armed whenever body data arrives; `body_seen` is the buffer length last seen while
@@ -195,6 +196,7 @@ impl ServerConnection {
             next_id: 0,
             out: Ordered::default(),
             date: DateCache::default(),
+            head_cache: PlainHeadCache::default(),
             header_deadline,
             idle_deadline: None,
             body_deadline: None,
@@ -535,11 +537,12 @@ impl ServerConnection {
         if !plain_slot
             || encode::plain_response(
                 self.out.wire.buf_mut(),
+                &mut self.head_cache,
                 response.status,
                 &response.reason,
                 &response.headers,
                 body,
-                self.config.send_date.then(|| self.date.as_array()),
+                self.config.send_date.then_some(&self.date),
             )
             .is_none()
         {

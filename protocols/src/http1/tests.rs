@@ -1519,7 +1519,7 @@ fn answer_strategy() -> impl Strategy<Value = Answer> {
     (
         prop::sample::select(vec![100u16, 200, 201, 204, 299, 304, 404, 500, 503]),
         any::<bool>(),
-        0u8..6,
+        0u8..8,
         prop::sample::select(vec![0usize, 1, 13, 1024, 1025, 3000]),
         prop::bool::weighted(0.1),
     )
@@ -1532,7 +1532,7 @@ fn answer_strategy() -> impl Strategy<Value = Answer> {
         })
 }
 
-fn build_answer(a: &Answer, block: &FieldBlock) -> Response {
+fn build_answer(a: &Answer, block: &FieldBlock, other: &FieldBlock) -> Response {
     let mut r = Response::new(a.status);
     if a.reason {
         r.reason = Bytes::from_static(b"Custom");
@@ -1543,7 +1543,14 @@ fn build_answer(a: &Answer, block: &FieldBlock) -> Response {
         2 => r.header("x-a", "1").header("content-type", "text/plain"),
         3 => r.with_fields(block).header("x-b", "2"),
         4 => r.header("connection", "close"),
-        _ => r.header("date", "Mon, 07 Nov 1994 08:49:37 GMT"),
+        5 => r.header("date", "Mon, 07 Nov 1994 08:49:37 GMT"),
+        // A block of the same length as `block`, other bytes: the head cache must tell them
+        // apart.
+        6 => r.with_fields(other),
+        // The same bytes as `block` in a block of its own.
+        _ => r.with_fields(
+            &FieldBlock::new([("server", "sinew"), ("content-type", "text/plain")]).expect("valid"),
+        ),
     };
     if a.stream {
         r.with_body(Body::Stream)
@@ -1559,12 +1566,14 @@ proptest! {
     /// answers it must refuse (a body on 204/304, 1xx, parsed fields).
     #[test]
     fn plain_answers_write_what_the_general_encoder_writes(
-        kinds in prop::collection::vec(0u8..4, 1..6),
+        kinds in prop::collection::vec(0u8..4, 1..10),
         answers in prop::collection::vec(answer_strategy(), 6),
         order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
         send_date in any::<bool>(),
     ) {
         let block = FieldBlock::new([("server", "sinew"), ("content-type", "text/plain")])
+            .expect("valid");
+        let other = FieldBlock::new([("server", "sinew"), ("content-type", "text/plaim")])
             .expect("valid");
         let mut input = Vec::new();
         for k in &kinds {
@@ -1592,8 +1601,8 @@ proptest! {
         }
         for (n, &i) in seq.iter().enumerate() {
             let a = &answers[n % answers.len()];
-            let r1 = short.send_response(ids[i], build_answer(a, &block));
-            let r2 = general.send_response_general(ids[i], build_answer(a, &block));
+            let r1 = short.send_response(ids[i], build_answer(a, &block, &other));
+            let r2 = general.send_response_general(ids[i], build_answer(a, &block, &other));
             prop_assert_eq!(&r1, &r2, "answer {:?} to request {}", a, i);
             if a.stream && r1.is_ok() {
                 prop_assert_eq!(short.finish_body(ids[i], None), general.finish_body(ids[i], None));
@@ -1601,6 +1610,60 @@ proptest! {
             prop_assert_eq!(output(&mut short, now), output(&mut general, now));
             prop_assert_eq!(short.in_flight(), general.in_flight());
             prop_assert_eq!(short.should_close(), general.should_close());
+        }
+    }
+}
+
+/// The head cache of the short way is keyed on everything that shapes the head: a run of
+/// in-order answers that change one part at a time (the field block for another of the same
+/// length, the block for an equal copy, the status, the body's length, no fields, the second
+/// of the date, a date or none) writes what the general encoder writes, answer by answer.
+#[test]
+fn the_short_ways_head_cache_follows_every_change() {
+    let a = FieldBlock::new([("server", "sinew"), ("content-type", "text/plain")]).unwrap();
+    let b = FieldBlock::new([("server", "sinew"), ("content-type", "text/plaim")]).unwrap();
+    let a_again = FieldBlock::new([("server", "sinew"), ("content-type", "text/plain")]).unwrap();
+    let body = |n: usize| Body::Full(Bytes::from(vec![b'x'; n]));
+    let answers: Vec<Response> = vec![
+        Response::new(200).with_fields(&a).with_body(body(13)),
+        Response::new(200).with_fields(&a).with_body(body(13)),
+        Response::new(200).with_fields(&a).with_body(body(13)),
+        Response::new(200).with_fields(&b).with_body(body(13)),
+        Response::new(200).with_fields(&a_again).with_body(body(13)),
+        Response::new(404).with_fields(&a_again).with_body(body(13)),
+        Response::new(404).with_fields(&a_again).with_body(body(14)),
+        Response::new(404).with_body(body(14)),
+        Response::new(200).with_body(body(14)),
+        Response::new(200).with_fields(&a).with_body(body(0)),
+        Response::new(200).with_fields(&a).with_body(body(13)),
+    ];
+    for send_date in [true, false] {
+        let now = Instant::now();
+        let config = ServerConfig {
+            send_date,
+            ..ServerConfig::default()
+        };
+        let mut short = ServerConnection::new(config, now);
+        let mut general = ServerConnection::new(config, now);
+        let at = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        short.set_date(at);
+        general.set_date(at);
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n".repeat(answers.len());
+        let ids = request_ids(&feed(&mut short, &input, now));
+        assert_eq!(ids, request_ids(&feed(&mut general, &input, now)));
+        for (n, (id, answer)) in ids.iter().zip(&answers).enumerate() {
+            if n == 2 {
+                // The next second: same answer, another `Date`.
+                short.set_date(at + Duration::from_secs(1));
+                general.set_date(at + Duration::from_secs(1));
+            }
+            short.send_response(*id, answer.clone()).unwrap();
+            general.send_response_general(*id, answer.clone()).unwrap();
+            assert_eq!(
+                output(&mut short, now),
+                output(&mut general, now),
+                "{answer:?}"
+            );
         }
     }
 }
