@@ -45,7 +45,10 @@ impl<A: Actor> Eq for Addr<A> {}
 /// What a send target must offer: admission and delivery after admission.
 pub(crate) trait Target<M>: Send + Sync {
     fn admission(&self) -> &Admission;
-    fn deliver(&self, msg: M);
+    /// Claims a place and enqueues (see `ActorCell::try_send`).
+    fn try_send(&self, msg: M) -> Result<(), SendError<M>>;
+    /// Enqueues ignoring capacity (a reply); Err when the actor stopped.
+    fn send_forced(&self, msg: M) -> Result<(), M>;
     /// A reply handled on the spot when possible (see `ActorCell::deliver_now`); Err when
     /// the actor stopped.
     fn deliver_now(&self, msg: M) -> Result<(), M>;
@@ -63,8 +66,13 @@ impl<A: Actor> Target<A::Msg> for Addr<A> {
     }
 
     #[inline]
-    fn deliver(&self, msg: A::Msg) {
-        self.cell.deliver(msg)
+    fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        self.cell.try_send(msg)
+    }
+
+    #[inline]
+    fn send_forced(&self, msg: A::Msg) -> Result<(), A::Msg> {
+        self.cell.try_deliver_forced(msg)
     }
 
     #[inline]
@@ -83,8 +91,27 @@ impl<A: Actor, M, F: Fn(M) -> A::Msg + Send + Sync> Target<M> for Mapped<A, F> {
         &self.cell.mb
     }
 
-    fn deliver(&self, msg: M) {
-        self.cell.deliver((self.map)(msg))
+    fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        // Admission first, so a refused message comes back unmapped.
+        let w = self.cell.home_worker();
+        match self.cell.mb.try_admit(w.is_some()) {
+            Admit::Ok => {
+                self.cell.deliver((self.map)(msg));
+                Ok(())
+            }
+            Admit::Full => Err(SendError::Full(msg)),
+            Admit::Closed => Err(SendError::Closed(msg)),
+            Admit::Discard => Ok(()),
+        }
+    }
+
+    fn send_forced(&self, msg: M) -> Result<(), M> {
+        if self.cell.mb.admit_forced(self.cell.home_worker().is_some()) {
+            self.cell.deliver((self.map)(msg));
+            Ok(())
+        } else {
+            Err(msg)
+        }
     }
 
     fn deliver_now(&self, msg: M) -> Result<(), M> {
@@ -111,8 +138,12 @@ impl<A: Actor> Target<A::Msg> for Direct<A> {
         &self.0.mb
     }
 
-    fn deliver(&self, msg: A::Msg) {
-        self.0.deliver(msg)
+    fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        self.0.try_send(msg)
+    }
+
+    fn send_forced(&self, msg: A::Msg) -> Result<(), A::Msg> {
+        self.0.try_deliver_forced(msg)
     }
 
     fn deliver_now(&self, msg: A::Msg) -> Result<(), A::Msg> {
@@ -123,19 +154,6 @@ impl<A: Actor> Target<A::Msg> for Direct<A> {
 impl<A: Actor> RecipientTarget<A::Msg> for Direct<A> {
     fn any(&self) -> Arc<dyn AnyCell> {
         self.0.clone()
-    }
-}
-
-#[inline]
-fn try_send_to<M>(t: &(impl Target<M> + ?Sized), msg: M) -> Result<(), SendError<M>> {
-    match t.admission().try_admit() {
-        Admit::Ok => {
-            t.deliver(msg);
-            Ok(())
-        }
-        Admit::Full => Err(SendError::Full(msg)),
-        Admit::Closed => Err(SendError::Closed(msg)),
-        Admit::Discard => Ok(()),
     }
 }
 
@@ -165,7 +183,7 @@ impl<M> Future for SendFuture<'_, M> {
             let Some(msg) = self.msg.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match try_send_to(self.target, msg) {
+            match self.target.try_send(msg) {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(SendError::Full(m)) => {
                     self.msg = Some(m);
@@ -191,7 +209,7 @@ impl<A: Actor> Addr<A> {
     /// when the actor stopped.
     #[inline]
     pub fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        try_send_to(self, msg)
+        self.cell.try_send(msg)
     }
 
     /// Enqueues, waiting for room while the mailbox is full.
@@ -273,12 +291,7 @@ impl<A: Actor> Addr<A> {
     /// a reply would lose the buffer or the answer it carries. Fails only when the actor
     /// stopped. Not for ordinary requests: those must respect back-pressure.
     pub fn send_reply(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
-        if self.cell.mb.admit_forced() {
-            self.cell.deliver(msg);
-            Ok(())
-        } else {
-            Err(SendError::Closed(msg))
-        }
+        self.cell.try_deliver_forced(msg).map_err(SendError::Closed)
     }
 
     /// Like [`Addr::send_reply`], and when called from the worker's driver (an I/O
@@ -349,7 +362,7 @@ impl<M> fmt::Debug for Recipient<M> {
 impl<M: Send + 'static> Recipient<M> {
     /// Enqueues without waiting (see [`Addr::try_send`]).
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
-        try_send_to(&*self.inner, msg)
+        self.inner.try_send(msg)
     }
 
     /// Enqueues, waiting for room while the mailbox is full.
@@ -375,12 +388,7 @@ impl<M: Send + 'static> Recipient<M> {
     /// Enqueues a reply to a request the target made, ignoring capacity (see
     /// [`Addr::send_reply`]).
     pub fn send_reply(&self, msg: M) -> Result<(), SendError<M>> {
-        if self.inner.admission().admit_forced() {
-            self.inner.deliver(msg);
-            Ok(())
-        } else {
-            Err(SendError::Closed(msg))
-        }
+        self.inner.send_forced(msg).map_err(SendError::Closed)
     }
 
     /// A reply handled on the spot when the worker's driver hands it to an idle actor (see

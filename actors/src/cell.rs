@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use crate::actor::{Actor, ActorId, ExitReason, Terminated};
 use crate::context::{Context, Lifecycle};
-use crate::mailbox::{Admission, MailboxConfig, Overflow};
+use crate::error::SendError;
+use crate::mailbox::{Admission, Admit, MailboxConfig, Overflow};
 use crate::sync::AtomicBool;
 use crate::worker::{current_worker, RunResult, Runnable, WorkerLocal, WorkerShared};
 
@@ -154,6 +155,35 @@ impl<A: Actor> ActorCell<A> {
         f(unsafe { &mut *self.local.get() })
     }
 
+    /// The worker running this thread, if it is this cell's home.
+    #[inline]
+    pub(crate) fn home_worker(&self) -> Option<&WorkerLocal> {
+        let p = current_worker();
+        // SAFETY: `current_worker` returns null or the `WorkerLocal` entered on this thread,
+        // alive until its guard drops (which happens on this thread, never while a caller
+        // holds the reference: it is used within the send that asked for it).
+        unsafe { p.as_ref() }.filter(|w| w.shared.uid == self.home.uid)
+    }
+
+    /// Claims a place and enqueues (what `try_send` does). A sender on the home worker claims
+    /// its place without an atomic read-modify-write (see `Admission`).
+    #[inline]
+    pub(crate) fn try_send(self: &Arc<Self>, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        let w = self.home_worker();
+        match self.mb.try_admit(w.is_some()) {
+            Admit::Ok => {
+                match w {
+                    Some(w) => self.push_local(w, msg),
+                    None => self.deliver_remote(msg),
+                }
+                Ok(())
+            }
+            Admit::Full => Err(SendError::Full(msg)),
+            Admit::Closed => Err(SendError::Closed(msg)),
+            Admit::Discard => Ok(()),
+        }
+    }
+
     /// Enqueues an admitted message: directly on the home worker, else through its inbound.
     ///
     /// The message is moved as few times as possible (request messages are a few hundred
@@ -196,12 +226,7 @@ impl<A: Actor> ActorCell<A> {
                 }
             }
         }
-        if self.mb.admit_forced() {
-            self.deliver(msg);
-            Ok(())
-        } else {
-            Err(msg)
-        }
+        self.try_deliver_forced(msg)
     }
 
     /// The on-the-spot turn of `deliver_now` (the caller marked the actor scheduled).
@@ -238,9 +263,21 @@ impl<A: Actor> ActorCell<A> {
     /// Admission ignoring capacity (replies, timers); drops the message if the actor stopped.
     #[inline]
     pub(crate) fn deliver_forced(self: &Arc<Self>, msg: A::Msg) {
-        if self.mb.admit_forced() {
-            self.deliver(msg);
+        let _ = self.try_deliver_forced(msg);
+    }
+
+    /// Admission ignoring capacity; hands the message back if the actor stopped.
+    #[inline]
+    pub(crate) fn try_deliver_forced(self: &Arc<Self>, msg: A::Msg) -> Result<(), A::Msg> {
+        let w = self.home_worker();
+        if !self.mb.admit_forced(w.is_some()) {
+            return Err(msg);
         }
+        match w {
+            Some(w) => self.push_local(w, msg),
+            None => self.deliver_remote(msg),
+        }
+        Ok(())
     }
 
     #[inline]
@@ -283,7 +320,7 @@ impl<A: Actor> ActorCell<A> {
                     .and_then(|b| b.downcast::<A::Msg>().ok());
                 self.enqueue(w, msg);
                 if let Some(copy) = copy {
-                    if self.mb.admit_forced() {
+                    if self.mb.admit_forced(true) {
                         self.enqueue(w, *copy);
                     }
                 }

@@ -27,7 +27,7 @@ fn admission_never_exceeds_capacity() {
             .map(|_| {
                 let (adm, in_box) = (adm.clone(), in_box.clone());
                 thread::spawn(move || {
-                    if adm.try_admit() == Admit::Ok {
+                    if adm.try_admit(false) == Admit::Ok {
                         let n = in_box.fetch_add(1, SeqCst) + 1;
                         assert!(n <= 1, "capacity exceeded");
                         // Consumed at once by this model's consumer.
@@ -52,13 +52,13 @@ fn admission_never_exceeds_capacity() {
 fn full_sender_and_release_race_has_no_lost_wakeup() {
     loom::model(|| {
         let adm = Arc::new(Admission::new(MailboxConfig::bounded(1)));
-        assert_eq!(adm.try_admit(), Admit::Ok);
+        assert_eq!(adm.try_admit(false), Admit::Ok);
         let woken = Arc::new(AtomicBool::new(false));
         let sender = {
             let adm = adm.clone();
             let woken = woken.clone();
             thread::spawn(move || {
-                if adm.try_admit() == Admit::Ok {
+                if adm.try_admit(false) == Admit::Ok {
                     return true;
                 }
                 let w = woken.clone();
@@ -72,6 +72,38 @@ fn full_sender_and_release_race_has_no_lost_wakeup() {
         };
         let rechecked_room = sender.join().unwrap();
         consumer.join().unwrap();
+        assert!(rechecked_room || woken.load(SeqCst), "lost wake-up");
+    });
+}
+
+/// The same race when the place was claimed on the home worker, so the release returns it with
+/// a plain store to the home counter rather than an atomic read-modify-write: the fences on
+/// both sides still leave no lost wake-up.
+#[test]
+fn release_of_a_home_place_and_a_parked_sender_have_no_lost_wakeup() {
+    loom::model(|| {
+        let adm = Arc::new(Admission::new(MailboxConfig::bounded(1)));
+        assert_eq!(adm.try_admit(true), Admit::Ok);
+        let woken = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let adm = adm.clone();
+            let woken = woken.clone();
+            thread::spawn(move || {
+                if adm.try_admit(false) == Admit::Ok {
+                    return true;
+                }
+                let w = woken.clone();
+                adm.park(Waiter::Callback(Box::new(move || w.store(true, SeqCst))));
+                adm.has_room()
+            })
+        };
+        // The home worker (the only writer of the home counter from here on).
+        let home = {
+            let adm = adm.clone();
+            thread::spawn(move || adm.release(1))
+        };
+        let rechecked_room = sender.join().unwrap();
+        home.join().unwrap();
         assert!(rechecked_room || woken.load(SeqCst), "lost wake-up");
     });
 }

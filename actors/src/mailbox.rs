@@ -1,16 +1,18 @@
 //! Mailbox admission: the bounded counter, overflow policies, and waiting for room.
 //!
 //! The queue itself is owned by the actor's home worker and needs no synchronisation (see
-//! `cell.rs`); what senders on any thread share is this admission state. One atomic add per send
-//! claims a place; the home worker releases places in batches after each turn. Senders that find
+//! `cell.rs`); what senders on any thread share is this admission state. A sender on another
+//! thread claims a place with one atomic add; a sender on the home worker (an I/O actor handing
+//! requests to an application actor beside it, an answer coming back) claims one with a plain
+//! load and store of a counter only the home worker writes, so the per-message path between
+//! actors of one worker has no locked instruction. The home worker releases places in batches
+//! after each turn. Senders that find
 //! the mailbox full can park a waker or a callback here and are woken when room appears: that is
 //! how async `send` waits, and how I/O actors learn when to resume reading a socket.
 
 use std::task::Waker;
 
-#[cfg(loom)]
-use crate::sync::fence;
-use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex};
+use crate::sync::{fence, lock, AtomicBool, AtomicUsize, Mutex};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 
 /// What happens when a message arrives at a full mailbox.
@@ -53,15 +55,6 @@ impl MailboxConfig {
     }
 }
 
-/// A SeqCst fence in the loom build only. In production the SeqCst accesses around it already
-/// give the Dekker guarantee (and a fence would cost an `mfence` per actor turn on x86); loom
-/// cannot model SeqCst accesses, so the model checks the equivalent fenced protocol.
-#[inline(always)]
-fn sc_fence() {
-    #[cfg(loom)]
-    fence(SeqCst);
-}
-
 /// Something waiting for room in a full mailbox.
 pub(crate) enum Waiter {
     Task(Waker),
@@ -93,7 +86,14 @@ pub(crate) enum Admit {
 // repr(C): the fields every send touches come first (see `ActorCell`'s layout).
 #[repr(C)]
 pub(crate) struct Admission {
+    /// Places claimed by senders on other threads (atomic read-modify-write).
     len: AtomicUsize,
+    /// Places claimed by senders on the home worker. Only the home worker writes it, with a
+    /// plain load and store (no locked instruction: those drain the store buffer, and a
+    /// request's message has just been written); other threads read it to include those
+    /// places in their capacity check. Releases take from it first: only the sum of the two
+    /// counters means anything.
+    home: AtomicUsize,
     capacity: usize,
     closed: AtomicBool,
     waiting: AtomicBool,
@@ -106,6 +106,7 @@ impl Admission {
     pub(crate) fn new(cfg: MailboxConfig) -> Self {
         Admission {
             len: AtomicUsize::new(0),
+            home: AtomicUsize::new(0),
             capacity: cfg.capacity.max(1),
             overflow: cfg.overflow,
             closed: AtomicBool::new(false),
@@ -126,7 +127,7 @@ impl Admission {
     /// Messages claimed and not yet handled (may briefly exceed capacity by racing senders that
     /// then back off, and under `DropOldest` until the home worker trims).
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Relaxed)
+        self.len.load(Relaxed) + self.home.load(Relaxed)
     }
 
     pub(crate) fn dropped(&self) -> usize {
@@ -141,17 +142,32 @@ impl Admission {
         self.closed.load(Acquire)
     }
 
-    /// Claims a place for one message.
-    pub(crate) fn try_admit(&self) -> Admit {
+    /// Claims a place for one message. `on_home`: the caller runs on the actor's home worker
+    /// (its thread is the only writer of the home counter), so the common case needs no
+    /// atomic read-modify-write.
+    #[inline]
+    pub(crate) fn try_admit(&self, on_home: bool) -> Admit {
         if self.closed.load(Acquire) {
             return Admit::Closed;
         }
+        if on_home && self.overflow == Overflow::Backpressure {
+            let home = self.home.load(Relaxed);
+            if home + self.len.load(Relaxed) < self.capacity {
+                self.home.store(home + 1, Relaxed);
+                return Admit::Ok;
+            }
+            // Full, or as good as: the shared counter decides, exactly as for any sender.
+        }
+        self.try_admit_shared()
+    }
+
+    fn try_admit_shared(&self) -> Admit {
         if self.overflow == Overflow::DropOldest {
             // Always accepted; the home worker trims the oldest to stay within capacity.
             self.len.fetch_add(1, SeqCst);
             return Admit::Ok;
         }
-        let prev = self.len.fetch_add(1, SeqCst);
+        let prev = self.len.fetch_add(1, SeqCst) + self.home.load(Relaxed);
         if prev < self.capacity {
             return Admit::Ok;
         }
@@ -169,26 +185,42 @@ impl Admission {
 
     /// Claims a place ignoring capacity: replies and system-generated messages must never be
     /// lost to back-pressure (their number is bounded by the requests the actor made).
-    pub(crate) fn admit_forced(&self) -> bool {
+    /// `on_home` as for [`Admission::try_admit`].
+    #[inline]
+    pub(crate) fn admit_forced(&self, on_home: bool) -> bool {
         if self.closed.load(Acquire) {
             return false;
         }
-        self.len.fetch_add(1, SeqCst);
+        if on_home {
+            self.home.store(self.home.load(Relaxed) + 1, Relaxed);
+        } else {
+            self.len.fetch_add(1, SeqCst);
+        }
         true
     }
 
-    /// Returns `n` places after the home worker dequeued (or discarded) `n` messages.
+    /// Returns `n` places after the home worker dequeued (or discarded) `n` messages. Called
+    /// on the home worker only.
     pub(crate) fn release(&self, n: usize) {
         if n == 0 {
             return;
         }
-        self.len.fetch_sub(n, SeqCst);
+        // The home counter first (plain accesses); the shared one for the rest.
+        let home = self.home.load(Relaxed);
+        let from_home = n.min(home);
+        if from_home > 0 {
+            self.home.store(home - from_home, Relaxed);
+        }
+        if n > from_home {
+            self.len.fetch_sub(n - from_home, SeqCst);
+        }
         // Dekker pairing with `park` + `has_room`: we publish the decrement and then look for
-        // waiters; a waiter publishes itself and then re-checks the count. All four accesses
-        // are SeqCst, so they fall in one total order and at least one side sees the other: a
-        // parked sender is never left behind. (loom models SeqCst accesses as acquire/release
-        // only, so its build adds the equivalent fences; see `sc_fence`.)
-        sc_fence();
+        // waiters; a waiter publishes itself and then re-checks the count. A full fence on each
+        // side between its store and its load puts them in one total order, so at least one
+        // side sees the other: a parked sender is never left behind. (The home counter's store
+        // is a plain one, so the fence is needed even where the shared counter's SeqCst
+        // read-modify-write would do; it costs one per turn, not one per message.)
+        fence(SeqCst);
         if self.waiting.load(SeqCst) {
             self.wake_all();
         }
@@ -204,8 +236,8 @@ impl Admission {
 
     /// True when a message would be admitted now (used after `park` to avoid a lost wake-up).
     pub(crate) fn has_room(&self) -> bool {
-        sc_fence();
-        self.is_closed() || self.len.load(SeqCst) < self.capacity
+        fence(SeqCst);
+        self.is_closed() || self.len.load(SeqCst) + self.home.load(SeqCst) < self.capacity
     }
 
     pub(crate) fn wake_all(&self) {
@@ -240,12 +272,48 @@ mod tests {
     #[test]
     fn bounded_admission_fails_at_capacity_and_recovers() {
         let a = Admission::new(MailboxConfig::bounded(2));
-        assert_eq!(a.try_admit(), Admit::Ok);
-        assert_eq!(a.try_admit(), Admit::Ok);
-        assert_eq!(a.try_admit(), Admit::Full);
+        assert_eq!(a.try_admit(false), Admit::Ok);
+        assert_eq!(a.try_admit(false), Admit::Ok);
+        assert_eq!(a.try_admit(false), Admit::Full);
         assert_eq!(a.len(), 2);
         a.release(1);
-        assert_eq!(a.try_admit(), Admit::Ok);
+        assert_eq!(a.try_admit(false), Admit::Ok);
+    }
+
+    /// Places claimed on the home worker count toward capacity for every sender, and a release
+    /// of home places alone wakes a sender parked on a full mailbox.
+    #[test]
+    fn home_and_shared_places_share_one_capacity() {
+        let a = Admission::new(MailboxConfig::bounded(3));
+        assert_eq!(a.try_admit(true), Admit::Ok);
+        assert_eq!(a.try_admit(false), Admit::Ok);
+        assert!(a.admit_forced(true));
+        assert_eq!(a.len(), 3);
+        assert_eq!(
+            a.try_admit(false),
+            Admit::Full,
+            "another thread sees the home places"
+        );
+        assert_eq!(
+            a.try_admit(true),
+            Admit::Full,
+            "the home worker sees the shared ones"
+        );
+        let fired = Arc::new(StdUsize::new(0));
+        let f = fired.clone();
+        a.park(Waiter::Callback(Box::new(move || {
+            f.fetch_add(1, SeqCst);
+        })));
+        assert!(!a.has_room());
+        // Two home places come back (releases take from the home counter first).
+        a.release(2);
+        assert_eq!(fired.load(SeqCst), 1);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a.try_admit(false), Admit::Ok);
+        assert_eq!(a.try_admit(true), Admit::Ok);
+        assert_eq!(a.try_admit(true), Admit::Full);
+        a.release(3);
+        assert_eq!(a.len(), 0);
     }
 
     #[test]
@@ -254,15 +322,15 @@ mod tests {
             capacity: 1,
             overflow: Overflow::DropNewest,
         });
-        assert_eq!(a.try_admit(), Admit::Ok);
-        assert_eq!(a.try_admit(), Admit::Discard);
+        assert_eq!(a.try_admit(false), Admit::Ok);
+        assert_eq!(a.try_admit(false), Admit::Discard);
         assert_eq!(a.dropped(), 1);
     }
 
     #[test]
     fn callback_waiter_fires_on_release_and_close() {
         let a = Admission::new(MailboxConfig::bounded(1));
-        assert_eq!(a.try_admit(), Admit::Ok);
+        assert_eq!(a.try_admit(false), Admit::Ok);
         let fired = Arc::new(StdUsize::new(0));
         let f = fired.clone();
         a.park(Waiter::Callback(Box::new(move || {
@@ -278,7 +346,7 @@ mod tests {
         })));
         a.close();
         assert_eq!(fired.load(SeqCst), 2);
-        assert_eq!(a.try_admit(), Admit::Closed);
+        assert_eq!(a.try_admit(false), Admit::Closed);
     }
 }
 
@@ -289,29 +357,31 @@ mod props {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Admit,
-        Forced,
+        /// A sender on the home worker (`true`) or on another thread.
+        Admit(bool),
+        Forced(bool),
         Release(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => Just(Op::Admit),
-            1 => Just(Op::Forced),
+            4 => any::<bool>().prop_map(Op::Admit),
+            1 => any::<bool>().prop_map(Op::Forced),
             3 => (1usize..4).prop_map(Op::Release),
         ]
     }
 
     proptest! {
-        /// Single-threaded model: the counter always equals the messages held, back-pressure
-        /// admits exactly up to capacity, and forced admissions (replies) are never refused.
+        /// Single-threaded model: the counters always sum to the messages held, whichever mix
+        /// of home and other senders claimed them; back-pressure admits exactly up to
+        /// capacity, and forced admissions (replies) are never refused.
         #[test]
         fn admission_matches_a_model(cap in 1usize..8, ops in proptest::collection::vec(op(), 1..200)) {
             let a = Admission::new(MailboxConfig::bounded(cap));
             let mut held = 0usize;
             for op in ops {
                 match op {
-                    Op::Admit => match a.try_admit() {
+                    Op::Admit(home) => match a.try_admit(home) {
                         Admit::Ok => {
                             prop_assert!(held < cap);
                             held += 1;
@@ -319,8 +389,8 @@ mod props {
                         Admit::Full => prop_assert!(held >= cap),
                         other => prop_assert!(false, "unexpected {:?}", other),
                     },
-                    Op::Forced => {
-                        prop_assert!(a.admit_forced());
+                    Op::Forced(home) => {
+                        prop_assert!(a.admit_forced(home));
                         held += 1;
                     }
                     Op::Release(n) => {
@@ -333,8 +403,9 @@ mod props {
                 prop_assert_eq!(a.has_room(), held < cap);
             }
             a.close();
-            prop_assert_eq!(a.try_admit(), Admit::Closed);
-            prop_assert!(!a.admit_forced());
+            prop_assert_eq!(a.try_admit(false), Admit::Closed);
+            prop_assert!(!a.admit_forced(false));
+            prop_assert!(!a.admit_forced(true));
         }
     }
 }
