@@ -50,30 +50,7 @@ fn admission_never_exceeds_capacity() {
 /// sender's re-check observed room (so it retries instead of sleeping).
 #[test]
 fn full_sender_and_release_race_has_no_lost_wakeup() {
-    loom::model(|| {
-        let adm = Arc::new(Admission::new(MailboxConfig::bounded(1)));
-        assert_eq!(adm.try_admit(false), Admit::Ok);
-        let woken = Arc::new(AtomicBool::new(false));
-        let sender = {
-            let adm = adm.clone();
-            let woken = woken.clone();
-            thread::spawn(move || {
-                if adm.try_admit(false) == Admit::Ok {
-                    return true;
-                }
-                let w = woken.clone();
-                adm.park(Waiter::Callback(Box::new(move || w.store(true, SeqCst))));
-                adm.has_room()
-            })
-        };
-        let consumer = {
-            let adm = adm.clone();
-            thread::spawn(move || adm.release(1))
-        };
-        let rechecked_room = sender.join().unwrap();
-        consumer.join().unwrap();
-        assert!(rechecked_room || woken.load(SeqCst), "lost wake-up");
-    });
+    loom::model(|| parked_sender_races_a_release(false));
 }
 
 /// The same race when the place was claimed on the home worker, so the release returns it with
@@ -81,31 +58,34 @@ fn full_sender_and_release_race_has_no_lost_wakeup() {
 /// both sides still leave no lost wake-up.
 #[test]
 fn release_of_a_home_place_and_a_parked_sender_have_no_lost_wakeup() {
-    loom::model(|| {
-        let adm = Arc::new(Admission::new(MailboxConfig::bounded(1)));
-        assert_eq!(adm.try_admit(true), Admit::Ok);
-        let woken = Arc::new(AtomicBool::new(false));
-        let sender = {
-            let adm = adm.clone();
-            let woken = woken.clone();
-            thread::spawn(move || {
-                if adm.try_admit(false) == Admit::Ok {
-                    return true;
-                }
-                let w = woken.clone();
-                adm.park(Waiter::Callback(Box::new(move || w.store(true, SeqCst))));
-                adm.has_room()
-            })
-        };
-        // The home worker (the only writer of the home counter from here on).
-        let home = {
-            let adm = adm.clone();
-            thread::spawn(move || adm.release(1))
-        };
-        let rechecked_room = sender.join().unwrap();
-        home.join().unwrap();
-        assert!(rechecked_room || woken.load(SeqCst), "lost wake-up");
-    });
+    loom::model(|| parked_sender_races_a_release(true));
+}
+
+/// One place, claimed on the home worker or not; a sender on another thread finds it taken and
+/// parks while the home worker (from here on the only writer of the home counter) releases it.
+fn parked_sender_races_a_release(home_place: bool) {
+    let adm = Arc::new(Admission::new(MailboxConfig::bounded(1)));
+    assert_eq!(adm.try_admit(home_place), Admit::Ok);
+    let woken = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let adm = adm.clone();
+        let woken = woken.clone();
+        thread::spawn(move || {
+            if adm.try_admit(false) == Admit::Ok {
+                return true;
+            }
+            let w = woken.clone();
+            adm.park(Waiter::Callback(Box::new(move || w.store(true, SeqCst))));
+            adm.has_room()
+        })
+    };
+    let home = {
+        let adm = adm.clone();
+        thread::spawn(move || adm.release(1))
+    };
+    let rechecked_room = sender.join().unwrap();
+    home.join().unwrap();
+    assert!(rechecked_room || woken.load(SeqCst), "lost wake-up");
 }
 
 /// The worker parks only when no sender will skip waking it.
