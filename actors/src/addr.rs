@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::actor::{Actor, ActorId, ExitReason};
 use crate::cell::{send_signal, ActorCell, AnyCell, Signal, StopMode};
 use crate::error::{ReplyError, SendError};
-use crate::mailbox::{Admission, Admit, Waiter};
+use crate::mailbox::{Admission, Waiter};
 use crate::reply::{ReplyFuture, ReplyTo};
 use crate::timer::Sleep;
 
@@ -92,26 +92,11 @@ impl<A: Actor, M, F: Fn(M) -> A::Msg + Send + Sync> Target<M> for Mapped<A, F> {
     }
 
     fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
-        // Admission first, so a refused message comes back unmapped.
-        let w = self.cell.home_worker();
-        match self.cell.mb.try_admit(w.is_some()) {
-            Admit::Ok => {
-                self.cell.deliver((self.map)(msg));
-                Ok(())
-            }
-            Admit::Full => Err(SendError::Full(msg)),
-            Admit::Closed => Err(SendError::Closed(msg)),
-            Admit::Discard => Ok(()),
-        }
+        self.cell.try_send_mapped(msg, &self.map)
     }
 
     fn send_forced(&self, msg: M) -> Result<(), M> {
-        if self.cell.mb.admit_forced(self.cell.home_worker().is_some()) {
-            self.cell.deliver((self.map)(msg));
-            Ok(())
-        } else {
-            Err(msg)
-        }
+        self.cell.try_deliver_forced_mapped(msg, &self.map)
     }
 
     fn deliver_now(&self, msg: M) -> Result<(), M> {

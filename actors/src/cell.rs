@@ -147,11 +147,11 @@ impl<A: Actor> ActorCell<A> {
         );
         // SAFETY: `w` is the home worker of this cell, so we are on its thread (a `WorkerLocal`
         // never leaves its thread). By construction every caller runs on the home worker:
-        // `deliver` checks the worker before calling `push_local` and otherwise sends a closure
-        // through the home worker's inbound queue, which only the home worker drains; signals
-        // go through `run_on(home)`; turns run from the home worker's slab. `f` is internal code
-        // that neither calls user code nor re-enters `with_local`, so this is the only live
-        // reference to `local`.
+        // senders call `push_local` only with the worker `home_worker` found (this cell's) and
+        // otherwise send a closure through the home worker's inbound queue, which only the home
+        // worker drains; signals go through `run_on(home)`; turns run from the home worker's
+        // slab. `f` is internal code that neither calls user code nor re-enters `with_local`,
+        // so this is the only live reference to `local`.
         f(unsafe { &mut *self.local.get() })
     }
 
@@ -169,13 +169,21 @@ impl<A: Actor> ActorCell<A> {
     /// its place without an atomic read-modify-write (see `Admission`).
     #[inline]
     pub(crate) fn try_send(self: &Arc<Self>, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
+        self.try_send_mapped(msg, |m| m)
+    }
+
+    /// [`ActorCell::try_send`] for a message that `map` turns into the actor's own, after the
+    /// place is claimed: a refused message comes back as it was sent.
+    #[inline]
+    pub(crate) fn try_send_mapped<M>(
+        self: &Arc<Self>,
+        msg: M,
+        map: impl FnOnce(M) -> A::Msg,
+    ) -> Result<(), SendError<M>> {
         let w = self.home_worker();
         match self.mb.try_admit(w.is_some()) {
             Admit::Ok => {
-                match w {
-                    Some(w) => self.push_local(w, msg),
-                    None => self.deliver_remote(msg),
-                }
+                self.deliver_admitted(w, map(msg));
                 Ok(())
             }
             Admit::Full => Err(SendError::Full(msg)),
@@ -184,19 +192,17 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
-    /// Enqueues an admitted message: directly on the home worker, else through its inbound.
+    /// Enqueues an admitted message: directly on the home worker `w` (the caller's
+    /// [`ActorCell::home_worker`]), else through its inbound.
     ///
     /// The message is moved as few times as possible (request messages are a few hundred
     /// bytes, and every move is a memcpy on the per-request path): the worker check captures
     /// nothing, and only the cross-worker branch wraps the message in a closure.
     #[inline]
-    pub(crate) fn deliver(self: &Arc<Self>, msg: A::Msg) {
-        let p = current_worker();
-        // SAFETY: `current_worker` returns null or the `WorkerLocal` entered on this thread,
-        // alive until its guard drops (which happens on this thread, never during this call).
-        match unsafe { p.as_ref() } {
-            Some(w) if w.shared.uid == self.home.uid => self.push_local(w, msg),
-            _ => self.deliver_remote(msg),
+    fn deliver_admitted(self: &Arc<Self>, w: Option<&WorkerLocal>, msg: A::Msg) {
+        match w {
+            Some(w) => self.push_local(w, msg),
+            None => self.deliver_remote(msg),
         }
     }
 
@@ -207,10 +213,8 @@ impl<A: Actor> ActorCell<A> {
     /// has stopped.
     #[inline]
     pub(crate) fn deliver_now(self: &Arc<Self>, msg: A::Msg) -> Result<(), A::Msg> {
-        let p = current_worker();
-        // SAFETY: as in `deliver`.
-        if let Some(w) = unsafe { p.as_ref() } {
-            if w.inline_ok() && w.shared.uid == self.home.uid && !w.has_faults() {
+        if let Some(w) = self.home_worker() {
+            if w.inline_ok() && !w.has_faults() {
                 // Not scheduled means idle: nothing queued, no signal pending, not running.
                 let key = self.with_local(w, |l| {
                     if l.scheduled || l.dead {
@@ -269,14 +273,22 @@ impl<A: Actor> ActorCell<A> {
     /// Admission ignoring capacity; hands the message back if the actor stopped.
     #[inline]
     pub(crate) fn try_deliver_forced(self: &Arc<Self>, msg: A::Msg) -> Result<(), A::Msg> {
+        self.try_deliver_forced_mapped(msg, |m| m)
+    }
+
+    /// [`ActorCell::try_deliver_forced`] for a message that `map` turns into the actor's own,
+    /// once admitted.
+    #[inline]
+    pub(crate) fn try_deliver_forced_mapped<M>(
+        self: &Arc<Self>,
+        msg: M,
+        map: impl FnOnce(M) -> A::Msg,
+    ) -> Result<(), M> {
         let w = self.home_worker();
         if !self.mb.admit_forced(w.is_some()) {
             return Err(msg);
         }
-        match w {
-            Some(w) => self.push_local(w, msg),
-            None => self.deliver_remote(msg),
-        }
+        self.deliver_admitted(w, map(msg));
         Ok(())
     }
 

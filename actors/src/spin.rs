@@ -75,12 +75,18 @@ mod tests {
         assert_eq!(spins, 4, "one probe per {PROBE_EVERY} idle periods");
     }
 
-    #[test]
-    fn a_message_from_another_thread_turns_spinning_back_on() {
+    /// An adaptive gate whose credit ran out: idle periods ended by nothing from other threads.
+    fn spent() -> SpinGate {
         let g = SpinGate::new(true);
         for _ in 0..FULL {
             g.no_inbound();
         }
+        g
+    }
+
+    #[test]
+    fn a_message_from_another_thread_turns_spinning_back_on() {
+        let g = spent();
         assert!(!g.should_spin(false));
         g.inbound();
         for _ in 0..FULL {
@@ -92,10 +98,7 @@ mod tests {
 
     #[test]
     fn a_worker_awaiting_an_answer_spins_without_credit() {
-        let g = SpinGate::new(true);
-        for _ in 0..FULL {
-            g.no_inbound();
-        }
+        let g = spent();
         assert!(!g.should_spin(false));
         assert!(g.should_spin(true));
     }

@@ -761,16 +761,23 @@ fn pattern_chunks(at: usize, lens: &[usize]) -> (Vec<Bytes>, usize) {
     (chunks, total)
 }
 
+/// A connected pair (client, server) whose server side has a 4 KiB send buffer, so large
+/// writes go out in many partial pieces.
+fn pair_with_small_send_buffer(h: &mut Harness) -> (SocketId, SocketId) {
+    let (_, client, server) = connected_pair(h, &[]);
+    h.reactor
+        .set_option(server, SockOpt::SendBuffer(4096))
+        .expect("sndbuf");
+    (client, server)
+}
+
 pub fn partial_writes_peers(backend: Backend) {
     if !available(backend) {
         return;
     }
     const BIG: usize = 4 << 20;
     let mut h = Harness::new(backend);
-    let (_, client, server) = connected_pair(&mut h, &[]);
-    h.reactor
-        .set_option(server, SockOpt::SendBuffer(4096))
-        .expect("sndbuf");
+    let (client, server) = pair_with_small_send_buffer(&mut h);
     h.reactor
         .send(server, Bytes::from(pattern_bytes(0, BIG)), Token(1));
     let (chunks, vtotal) = pattern_chunks(BIG, &[1, 4095, 70_000, 3, 200_000]);
@@ -793,10 +800,7 @@ pub fn quiet_sends_peers(backend: Backend) {
     }
     const BIG: usize = 2 << 20;
     let mut h = Harness::new(backend);
-    let (_, client, server) = connected_pair(&mut h, &[]);
-    h.reactor
-        .set_option(server, SockOpt::SendBuffer(4096))
-        .expect("sndbuf");
+    let (client, server) = pair_with_small_send_buffer(&mut h);
     h.reactor
         .send_quiet(server, Bytes::from(pattern_bytes(0, BIG)), Token(1));
     let (chunks, vtotal) = pattern_chunks(BIG, &[1, 4095, 70_000, 3]);
