@@ -21,7 +21,7 @@ use crate::context::{Context, Lifecycle};
 use crate::error::SendError;
 use crate::mailbox::{Admission, Admit, MailboxConfig, Overflow};
 use crate::sync::AtomicBool;
-use crate::worker::{current_worker, RunResult, Runnable, WorkerLocal, WorkerShared};
+use crate::worker::{current_worker, RunResult, Runnable, WorkerLocal, WorkerShared, SLICE_CHECK};
 
 /// How a stop proceeds once the children are gone.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -487,6 +487,8 @@ impl<A: Actor> AnyCell for ActorCell<A> {
 pub(crate) struct ActorSlot<A: Actor> {
     pub(crate) actor: A,
     pub(crate) ctx: Context<A>,
+    /// This actor's messages per turn, where it overrides the worker's (`SpawnOptions::batch`).
+    pub(crate) batch: Option<usize>,
 }
 
 fn panic_message(p: &Box<dyn Any + Send>) -> Arc<str> {
@@ -833,7 +835,7 @@ impl<A: Actor> Runnable for ActorSlot<A> {
         }
         let mut n: usize = 0;
         if self.ctx.state.handles_messages() {
-            let budget = w.batch;
+            let budget = self.batch.unwrap_or(w.batch);
             let r = catch_unwind(AssertUnwindSafe(|| {
                 while n < budget {
                     let Some(m) = self.ctx.cell.with_local(w, |l| l.queue.pop_front()) else {
@@ -843,6 +845,9 @@ impl<A: Actor> Runnable for ActorSlot<A> {
                     self.ctx.handled += 1;
                     self.actor.handle(m, &mut self.ctx);
                     if self.ctx.stop_request.is_some() {
+                        break;
+                    }
+                    if n % SLICE_CHECK == 0 && w.slice_spent() {
                         break;
                     }
                 }

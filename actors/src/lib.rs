@@ -85,8 +85,8 @@ pub use metrics::{ActorMetrics, SystemMetrics, WorkerMetrics};
 pub use reply::{ReplyChannel, ReplyFuture, ReplyTo};
 pub use rng::SplitMix64;
 pub use system::{
-    Placement, ShutdownReport, SpawnOptions, System, SystemBuilder, SystemHandle, DEFAULT_SPIN,
-    SPIN_ENV,
+    Placement, ShutdownReport, SpawnOptions, System, SystemBuilder, SystemHandle, BATCH_ENV,
+    DEFAULT_BATCH, DEFAULT_SPIN, SPIN_ENV,
 };
 pub use timer::TimerHandle;
 pub use worker::TraceEvent;

@@ -6,9 +6,9 @@
 //! requests to an application actor beside it, an answer coming back) claims one with a plain
 //! load and store of a counter only the home worker writes, so the per-message path between
 //! actors of one worker has no locked instruction. The home worker releases places in batches
-//! after each turn. Senders that find
-//! the mailbox full can park a waker or a callback here and are woken when room appears: that is
-//! how async `send` waits, and how I/O actors learn when to resume reading a socket.
+//! after each turn. Senders that find the mailbox full can park a waker or a callback here and
+//! are woken when room appears: that is how async `send` waits, and how I/O actors learn when
+//! to resume reading a socket.
 
 use std::task::Waker;
 
@@ -269,6 +269,14 @@ mod tests {
     use std::sync::atomic::AtomicUsize as StdUsize;
     use std::sync::Arc;
 
+    /// Parks a callback that counts its firings in `fired`.
+    fn park_counting(a: &Admission, fired: &Arc<StdUsize>) {
+        let f = fired.clone();
+        a.park(Waiter::Callback(Box::new(move || {
+            f.fetch_add(1, SeqCst);
+        })));
+    }
+
     #[test]
     fn bounded_admission_fails_at_capacity_and_recovers() {
         let a = Admission::new(MailboxConfig::bounded(2));
@@ -300,10 +308,7 @@ mod tests {
             "the home worker sees the shared ones"
         );
         let fired = Arc::new(StdUsize::new(0));
-        let f = fired.clone();
-        a.park(Waiter::Callback(Box::new(move || {
-            f.fetch_add(1, SeqCst);
-        })));
+        park_counting(&a, &fired);
         assert!(!a.has_room());
         // Two home places come back (releases take from the home counter first).
         a.release(2);
@@ -332,18 +337,12 @@ mod tests {
         let a = Admission::new(MailboxConfig::bounded(1));
         assert_eq!(a.try_admit(false), Admit::Ok);
         let fired = Arc::new(StdUsize::new(0));
-        let f = fired.clone();
-        a.park(Waiter::Callback(Box::new(move || {
-            f.fetch_add(1, SeqCst);
-        })));
+        park_counting(&a, &fired);
         assert!(!a.has_room());
         a.release(1);
         assert_eq!(fired.load(SeqCst), 1);
         assert_eq!(a.waiters_len(), 0);
-        let f = fired.clone();
-        a.park(Waiter::Callback(Box::new(move || {
-            f.fetch_add(1, SeqCst);
-        })));
+        park_counting(&a, &fired);
         a.close();
         assert_eq!(fired.load(SeqCst), 2);
         assert_eq!(a.try_admit(false), Admit::Closed);

@@ -286,6 +286,15 @@ pub struct TraceEvent {
     pub actor: ActorId,
 }
 
+/// A turn asks whether its time slice is spent after every this many messages.
+pub(crate) const SLICE_CHECK: usize = 16;
+
+/// How long a run of turns may keep the worker before it looks at its I/O, timers and
+/// other threads' work again, and a turn ends early: `batch` bounds runs of cheap messages,
+/// this bounds runs of slow ones (without it, a turn of `batch` 1 ms messages held the worker,
+/// and a shutdown deadline, for `batch` milliseconds).
+pub(crate) const TURN_SLICE_NS: u64 = 1_000_000;
+
 /// The thread-owned half of a worker.
 pub(crate) struct WorkerLocal {
     pub(crate) shared: Arc<WorkerShared>,
@@ -314,6 +323,10 @@ pub(crate) struct WorkerLocal {
     /// Actors on this worker waiting on a peer's answer over I/O (`Context::set_awaiting_io`):
     /// while there are any, the idle spin runs.
     awaiting_io: Cell<usize>,
+    /// The worker's clock at the first time-slice check of the current run of turns.
+    slice_from: Cell<Option<u64>>,
+    /// The current run of turns has used up its time slice.
+    slice_over: Cell<bool>,
 }
 
 impl WorkerLocal {
@@ -347,6 +360,8 @@ impl WorkerLocal {
             buggify_on: Cell::new(false),
             inline_ok: Cell::new(false),
             awaiting_io: Cell::new(0),
+            slice_from: Cell::new(None),
+            slice_over: Cell::new(false),
         }
     }
 
@@ -462,7 +477,8 @@ impl WorkerLocal {
         const MAX_TURNS: usize = 128;
         let max_messages = 2 * self.batch;
         let (mut turns, mut messages) = (0, 0);
-        while turns < MAX_TURNS && messages < max_messages {
+        self.start_slice();
+        while turns < MAX_TURNS && messages < max_messages && !self.slice_over.get() {
             let key = self.runq.borrow_mut().pop_front();
             match key {
                 Some(k) => messages += self.run_turn(k),
@@ -471,6 +487,32 @@ impl WorkerLocal {
             turns += 1;
         }
         turns > 0
+    }
+
+    /// Starts a run of turns: a fresh time slice.
+    fn start_slice(&self) {
+        self.slice_from.set(None);
+        self.slice_over.set(false);
+    }
+
+    /// Whether the current run of turns has used up its time slice ([`TURN_SLICE_NS`]),
+    /// measured from the first call in that run; a turn calls this every [`SLICE_CHECK`]
+    /// messages, so turns of cheap messages never read the clock. Once spent, the turn ends
+    /// and so does the run: the worker looks at its I/O, timers and other threads' work.
+    #[inline(never)]
+    pub(crate) fn slice_spent(&self) -> bool {
+        let now = self.mono_ns();
+        match self.slice_from.get() {
+            None => {
+                self.slice_from.set(Some(now));
+                false
+            }
+            Some(t) if now.saturating_sub(t) >= TURN_SLICE_NS => {
+                self.slice_over.set(true);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     /// Deterministic mode: one turn of one actor picked by the seeded chooser.
@@ -484,6 +526,8 @@ impl WorkerLocal {
             q.swap_remove_back(i)
         };
         if let Some(k) = key {
+            // Here one turn is the whole run, so each gets a fresh slice.
+            self.start_slice();
             self.run_turn(k);
         }
         true
