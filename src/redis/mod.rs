@@ -97,6 +97,11 @@ pub struct RedisServer {
     shards: Vec<Addr<Shard>>,
 }
 
+/// Messages a shard handles per turn ([`SpawnOptions::batch`]): no count, whatever the mailbox
+/// capacity. A turn takes what was queued when it began (other threads' messages reach the
+/// queue between turns), and the runtime's time slice ends it if that takes long.
+const SHARD_BATCH: usize = usize::MAX;
+
 impl RedisServer {
     /// Spawns the shards, the pub/sub hub and the control actor, then serves RESP on `addr`
     /// with one listener per worker in `io_workers`.
@@ -117,8 +122,11 @@ impl RedisServer {
         let on = |i: usize| {
             SpawnOptions::default().placement(Placement::Worker(workers[i % workers.len()]))
         };
+        // Every connection sends to the shards: a turn long enough for the whole queue answers
+        // each connection's pipelined burst at once, so its answers leave in one send (with
+        // the default 64, a timer tick that shifted the queue split bursts across turns).
         let shards = (0..config.shards)
-            .map(|i| system.spawn_with(Shard::new(i), on(i)))
+            .map(|i| system.spawn_with(Shard::new(i), on(i).batch(SHARD_BATCH)))
             .collect::<Result<Vec<_>, _>>()?;
         for s in &shards {
             // Sent before anything is served, so every shard knows its peers first.
