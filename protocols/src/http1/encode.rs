@@ -305,7 +305,7 @@ pub(crate) struct PlainHeadCache {
     /// its storage cannot be freed and reused, so the same address and length mean the same
     /// bytes (they are immutable).
     block: Option<Bytes>,
-    head: Vec<u8>,
+    head: BytesMut,
 }
 
 impl PlainHeadCache {
@@ -330,19 +330,17 @@ impl PlainHeadCache {
         key: (u16, usize, Option<u64>),
         date: Option<&DateCache>,
     ) {
-        let mut head = BytesMut::new();
-        head.extend_from_slice(line);
+        self.head.clear();
+        self.head.extend_from_slice(line);
         if let Some(b) = block {
-            head.extend_from_slice(b);
+            self.head.extend_from_slice(b);
         }
         put_tail(
-            &mut head,
+            &mut self.head,
             OutFraming::Length(key.1 as u64),
             ConnHeader::None,
             date.map(DateCache::as_array),
         );
-        self.head.clear();
-        self.head.extend_from_slice(&head);
         self.block = block.cloned();
         self.key = Some(key);
     }
