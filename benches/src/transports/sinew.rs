@@ -1,9 +1,13 @@
 //! Sinew: `sinew_transports::Reactor` driven directly (no actors), one reactor per thread,
 //! on the io_uring or the mio backend. This measures the transport layer itself.
 //!
-//! Buffers are recycled: the echo server sends the very `BytesMut` it received into (frozen)
-//! and takes it back from the `Sent` completion for a later receive, so the steady state
-//! allocates nothing, like the peers' reused buffers.
+//! Receives are done the way Sinew's I/O actors do them: where the backend has a native
+//! multishot receive (io_uring), one `recv_multishot` per connection for its whole life, the
+//! chunks lent straight from the provided-buffer ring; elsewhere (epoll) plain receives into
+//! recycled buffers. The echo server sends the very buffer it received: a ring chunk goes back
+//! out with `send_quiet` and returns to the ring when the send drops it; a plain `BytesMut` is
+//! frozen, sent, and taken back from the `Sent` completion. The steady state allocates
+//! nothing either way, like the peers' reused buffers.
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -36,6 +40,12 @@ fn poll(r: &mut Reactor, cs: &mut Vec<Completion>) {
     r.poll(cs, None).expect("reactor poll");
 }
 
+/// Whether to receive with one multishot receive per connection (as the I/O actors do
+/// where the backend has it natively).
+fn multishot(r: &Reactor) -> bool {
+    r.capabilities().multishot_recv
+}
+
 /// The server: accepts `conns` connections and serves them in `mode` until all are closed.
 pub fn server(backend: Backend, mode: ServerMode, conns: usize, addr_tx: mpsc::Sender<SocketAddr>) {
     let mut r = reactor(backend);
@@ -55,15 +65,32 @@ pub fn server(backend: Backend, mode: ServerMode, conns: usize, addr_tx: mpsc::S
     let mut received: Vec<(SocketId, u64)> = Vec::new();
     let mut closed = 0;
     let mut cs = Vec::with_capacity(64);
+    // Bulk keeps its large plain receives: a 64 KiB read per completion beats ring chunks there.
+    let multishot = matches!(mode, ServerMode::Echo) && multishot(&r);
     while closed < conns {
         poll(&mut r, &mut cs);
         for c in cs.drain(..) {
             match c.event {
                 Event::Accepted { result: Ok(s), .. } => {
                     r.set_option(s, SockOpt::NoDelay(true)).expect("nodelay");
-                    r.recv(s, BytesMut::with_capacity(cap), T_RECV);
+                    if multishot {
+                        r.recv_multishot(s, T_RECV);
+                    } else {
+                        r.recv(s, BytesMut::with_capacity(cap), T_RECV);
+                    }
                 }
                 Event::Accepted { result: Err(e), .. } => panic!("accept: {e}"),
+                Event::ReceivedBytes {
+                    socket,
+                    result: Ok(chunk),
+                    ..
+                } if !chunk.is_empty() => r.send_quiet(socket, chunk, T_SEND),
+                Event::ReceivedBytes { socket, result, .. } => {
+                    if let Err(e) = result {
+                        eprintln!("[transports] sinew server: recv error {e}; closing");
+                    }
+                    r.close(socket, T_CLOSE);
+                }
                 Event::Received {
                     socket,
                     result: Ok(0),
@@ -117,8 +144,9 @@ pub fn server(backend: Backend, mode: ServerMode, conns: usize, addr_tx: mpsc::S
     }
 }
 
-/// Opens `n` connections and waits until all are established.
-fn connect_all(r: &mut Reactor, addr: SocketAddr, n: usize) -> Vec<SocketId> {
+/// Opens `n` connections and waits until all are established; with `multishot`, each gets
+/// its multishot receive, kept for the connection's life.
+fn connect_all(r: &mut Reactor, addr: SocketAddr, n: usize, multishot: bool) -> Vec<SocketId> {
     let socks: Vec<SocketId> = (0..n)
         .map(|_| {
             r.connect(addr, &[SockOpt::NoDelay(true)], T_CONNECT)
@@ -137,6 +165,11 @@ fn connect_all(r: &mut Reactor, addr: SocketAddr, n: usize) -> Vec<SocketId> {
                 }
                 other => panic!("unexpected while connecting: {other:?}"),
             }
+        }
+    }
+    if multishot {
+        for &s in &socks {
+            r.recv_multishot(s, T_RECV);
         }
     }
     socks
@@ -161,13 +194,46 @@ fn close_all(r: &mut Reactor, socks: &[SocketId]) {
     }
 }
 
-/// Every connection does `iters` round trips; returns when all have.
+/// Where a connection's round trips stand after more of an echo arrived.
+enum Echo {
+    /// The echo is not whole yet.
+    Partial,
+    /// A round trip ended and another follows.
+    Again,
+    /// The connection's last round trip ended.
+    Done,
+}
+
+/// Counts `n` echoed bytes on `socket`; `st` holds, per connection of `socks`, the bytes of the
+/// current echo received and the round trips left.
+fn echoed(st: &mut [(usize, u64)], socks: &[SocketId], socket: SocketId, n: usize) -> Echo {
+    let i = socks
+        .iter()
+        .position(|s| *s == socket)
+        .expect("known socket");
+    let (got, left) = &mut st[i];
+    *got += n;
+    if *got < REQ {
+        return Echo::Partial;
+    }
+    *got -= REQ;
+    *left -= 1;
+    if *left == 0 {
+        Echo::Done
+    } else {
+        Echo::Again
+    }
+}
+
+/// Every connection does `iters` round trips; returns when all have. With `multishot` the
+/// connections' multishot receives are already armed ([`connect_all`]).
 fn phase(
     r: &mut Reactor,
     socks: &[SocketId],
     pool: &mut Vec<BytesMut>,
     cs: &mut Vec<Completion>,
     iters: u64,
+    multishot: bool,
 ) {
     if iters == 0 {
         return;
@@ -177,37 +243,42 @@ fn phase(
     let mut st: Vec<(usize, u64)> = vec![(0, iters); socks.len()];
     for &s in socks {
         r.send(s, req.clone(), T_SEND);
-        let buf = pool
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(ECHO_BUF));
-        r.recv(s, buf, T_RECV);
+        if !multishot {
+            let buf = pool
+                .pop()
+                .unwrap_or_else(|| BytesMut::with_capacity(ECHO_BUF));
+            r.recv(s, buf, T_RECV);
+        }
     }
     let mut active = socks.len();
     while active > 0 {
         poll(r, cs);
         for c in cs.drain(..) {
             match c.event {
+                Event::ReceivedBytes {
+                    socket,
+                    result: Ok(chunk),
+                    ..
+                } if !chunk.is_empty() => match echoed(&mut st, socks, socket, chunk.len()) {
+                    Echo::Partial => {}
+                    Echo::Again => r.send(socket, req.clone(), T_SEND),
+                    Echo::Done => active -= 1,
+                },
+                Event::ReceivedBytes { result, .. } => panic!("client recv: {result:?}"),
                 Event::Received {
                     socket,
                     mut buf,
                     result: Ok(n),
                 } if n > 0 => {
-                    let i = socks
-                        .iter()
-                        .position(|s| *s == socket)
-                        .expect("known socket");
                     buf.clear();
-                    let (got, left) = &mut st[i];
-                    *got += n;
-                    if *got >= REQ {
-                        *got -= REQ;
-                        *left -= 1;
-                        if *left == 0 {
+                    match echoed(&mut st, socks, socket, n) {
+                        Echo::Partial => {}
+                        Echo::Again => r.send(socket, req.clone(), T_SEND),
+                        Echo::Done => {
                             active -= 1;
                             pool.push(buf);
                             continue;
                         }
-                        r.send(socket, req.clone(), T_SEND);
                     }
                     r.recv(socket, buf, T_RECV);
                 }
@@ -229,13 +300,22 @@ pub fn client_pingpong(
     gate: &Gate,
 ) -> Duration {
     let mut r = reactor(backend);
-    let socks = connect_all(&mut r, addr, spec.conns);
+    let multishot = multishot(&r);
+    let socks = connect_all(&mut r, addr, spec.conns, multishot);
     let mut pool = Vec::new();
     let mut cs = Vec::with_capacity(64);
-    phase(&mut r, &socks, &mut pool, &mut cs, spec.warmup_per_conn);
+    let warmup = spec.warmup_per_conn;
+    phase(&mut r, &socks, &mut pool, &mut cs, warmup, multishot);
     gate.start();
     let t = Instant::now();
-    phase(&mut r, &socks, &mut pool, &mut cs, spec.iters_per_conn);
+    phase(
+        &mut r,
+        &socks,
+        &mut pool,
+        &mut cs,
+        spec.iters_per_conn,
+        multishot,
+    );
     let el = t.elapsed();
     gate.end();
     close_all(&mut r, &socks);
@@ -246,7 +326,7 @@ pub fn client_pingpong(
 /// waits for the server's acknowledgement.
 pub fn client_bulk(backend: Backend, addr: SocketAddr, total: u64) -> Duration {
     let mut r = reactor(backend);
-    let socks = connect_all(&mut r, addr, 1);
+    let socks = connect_all(&mut r, addr, 1, false);
     let s = socks[0];
     let chunk = Bytes::from(vec![0x5au8; BULK_CHUNK]);
     let mut cs = Vec::with_capacity(64);
