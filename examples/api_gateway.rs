@@ -109,7 +109,7 @@ impl Actor for Gateway {
 
     fn handle(&mut self, msg: GwMsg, ctx: &mut Context<Self>) {
         match msg {
-            GwMsg::Http(inc) => match &inc.request.target[..] {
+            GwMsg::Http(inc) => match inc.request.target() {
                 b"/aggregate" => {
                     let id = self.start(inc.reply);
                     for (i, (_, pool)) in self.backends.iter().enumerate() {

@@ -166,7 +166,7 @@ impl Actor for Front {
     fn handle(&mut self, msg: FrontMsg, ctx: &mut Context<Self>) {
         match msg {
             FrontMsg::Http(inc) => {
-                let path = String::from_utf8_lossy(&inc.request.target).into_owned();
+                let path = String::from_utf8_lossy(inc.request.target()).into_owned();
                 let op = match self.router.at(&inc.request.method, &path) {
                     Ok(m) => {
                         let num =

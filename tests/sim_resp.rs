@@ -196,7 +196,7 @@ impl Actor for Jittery {
     fn handle(&mut self, msg: JitteryMsg, ctx: &mut Context<Self>) {
         match msg {
             JitteryMsg::Request(inc) => {
-                let body = inc.request.target.slice(1..);
+                let body = inc.request.target_bytes().slice(1..);
                 let delay = if self.rng.chance(0.2) {
                     Duration::from_millis(30 + self.rng.below(100))
                 } else {

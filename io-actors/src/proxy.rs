@@ -279,11 +279,12 @@ impl Proxy {
     fn outbound(&self, mut req: Request) -> Request {
         req.version = Version::Http11;
         req.expect_continue = false;
-        if needs_strip(&req.headers) {
-            req.headers = strip(&req.headers);
+        if needs_strip(req.headers()) {
+            let kept = strip(req.headers());
+            req.set_headers(kept);
         }
-        if !req.headers.contains("host") {
-            req.headers.append("host", self.host.clone());
+        if !req.headers().contains("host") {
+            req.headers_mut().append("host", self.host.clone());
         }
         req
     }
@@ -507,9 +508,9 @@ mod tests {
         req.version = Version::Http10;
         let out = p.outbound(req);
         assert_eq!(out.version, Version::Http11);
-        assert_eq!(out.headers.get("host"), Some(&b"127.0.0.1:9"[..]));
+        assert_eq!(out.headers().get("host"), Some(&b"127.0.0.1:9"[..]));
         let kept = p.outbound(Request::new(Method::Get, "/").header("Host", "example.test"));
-        assert_eq!(kept.headers.get_all("host").count(), 1);
+        assert_eq!(kept.headers().get_all("host").count(), 1);
         assert!(idempotent(&Method::Put) && !idempotent(&Method::Post));
     }
 }

@@ -29,7 +29,7 @@ impl Actor for Doomed {
 impl Actor for App {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, ctx: &mut Context<Self>) {
-        let target = inc.request.target.clone();
+        let target = inc.request.target_bytes();
         let resp = match &target[..] {
             b"/plaintext" => Response::new(200)
                 .header("content-type", "text/plain")
@@ -469,7 +469,7 @@ impl Actor for Slow {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
         std::thread::sleep(Duration::from_micros(300));
-        let body = inc.request.target.clone();
+        let body = inc.request.target_bytes();
         inc.reply
             .send(Response::new(200).with_body(Body::Full(body)));
     }
@@ -557,7 +557,7 @@ struct Uploads;
 impl Actor for Uploads {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, ctx: &mut Context<Self>) {
-        let path = inc.request.target.clone();
+        let path = inc.request.target_bytes();
         match (inc.body, &path[..]) {
             (Some(_unread), b"/ignore") => {
                 inc.reply
@@ -705,7 +705,7 @@ struct Streamer;
 impl Actor for Streamer {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
-        let path = inc.request.target.clone();
+        let path = inc.request.target_bytes();
         let out = inc.body_sender().expect("HTTP/1.1 streams responses");
         match &path[..] {
             b"/stream" | b"/cut" => {

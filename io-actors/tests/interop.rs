@@ -428,7 +428,7 @@ struct Upstream;
 impl Actor for Upstream {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
-        let resp = match (&inc.request.method, &inc.request.target[..]) {
+        let resp = match (&inc.request.method, inc.request.target()) {
             (Method::Get, b"/plaintext") => Response::new(200)
                 .header("content-type", "text/plain")
                 .with_body(Body::Full(Bytes::from_static(b"Hello, World!"))),

@@ -17,7 +17,7 @@ struct Plaintext;
 impl Actor for Plaintext {
     type Msg = IncomingFor<Http1>;
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
-        let resp = match &inc.request.target[..] {
+        let resp = match inc.request.target() {
             b"/plaintext" => Response::new(200)
                 .header("content-type", "text/plain")
                 .with_body(Body::Full(Bytes::from_static(b"Hello, World!"))),

@@ -29,7 +29,7 @@
 //! let mut ids = Vec::new();
 //! while let Some(event) = conn.poll_event(&mut buf, now) {
 //!     if let ServerEvent::Request { id, request } = event {
-//!         ids.push((id, request.target));
+//!         ids.push((id, request.target_bytes()));
 //!     }
 //! }
 //! assert_eq!(ids.len(), 2);

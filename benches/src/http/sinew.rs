@@ -35,7 +35,7 @@ impl Actor for Hello {
     type Msg = IncomingFor<Http1>;
 
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
-        let resp = match &inc.request.target[..] {
+        let resp = match inc.request.target() {
             b"/plaintext" => Response::new(200)
                 .with_fields(&self.plaintext)
                 .with_body(Body::Full(Bytes::from_static(PLAINTEXT_BODY.as_bytes()))),

@@ -124,7 +124,7 @@ impl ClientConnection {
             }
             Body::Stream => OutFraming::Chunked,
         };
-        let close = encode::wants_close(&request.headers);
+        let close = encode::wants_close(request.headers());
         let conn = match (close, request.version) {
             (true, _) => ConnHeader::Close,
             (false, Version::Http10) => ConnHeader::KeepAlive,
@@ -133,9 +133,9 @@ impl ClientConnection {
         encode::request_head(
             self.out.buf_mut(),
             request.method.as_bytes(),
-            &request.target,
+            request.target(),
             request.version,
-            &request.headers,
+            request.headers(),
             framing,
             conn,
         )?;

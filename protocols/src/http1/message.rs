@@ -143,6 +143,12 @@ impl Headers {
     /// `name ":" OWS value OWS` ending in LF or CRLF and already validated by the parser (no
     /// obs-fold, no whitespace before the colon). Callers check in debug builds that reading
     /// them back gives what the parser saw.
+    /// The buffer the parsed fields are read from: for a received message, its head.
+    #[inline]
+    pub(crate) fn head(&self) -> &Bytes {
+        &self.buf
+    }
+
     pub(crate) fn from_parsed(buf: Bytes, start: usize, count: usize) -> Self {
         // Heads are bounded by `Limits::max_head_size` and their fields by `HEADER_SLOTS`;
         // saturating keeps an absurd value from wrapping (fields then read as absent, never
@@ -516,17 +522,19 @@ impl Default for Body {
 }
 
 /// An HTTP request (received by a server, or sent by a client).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// The target and the header fields are reached through methods ([`Request::target`],
+/// [`Request::headers`], [`Request::headers_mut`]): a received request's target is a span of
+/// the head its fields are read from, so it costs no reference count of its own (two atomic
+/// operations per request on a server's hot path).
+#[derive(Clone)]
 pub struct Request {
     /// The method.
     pub method: Method,
-    /// The request target as sent (origin form `/path?query`, absolute form, `*`, ...).
-    pub target: Bytes,
+    target: Target,
     /// The protocol version.
     pub version: Version,
-    /// Header fields. The encoder writes framing (`Content-Length`, `Transfer-Encoding`) itself
-    /// and skips such fields here.
-    pub headers: Headers,
+    headers: Headers,
     /// The body.
     pub body: Body,
     /// Server side: the client sent `Expect: 100-continue`; the body is only read (and
@@ -534,12 +542,21 @@ pub struct Request {
     pub expect_continue: bool,
 }
 
+/// Where a request's target is.
+#[derive(Clone)]
+enum Target {
+    /// Its own bytes (a request built to send, or one whose fields were replaced).
+    Own(Bytes),
+    /// `start..end` of the received head, which the request's `headers` hold.
+    InHead { start: u32, end: u32 },
+}
+
 impl Request {
     /// A request with no headers and an empty body.
     pub fn new(method: Method, target: impl Into<Bytes>) -> Self {
         Request {
             method,
-            target: target.into(),
+            target: Target::Own(target.into()),
             version: Version::Http11,
             headers: Headers::new(),
             body: Body::empty(),
@@ -547,10 +564,95 @@ impl Request {
         }
     }
 
+    /// A received request: its target is `target` of `head`, which `headers` hold.
+    #[inline(always)]
+    pub(crate) fn received(
+        method: Method,
+        target: (usize, usize),
+        version: Version,
+        headers: Headers,
+        body: Body,
+        expect_continue: bool,
+    ) -> Self {
+        // A head is bounded by `Limits::max_head_size` (u32 offsets); one past that could
+        // only come from a bug, and reads as an empty target rather than another's bytes.
+        let span = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
+        Request {
+            method,
+            target: Target::InHead {
+                start: span(target.0),
+                end: span(target.1),
+            },
+            version,
+            headers,
+            body,
+            expect_continue,
+        }
+    }
+
+    /// The request target as sent (origin form `/path?query`, absolute form, `*`, ...).
+    #[inline]
+    pub fn target(&self) -> &[u8] {
+        match &self.target {
+            Target::Own(b) => b,
+            Target::InHead { start, end } => self
+                .headers
+                .head()
+                .get(*start as usize..*end as usize)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The target as `Bytes`, sharing the received head (no copy).
+    pub fn target_bytes(&self) -> Bytes {
+        match &self.target {
+            Target::Own(b) => b.clone(),
+            Target::InHead { start, end } => {
+                let head = self.headers.head();
+                if (*start as usize) <= (*end as usize) && (*end as usize) <= head.len() {
+                    head.slice(*start as usize..*end as usize)
+                } else {
+                    Bytes::new()
+                }
+            }
+        }
+    }
+
+    /// Replaces the target.
+    pub fn set_target(&mut self, target: impl Into<Bytes>) {
+        self.target = Target::Own(target.into());
+    }
+
+    /// Header fields. The encoder writes framing (`Content-Length`, `Transfer-Encoding`)
+    /// itself and skips such fields here.
+    #[inline]
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The header fields, to change. A received request's target first takes its own
+    /// reference to the head, so it survives whatever is done to the fields.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        self.detach_target();
+        &mut self.headers
+    }
+
+    /// Replaces the header fields (see [`Request::headers_mut`]).
+    pub fn set_headers(&mut self, headers: Headers) {
+        self.detach_target();
+        self.headers = headers;
+    }
+
+    fn detach_target(&mut self) {
+        if let Target::InHead { .. } = self.target {
+            self.target = Target::Own(self.target_bytes());
+        }
+    }
+
     /// Builder-style [`Headers::append`].
     #[inline]
     pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Self {
-        self.headers.append(name, value);
+        self.headers_mut().append(name, value);
         self
     }
 
@@ -559,6 +661,34 @@ impl Request {
     pub fn with_body(mut self, body: Body) -> Self {
         self.body = body;
         self
+    }
+}
+
+/// Equal when everything a peer would see is: the target compares by its bytes, wherever
+/// they are kept.
+impl PartialEq for Request {
+    fn eq(&self, other: &Self) -> bool {
+        self.method == other.method
+            && self.target() == other.target()
+            && self.version == other.version
+            && self.headers == other.headers
+            && self.body == other.body
+            && self.expect_continue == other.expect_continue
+    }
+}
+
+impl Eq for Request {}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("target", &String::from_utf8_lossy(self.target()))
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .field("expect_continue", &self.expect_continue)
+            .finish()
     }
 }
 

@@ -260,14 +260,14 @@ impl ParsedRequest {
     /// straight into its event).
     #[inline]
     pub(crate) fn into_request(self, head: Bytes, body: Body) -> Request {
-        Request {
-            method: self.method,
-            target: head.slice(self.target.0..self.target.1),
-            version: self.version,
-            headers: Headers::from_parsed(head, self.fields_start, self.fields),
+        Request::received(
+            self.method,
+            self.target,
+            self.version,
+            Headers::from_parsed(head, self.fields_start, self.fields),
             body,
-            expect_continue: self.expect_continue,
-        }
+            self.expect_continue,
+        )
     }
 
     /// How the body is framed.
@@ -724,10 +724,10 @@ mod tests {
     fn parses_request_and_framing() {
         let r = req(b"POST /x?y HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").unwrap();
         assert_eq!(r.request.method, Method::Post);
-        assert_eq!(&r.request.target[..], b"/x?y");
+        assert_eq!(r.request.target(), b"/x?y");
         assert_eq!(r.framing, Framing::Length(5));
         assert!(r.keep_alive);
-        assert_eq!(r.request.headers.get("content-length"), Some(&b"5"[..]));
+        assert_eq!(r.request.headers().get("content-length"), Some(&b"5"[..]));
         let r = req(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
         assert!(r.keep_alive);
         assert_eq!(r.framing, Framing::None);
@@ -810,7 +810,7 @@ mod tests {
             head.extend_from_slice(b"\r\n");
             let limits = Limits { line_endings: LineEndingPolicy::AllowBareLf, ..Limits::default() };
             if let Ok(r) = parse_request(Bytes::from(head), &limits) {
-                let h = &r.request.headers;
+                let h = r.request.headers();
                 proptest::prop_assert_eq!(h.iter().count(), h.len());
             }
         }

@@ -343,7 +343,7 @@ impl<T> Router<T> {
     /// Finds the route for a request (its method and target). A target that is not UTF-8 or
     /// not in origin form (`/path?query`) finds nothing.
     pub fn route<'r, 'p>(&'r self, request: &'p Request) -> Result<Match<'r, 'p, T>, RouteMiss> {
-        let path = std::str::from_utf8(&request.target).map_err(|_| RouteMiss::NotFound)?;
+        let path = std::str::from_utf8(request.target()).map_err(|_| RouteMiss::NotFound)?;
         self.at(&request.method, path)
     }
 }

@@ -67,7 +67,7 @@ fn keep_alive_get() {
         panic!("{evs:?}")
     };
     assert_eq!(request.method, Method::Get);
-    assert_eq!(&request.target[..], b"/hello");
+    assert_eq!(request.target(), b"/hello");
     assert_eq!(request.body, Body::empty());
     c.send_response(*id, ok("hi")).unwrap();
     assert_eq!(
@@ -203,7 +203,55 @@ fn small_bodies_are_zero_copy_slices() {
         range.contains(&(body.as_ptr() as usize)),
         "body points into the receive buffer"
     );
-    assert!(range.contains(&(request.target.as_ptr() as usize)));
+    assert!(range.contains(&(request.target().as_ptr() as usize)));
+}
+
+/// A received request's target is a span of its head: it must read the same after the fields
+/// are changed or replaced, and the request must compare equal to one built with the same
+/// target as its own bytes.
+#[test]
+fn a_received_target_survives_changes_to_the_fields() {
+    let now = Instant::now();
+    let mut c = ServerConnection::new(ServerConfig::default(), now);
+    let evs = feed(
+        &mut c,
+        b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n",
+        now,
+    );
+    let [ServerEvent::Request { request, .. }] = &evs[..] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(request.target(), b"/a?b=c");
+    assert_eq!(&request.target_bytes()[..], b"/a?b=c");
+
+    let built = Request::new(Method::Get, "/a?b=c")
+        .header("Host", "x")
+        .header("Accept", "*/*");
+    assert_eq!(request.headers(), built.headers());
+    assert_eq!(
+        *request, built,
+        "the same request, wherever its target is kept"
+    );
+
+    let mut appended = request.clone();
+    appended.headers_mut().append("x-extra", "1");
+    assert_eq!(appended.target(), b"/a?b=c");
+    assert_eq!(appended.headers().get("x-extra"), Some(&b"1"[..]));
+    assert_ne!(appended, built);
+
+    let mut replaced = request.clone();
+    replaced.set_headers(Headers::new());
+    assert_eq!(
+        replaced.target(),
+        b"/a?b=c",
+        "the target outlives the head's fields"
+    );
+    assert!(replaced.headers().get("host").is_none());
+
+    let mut retargeted = request.clone();
+    retargeted.set_target("/elsewhere");
+    assert_eq!(retargeted.target(), b"/elsewhere");
+    assert!(format!("{retargeted:?}").contains("/elsewhere"));
 }
 
 #[test]
@@ -499,7 +547,7 @@ fn smuggling_vectors_are_rejected_and_close() {
             let err = err.unwrap_or_else(|| panic!("{name}: not rejected: {evs:?}"));
             assert_eq!(err.status(), status, "{name}: {err}");
             assert!(
-                !evs.iter().any(|e| matches!(e, ServerEvent::Request { request, .. } if &request.target[..] == b"/smuggled")),
+                !evs.iter().any(|e| matches!(e, ServerEvent::Request { request, .. } if request.target() == b"/smuggled")),
                 "{name}: smuggled request was read"
             );
             for id in request_ids(&evs) {
@@ -1128,7 +1176,7 @@ proptest! {
         let mut req = Request::new(Method::from_token(msg.method_or_status.as_bytes()), Bytes::from(msg.target.clone()))
             .header("host", "example");
         for (n, v) in &msg.headers {
-            req.headers.append(Bytes::from(n.clone()), Bytes::from(v.clone()));
+            req.headers_mut().append(Bytes::from(n.clone()), Bytes::from(v.clone()));
         }
         let id = match &msg.chunks {
             None => client.send_request(req.with_body(Body::Full(Bytes::from(msg.body.clone())))).unwrap(),
@@ -1168,8 +1216,8 @@ proptest! {
         let got = got.expect("request decoded");
         prop_assert!(ended);
         prop_assert_eq!(got.method.as_bytes(), msg.method_or_status.as_bytes());
-        prop_assert_eq!(&got.target[..], msg.target.as_bytes());
-        prop_assert_eq!(user_headers(&got.headers), msg.headers.clone());
+        prop_assert_eq!(got.target(), msg.target.as_bytes());
+        prop_assert_eq!(user_headers(got.headers()), msg.headers.clone());
         prop_assert_eq!(body, msg.body);
         prop_assert!(buf.is_empty());
     }
