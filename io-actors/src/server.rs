@@ -755,6 +755,14 @@ where
                         gate.done(1);
                     }
                 }
+                // The common answer is copied to the wire from where it lies (its box), not
+                // moved out first.
+                if let Ok(response) = &*result {
+                    if self.codec.try_send_borrowed(id, response) {
+                        self.dirty = true;
+                        return;
+                    }
+                }
                 let response = (*result).unwrap_or_else(|_| self.protocol.unavailable_response());
                 if self.codec.send_response(id, response).is_err() {
                     tracing::debug!(?id, "response not accepted by the codec");

@@ -302,6 +302,15 @@ pub trait ServerCodec {
     /// Answers request `id`; answers may come in any order, they are sent in request order.
     fn send_response(&mut self, id: RequestId, response: Self::Response)
         -> Result<(), Self::Error>;
+    /// Answers request `id` from a borrowed response when the codec can (it copies what it
+    /// sends, as for a small answer that goes straight to the wire), and says whether it did;
+    /// otherwise nothing happens and the caller hands the response over with
+    /// [`send_response`](Self::send_response). An I/O actor holding the answer in a box then
+    /// never moves it out. The default never can.
+    fn try_send_borrowed(&mut self, id: RequestId, response: &Self::Response) -> bool {
+        let _ = (id, response);
+        false
+    }
     /// Sends part of a streamed response body.
     fn send_body_chunk(&mut self, id: RequestId, data: Bytes) -> Result<(), Self::Error>;
     /// Ends a streamed response body.

@@ -859,6 +859,10 @@ impl ServerCodec for ServerConnection {
     fn send_response(&mut self, id: RequestId, response: Response) -> Result<(), Http1Error> {
         ServerConnection::send_response(self, id, response)
     }
+    #[inline]
+    fn try_send_borrowed(&mut self, id: RequestId, response: &Response) -> bool {
+        self.send_plain(id, response)
+    }
     fn send_body_chunk(&mut self, id: RequestId, data: Bytes) -> Result<(), Http1Error> {
         ServerConnection::send_body_chunk(self, id, data)
     }

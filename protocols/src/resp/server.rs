@@ -216,6 +216,26 @@ impl RespServerCodec {
         Ok(())
     }
 
+    /// The answer to the oldest open request, a plain command, encoded from where it lies
+    /// (see [`ServerCodec::try_send_borrowed`]); false, with nothing done, for any other.
+    #[inline]
+    pub fn try_send_borrowed(&mut self, id: RequestId, response: &Value) -> bool {
+        if id.0 != self.base
+            || !self
+                .slots
+                .front()
+                .is_some_and(|s| s.kind == SlotKind::Plain && s.answer.is_none())
+        {
+            return false;
+        }
+        self.slots.pop_front();
+        self.base += 1;
+        encode_into(&mut self.wire, response, self.version, true);
+        // Later answers that came first wait in their slots: release what is now complete.
+        self.advance();
+        true
+    }
+
     /// Encodes answered slots from the front, in order.
     fn advance(&mut self) {
         while self.slots.front().is_some_and(|s| s.answer.is_some()) {
@@ -326,6 +346,10 @@ impl ServerCodec for RespServerCodec {
     }
     fn send_response(&mut self, id: RequestId, response: Value) -> Result<(), RespError> {
         RespServerCodec::send_response(self, id, response)
+    }
+    #[inline]
+    fn try_send_borrowed(&mut self, id: RequestId, response: &Value) -> bool {
+        RespServerCodec::try_send_borrowed(self, id, response)
     }
     fn send_body_chunk(&mut self, _id: RequestId, _data: Bytes) -> Result<(), RespError> {
         Err(RespError::StreamingNotSupported)
