@@ -282,6 +282,13 @@ impl SystemHandle {
         self.shared.workers.len()
     }
 
+    /// The mailbox of actors spawned without one ([`SystemBuilder::mailbox`]): what a
+    /// sender can expect of an actor it did not configure, and what a component spawning
+    /// actors for the user (a pool, an I/O group) starts from.
+    pub fn default_mailbox(&self) -> MailboxConfig {
+        self.shared.default_mailbox
+    }
+
     /// Actors alive.
     pub fn live_actors(&self) -> usize {
         self.shared.live()
@@ -756,6 +763,20 @@ mod tests {
                 "{bad:?} accepted"
             );
         }
+    }
+
+    #[test]
+    fn the_default_mailbox_is_readable_from_a_handle() {
+        let sys = System::builder().workers(1).build().unwrap();
+        assert_eq!(sys.handle().default_mailbox(), MailboxConfig::default());
+        sys.shutdown(Duration::from_secs(5));
+        let sys = System::builder()
+            .workers(1)
+            .mailbox(MailboxConfig::bounded(7))
+            .build()
+            .unwrap();
+        assert_eq!(sys.handle().default_mailbox().capacity, 7);
+        sys.shutdown(Duration::from_secs(5));
     }
 
     #[test]
