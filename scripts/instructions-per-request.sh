@@ -6,7 +6,8 @@
 # spin is off (`SINEW_SPIN_US=0`) so that waiting is not counted as work; the kernel's share is
 # not counted either. Usage: scripts/instructions-per-request.sh [BATCHES] [DEPTH]
 # (defaults 300 16). Needs valgrind (callgrind_control too) and python3; builds the example with
-# the release profile first.
+# the release profile first. With CALLGRIND_KEEP=DIR the profile is kept there, for
+# callgrind_annotate (`--inclusive=yes`, `--tree=caller`, `--auto=yes`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
@@ -15,6 +16,7 @@ cargo build --release --example http_hello >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 OUT=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+keep() { if [ -n "${CALLGRIND_KEEP:-}" ]; then mkdir -p "$CALLGRIND_KEEP"; cp "$OUT"/cg.out* "$CALLGRIND_KEEP"/; fi; }
 SINEW_SPIN_US=0 valgrind --tool=callgrind --instr-atstart=no --separate-threads=no \
   --callgrind-out-file="$OUT/cg.out" "$TARGET/release/examples/http_hello" \
   --addr "127.0.0.1:$PORT" --io-workers 1 --transport mio --run-for-secs 600 \
@@ -42,6 +44,7 @@ PY
 callgrind_control -d "$SERVER" >/dev/null
 kill -KILL "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
+keep
 TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out* | head -1 | awk '{print $2}')
 REQS=$((BATCHES * CONNS * DEPTH))
 echo "requests $REQS, instructions in the server process $TOTAL, per request $((TOTAL / REQS))"
