@@ -588,7 +588,7 @@ impl SystemBuilder {
             let sys = shared.clone();
             let factory = self.driver.clone();
             let core = self.pin.as_ref().map(|p| p[i]);
-            let (spin, adaptive) = (spin, self.adaptive_spin);
+            let adaptive = self.adaptive_spin;
             let ready = ready_tx.clone();
             let t = std::thread::Builder::new()
                 .name(format!("{}-w{i}", self.name))

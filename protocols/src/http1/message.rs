@@ -139,16 +139,16 @@ impl Headers {
         Headers::default()
     }
 
-    /// Parsed headers: `count` field lines of `buf` starting at `start`, each
-    /// `name ":" OWS value OWS` ending in LF or CRLF and already validated by the parser (no
-    /// obs-fold, no whitespace before the colon). Callers check in debug builds that reading
-    /// them back gives what the parser saw.
     /// The buffer the parsed fields are read from: for a received message, its head.
     #[inline]
     pub(crate) fn head(&self) -> &Bytes {
         &self.buf
     }
 
+    /// Parsed headers: `count` field lines of `buf` starting at `start`, each
+    /// `name ":" OWS value OWS` ending in LF or CRLF and already validated by the parser (no
+    /// obs-fold, no whitespace before the colon). Callers check in debug builds that reading
+    /// them back gives what the parser saw.
     pub(crate) fn from_parsed(buf: Bytes, start: usize, count: usize) -> Self {
         // Heads are bounded by `Limits::max_head_size` and their fields by `HEADER_SLOTS`;
         // saturating keeps an absurd value from wrapping (fields then read as absent, never
@@ -607,14 +607,9 @@ impl Request {
     pub fn target_bytes(&self) -> Bytes {
         match &self.target {
             Target::Own(b) => b.clone(),
-            Target::InHead { start, end } => {
-                let head = self.headers.head();
-                if (*start as usize) <= (*end as usize) && (*end as usize) <= head.len() {
-                    head.slice(*start as usize..*end as usize)
-                } else {
-                    Bytes::new()
-                }
-            }
+            // `target()` is a slice of the head, or empty (which `slice_ref` answers with an
+            // empty `Bytes`).
+            Target::InHead { .. } => self.headers.head().slice_ref(self.target()),
         }
     }
 
