@@ -124,11 +124,18 @@ impl EpollReactor {
     }
 
     /// Fires the deadlines that have passed; returns the time to the next one.
+    #[inline]
     fn expire_timers(&mut self) -> Option<Duration> {
-        // Every poll comes here twice: without a deadline, no clock read.
+        // Every poll comes here twice: without a deadline, no clock read and no call.
         if self.timers.is_empty() {
             return None;
         }
+        self.fire_timers()
+    }
+
+    /// `expire_timers` with at least one deadline armed.
+    #[inline(never)]
+    fn fire_timers(&mut self) -> Option<Duration> {
         let now = Instant::now();
         while let Some((key, id, kind)) = self.timers.pop_due(now) {
             let Some(sock) = self.sockets.get_mut(id) else {
@@ -364,7 +371,18 @@ impl EpollReactor {
     }
 
     /// Retries accepts whose backoff has elapsed; returns the time to the next deadline.
+    #[inline]
     fn expire_backoffs(&mut self) -> Option<Duration> {
+        // Every poll comes here: without a backed-off accept, not even a call.
+        if self.backoff.is_empty() {
+            return None;
+        }
+        self.retry_backoffs()
+    }
+
+    /// `expire_backoffs` with at least one accept backing off.
+    #[inline(never)]
+    fn retry_backoffs(&mut self) -> Option<Duration> {
         let sockets = &self.sockets;
         let (due, next) = io::due_backoffs(&mut self.backoff, |id| {
             sockets

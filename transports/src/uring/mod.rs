@@ -1292,7 +1292,18 @@ impl UringReactor {
     }
 
     /// Re-arms accepts whose backoff elapsed; returns the time to the next deadline.
+    #[inline]
     fn expire_backoffs(&mut self) -> Option<Duration> {
+        // Every poll comes here: without a backed-off accept, not even a call.
+        if self.backoff.is_empty() {
+            return None;
+        }
+        self.retry_backoffs()
+    }
+
+    /// `expire_backoffs` with at least one accept backing off.
+    #[inline(never)]
+    fn retry_backoffs(&mut self) -> Option<Duration> {
         let sockets = &self.sockets;
         let (due, next) = io::due_backoffs(&mut self.backoff, |id| {
             sockets
