@@ -174,11 +174,8 @@ pub struct ServerConfig {
     /// Requests in flight across the whole server at most: beyond, requests get the
     /// protocol's "unavailable" answer (HTTP 503) at once (load shedding).
     pub max_in_flight: Option<usize>,
-    /// Receive with the reactor's multishot receive: one submission per connection instead of
-    /// one per read on io_uring, where it is native, and no receive to queue again after each
-    /// read where the reactor emulates it (epoll reads its pool buffers on each readiness
-    /// edge: ~250 instructions fewer per unpipelined HTTP request). Either way each chunk is
-    /// copied into the connection's read buffer. Default on.
+    /// Use the reactor's multishot receive where it is native (io_uring): one submission per
+    /// connection instead of one per read. Default on.
     pub multishot: bool,
 }
 
@@ -209,7 +206,7 @@ pub type IncomingFor<P> = Box<
 /// The state of a connection's multishot receive.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Multishot {
-    /// Plain receives (multishot turned off in the configuration).
+    /// Plain receives (the reactor has no native multishot).
     Unused,
     /// Multishot, not armed (not yet, or the kernel ended it): armed on the next read.
     Idle,
@@ -346,8 +343,8 @@ where
     /// The receive buffer when no read is in flight.
     rbuf: Option<BytesMut>,
     reading: bool,
-    /// The multishot receive, unless configured off (one receive for the connection's life
-    /// instead of one per read).
+    /// The multishot receive, when the reactor has a native one (one submission for the
+    /// connection's life instead of one per read).
     multishot: Multishot,
     /// A request its target had no room for, with the target's index.
     paused: Option<(usize, IncomingFor<P>)>,
@@ -673,7 +670,7 @@ where
             return ctx.stop();
         };
         self.token = Some(io.register(ctx.addr().recipient_map(|c| ConnMsg::Io(Box::new(c)))));
-        if self.config.multishot {
+        if self.config.multishot && io.reactor().capabilities().multishot_recv {
             self.multishot = Multishot::Idle;
         }
         let map = |id, r| ConnMsg::Reply(RequestId(id), r);
