@@ -7,7 +7,9 @@
 # not counted either. Usage: scripts/instructions-per-request.sh [BATCHES] [DEPTH]
 # (defaults 300 16). Needs valgrind (callgrind_control too) and python3; builds the example with
 # the release profile first. With CALLGRIND_KEEP=DIR the profile is kept there, for
-# callgrind_annotate (`--inclusive=yes`, `--tree=caller`, `--auto=yes`).
+# callgrind_annotate (`--inclusive=yes`, `--tree=caller`, `--auto=yes`). With SLOW_OPS=1 it also
+# prints the instructions that cost far more cycles than their count says, executed per request
+# and where: locked (atomic) ones, fences and integer divisions (needs objdump).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
@@ -17,7 +19,9 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 OUT=$(mktemp -d)
 trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$OUT"' EXIT
 keep() { if [ -n "${CALLGRIND_KEEP:-}" ]; then mkdir -p "$CALLGRIND_KEEP"; cp "$OUT"/cg.out* "$CALLGRIND_KEEP"/; fi; }
+DUMP_INSTR=no; [ -n "${SLOW_OPS:-}" ] && DUMP_INSTR=yes
 SINEW_SPIN_US=0 valgrind --tool=callgrind --instr-atstart=no --separate-threads=no \
+  --dump-instr="$DUMP_INSTR" \
   --callgrind-out-file="$OUT/cg.out" "$TARGET/release/examples/http_hello" \
   --addr "127.0.0.1:$PORT" --io-workers 1 --transport mio --run-for-secs 600 \
   >/dev/null 2>"$OUT/valgrind.log" &
@@ -48,3 +52,46 @@ keep
 TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out* | head -1 | awk '{print $2}')
 REQS=$((BATCHES * CONNS * DEPTH))
 echo "requests $REQS, instructions in the server process $TOTAL, per request $((TOTAL / REQS))"
+[ -n "${SLOW_OPS:-}" ] || exit 0
+# Executed count of each instruction (callgrind's per-address costs), matched against the
+# binary's disassembly.
+python3 - "$TARGET/release/examples/http_hello" "$REQS" "$OUT"/cg.out* <<'PY'
+import collections, re, subprocess, sys
+binary, reqs, profiles = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+costs = collections.Counter()
+for path in profiles:
+    addr, after_calls = 0, False
+    for line in open(path):
+        if not line or line[0] not in "+-*0123456789":
+            after_calls = line.startswith("calls=")
+            continue
+        parts = line.split()
+        tok = parts[0]
+        if tok.startswith("+"):
+            addr += int(tok[1:], 0)
+        elif tok.startswith("-"):
+            addr -= int(tok[1:], 0)
+        elif tok != "*":
+            addr = int(tok, 0)
+        # The line after `calls=` is the call's inclusive cost, not this instruction's.
+        if after_calls:
+            after_calls = False
+        elif len(parts) >= 3:
+            costs[addr] += int(parts[2])
+dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", binary],
+                     capture_output=True, text=True, check=True).stdout
+slow = re.compile(r"^(lock |mfence|(i?div)[bwlq]?\s|xchg\S*\s+\S+,\s*\S*\()")
+fn, hits = "?", collections.Counter()
+for line in dis.splitlines():
+    m = re.match(r"^[0-9a-f]+ <(.*)>:$", line)
+    if m:
+        fn = m.group(1)
+        continue
+    m = re.match(r"^\s+([0-9a-f]+):\s+(.*)$", line)
+    if m and slow.match(m.group(2)) and costs.get(int(m.group(1), 16)):
+        hits[(fn[:90], m.group(2)[:40])] += costs[int(m.group(1), 16)]
+print("slow instructions per request (locked, fences, divisions), over 0.01:")
+for (f, ins), n in hits.most_common():
+    if n / reqs >= 0.01:
+        print(f"  {n / reqs:6.2f}  {ins:<40} {f}")
+PY
