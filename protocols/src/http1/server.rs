@@ -139,7 +139,23 @@ impl Ordered {
     }
 
     /// Releases completed slots from the front, and the buffered bytes of the new front.
+    #[inline]
     fn advance(&mut self) {
+        // The common case after an answer in order: the next request has nothing written
+        // yet, so nothing to release (checked here without a call).
+        if self
+            .slots
+            .front()
+            .is_none_or(|f| f.data.is_none() && f.state != SlotState::Done)
+        {
+            return;
+        }
+        self.release_front();
+    }
+
+    /// `advance` with something to release.
+    #[inline(never)]
+    fn release_front(&mut self) {
         while let Some(front) = self.slots.front_mut() {
             if let Some(mut data) = front.data.take() {
                 self.buffered = self.buffered.saturating_sub(data.len());
