@@ -399,7 +399,9 @@ fn derive_request(
 }
 
 /// The checks and decisions that follow from the framing-relevant fields.
-#[inline]
+// Always: `#[inline]` left it a call from the quick parser, and passing the method, the field
+// summary and the result through memory cost ~55 instructions per request (callgrind).
+#[inline(always)]
 pub(super) fn finish_request(
     method: Method,
     target: (usize, usize),
