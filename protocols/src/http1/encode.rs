@@ -310,7 +310,8 @@ pub(crate) struct PlainHeadCache {
 
 impl PlainHeadCache {
     /// Whether the cached head is the one for these parts.
-    #[inline]
+    // Always: `#[inline]` left it a call on every answer (~18 instructions more, callgrind).
+    #[inline(always)]
     fn holds(&self, key: (u16, usize, Option<u64>), block: Option<&Bytes>) -> bool {
         self.key == Some(key)
             && match (&self.block, block) {

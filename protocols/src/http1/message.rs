@@ -39,6 +39,9 @@ pub enum Method {
 impl Method {
     /// Recognises a method token; unknown tokens become [`Method::Other`] (copied: extension
     /// methods are rare enough that keeping the common case allocation-free is what matters).
+    // Always: every request's method goes through here, and as a call it cost ~14
+    // instructions more per request (callgrind).
+    #[inline(always)]
     pub fn from_token(token: &[u8]) -> Method {
         match token {
             b"GET" => Method::Get,
