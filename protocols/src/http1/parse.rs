@@ -565,6 +565,15 @@ fn is_host(name: &[u8]) -> bool {
 }
 
 impl FieldInfo {
+    /// Counts the field if it is a Host field (what `add` would do with it, whatever its
+    /// value); false for any other field, which `add` must see.
+    #[inline(always)]
+    pub(super) fn add_if_host(&mut self, name: &[u8]) -> bool {
+        let host = is_host(name);
+        self.hosts += usize::from(host);
+        host
+    }
+
     /// Takes one field into account.
     #[inline]
     pub(super) fn add(&mut self, name: &[u8], value: &[u8]) -> Result<(), Http1Error> {

@@ -175,13 +175,18 @@ pub(super) fn quick_request(
             return None;
         }
         if let Ok(fi) = &mut info {
-            let value = buf.get(value_start..cr).unwrap_or_default();
-            let value = match value.iter().rposition(|&b| b != b' ' && b != b'\t') {
-                Some(last) => value.get(..=last).unwrap_or_default(),
-                None => &[][..],
-            };
-            if let Err(e) = fi.add(buf.get(i..name_end).unwrap_or_default(), value) {
-                info = Err(e);
+            let name = buf.get(i..name_end).unwrap_or_default();
+            // Every request has a Host field, and its value decides nothing here: counted
+            // without trimming the value or calling `add`.
+            if !fi.add_if_host(name) {
+                let value = buf.get(value_start..cr).unwrap_or_default();
+                let value = match value.iter().rposition(|&b| b != b' ' && b != b'\t') {
+                    Some(last) => value.get(..=last).unwrap_or_default(),
+                    None => &[][..],
+                };
+                if let Err(e) = fi.add(name, value) {
+                    info = Err(e);
+                }
             }
         }
         i = cr + 2;
