@@ -221,15 +221,13 @@ pub(crate) fn ensure_spare(buf: &mut BytesMut) {
 /// Splits the listeners whose accept backoff (after `EMFILE`/`ENFILE`) has elapsed at `now`
 /// from those still waiting. `retry_at` reads a listener's deadline; one without a deadline
 /// (closed, or no longer backing off) leaves the list. Returns the due listeners and the time
-/// to the next deadline; each backend re-arms the due accepts its own way.
+/// to the next deadline; each backend re-arms the due accepts its own way. Backends call it
+/// only with a listener backing off: their `expire_backoffs` runs on every poll and skips an
+/// empty list before any call (or clock read).
 pub(crate) fn due_backoffs(
     backoff: &mut Vec<SocketId>,
     retry_at: impl Fn(SocketId) -> Option<Instant>,
 ) -> (Vec<SocketId>, Option<Duration>) {
-    // Every poll of every backend comes here: without a backed-off accept, no clock read.
-    if backoff.is_empty() {
-        return (Vec::new(), None);
-    }
     let now = Instant::now();
     let mut next: Option<Duration> = None;
     let mut due = Vec::new();
