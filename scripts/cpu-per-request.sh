@@ -15,11 +15,10 @@ MODE="${2:-pipelined}"; SECS="${3:-5}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 cargo build --release -p sinew-bench >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-LUA=$(mktemp --suffix=.lua)
 taskset -c 0 "$TARGET/release/sinew-bench" __http-serve --system "$SYSTEM" --addr "127.0.0.1:$PORT" \
   >/dev/null 2>&1 &
 SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -f "$LUA"' EXIT
+trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
 ready=0
 for _ in $(seq 300); do
   if curl -sf "http://127.0.0.1:$PORT/plaintext" >/dev/null; then ready=1; break; fi
@@ -27,15 +26,8 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 [ "$ready" = 1 ] || { echo "server did not answer" >&2; exit 1; }
-# 16 requests per write, as sinew-bench's plaintext-pipelined case sends them.
-cat >"$LUA" <<'LUA'
-init = function(args)
-  local r = {}
-  for i = 1, 16 do r[i] = wrk.format() end
-  req = table.concat(r)
-end
-request = function() return req end
-LUA
+# 16 requests per write: sinew-bench's own pipelining script.
+LUA=benches/src/http/pipeline.lua
 cpu() { awk '{print $14, $15}' "/proc/$SERVER/stat"; }
 read -r u0 s0 < <(cpu)
 if [ "$MODE" = pipelined ]; then

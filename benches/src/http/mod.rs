@@ -245,20 +245,7 @@ pub fn serve_main(system: System, addr: SocketAddr) -> Result<(), String> {
 
 /// The wrk Lua script of `plaintext-pipelined`: every write carries `depth` requests
 /// (wrk counts each response it parses, so requests/s counts requests, not writes).
-const PIPELINE_LUA: &str = r#"-- Written by sinew-bench http: HTTP/1.1 pipelining, `depth` requests per write.
-init = function(args)
-  local depth = tonumber(args[1]) or 16
-  local r = {}
-  for i = 1, depth do
-    r[i] = wrk.format(nil, nil)
-  end
-  req = table.concat(r)
-end
-
-request = function()
-  return req
-end
-"#;
+const PIPELINE_LUA: &str = include_str!("pipeline.lua");
 
 /// Tools the suite runs.
 struct Tools {
