@@ -269,6 +269,14 @@ impl Headers {
         }
     }
 
+    /// Drops the list field by field, inline (see `Response::with_fields`).
+    #[inline(always)]
+    fn discard(self) {
+        let Headers { buf, added, .. } = self;
+        drop(added);
+        drop(buf);
+    }
+
     /// No fields and nothing recorded about any: a block can replace the list.
     #[inline]
     fn is_fresh(&self) -> bool {
@@ -741,10 +749,23 @@ impl Response {
     #[inline(always)]
     pub fn with_fields(mut self, block: &FieldBlock) -> Self {
         if self.headers.is_fresh() {
-            // Built anew, as in `with_body`.
+            // Built anew, as in `with_body`, and the list it replaces dropped field by field:
+            // dropped whole it goes through the out-of-line drop of `Headers`, which keeps the
+            // compiler from seeing that a fresh list owns nothing (~40 instructions).
+            let Response {
+                status,
+                reason,
+                version,
+                headers,
+                body,
+            } = self;
+            headers.discard();
             return Response {
+                status,
+                reason,
+                version,
                 headers: Headers::from_block(block),
-                ..self
+                body,
             };
         }
         self.headers.append_block(block);
