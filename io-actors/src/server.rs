@@ -46,6 +46,42 @@ impl<T> ServedProtocol for T where
 {
 }
 
+/// Boxes a request's message in place. `Box::new(Incoming { .. })` builds the whole message
+/// on the stack and copies it into the allocation (a request is ~180 bytes, the message ~260:
+/// two `memcpy` calls per request, ~40 instructions with callgrind); here the allocation comes
+/// first and each part is written into it once.
+#[inline(always)]
+fn boxed_incoming<Req, Resp: Send + 'static>(
+    request: Req,
+    reply: ReplyTo<Resp>,
+    push: Option<Pusher<Resp>>,
+    body: Option<BodyStream>,
+) -> Box<Incoming<Req, Resp>> {
+    // Names every field with no `..`: a field added to `Incoming` fails to compile here
+    // until it is written below too.
+    let _every_field = |i: Incoming<Req, Resp>| {
+        let Incoming {
+            request: _,
+            reply: _,
+            push: _,
+            body: _,
+        } = i;
+    };
+    let mut slot = Box::<Incoming<Req, Resp>>::new_uninit();
+    let p = slot.as_mut_ptr();
+    // SAFETY: `p` points into the box's allocation, sized and aligned for `Incoming`; each
+    // field is written exactly once through a raw pointer (no reference to uninitialised
+    // memory is made), and the exhaustive pattern above proves these are all its fields, so
+    // the value is fully initialised when `assume_init` runs. Nothing here can unwind.
+    unsafe {
+        std::ptr::addr_of_mut!((*p).request).write(request);
+        std::ptr::addr_of_mut!((*p).reply).write(reply);
+        std::ptr::addr_of_mut!((*p).push).write(push);
+        std::ptr::addr_of_mut!((*p).body).write(body);
+        slot.assume_init()
+    }
+}
+
 /// A request for the application, with the address its answer goes to.
 pub struct Incoming<Req, Resp: Send + 'static> {
     /// The decoded request.
@@ -504,12 +540,7 @@ where
             BodyStream::new(ctx.addr().recipient_map(ConnMsg::Body), id)
         });
         let target = self.routes.index(&request, ctx.worker_index());
-        let incoming = Box::new(Incoming {
-            request,
-            reply,
-            push,
-            body,
-        });
+        let incoming = boxed_incoming(request, reply, push, body);
         match self.routes.targets[target].try_send(incoming) {
             Ok(()) => {}
             Err(SendError::Full(incoming)) => match self.config.overload {
@@ -991,5 +1022,35 @@ mod footprint {
         let incoming = std::mem::size_of::<super::IncomingFor<Http1>>();
         assert!(conn <= 48, "ConnMsg grew to {conn} bytes");
         assert!(incoming <= 8, "IncomingFor grew to {incoming} bytes");
+    }
+}
+
+#[cfg(test)]
+mod boxed {
+    use sinew_actors::ReplyTo;
+
+    /// The in-place box holds exactly the parts it was given, and they work and drop as parts
+    /// of a normal value (run under miri in CI: the unsafe initialisation is checked there).
+    #[test]
+    fn boxed_incoming_holds_every_part() {
+        let (reply, answer) = ReplyTo::<u32>::channel();
+        let request = vec![String::from("GET"), String::from("/plaintext")];
+        let inc = super::boxed_incoming(request.clone(), reply, None, None);
+        assert_eq!(inc.request, request);
+        assert!(inc.push.is_none() && inc.body.is_none());
+        assert!(inc.reply.is_open());
+        let super::Incoming {
+            request: got,
+            reply,
+            ..
+        } = *inc;
+        assert_eq!(got, request);
+        assert!(reply.send(7));
+        let mut answer = std::pin::pin!(answer);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            std::future::Future::poll(answer.as_mut(), &mut cx),
+            std::task::Poll::Ready(Ok(7))
+        ));
     }
 }
