@@ -263,10 +263,6 @@ impl ServerConnection {
                         }
                         self.head_started = true;
                         self.idle_deadline = None;
-                        if self.header_deadline.is_none() {
-                            self.header_deadline =
-                                self.config.timeouts.header_read.map(|t| now + t);
-                        }
                     }
                     // A whole head already in the buffer is parsed in one pass; the scanner
                     // runs only for heads that arrive in pieces or that it must judge.
@@ -284,7 +280,17 @@ impl ServerConnection {
                                     .scan(buf, &self.config.limits, HeadKind::Request)
                                 {
                                     Ok(Some(len)) => len,
-                                    Ok(None) => return None,
+                                    Ok(None) => {
+                                        // The head is not all here: from now on it has the
+                                        // header-read timeout to arrive. Armed only here, not
+                                        // when it starts, since a head read whole would
+                                        // disarm it at once (a clock sum per request).
+                                        if self.header_deadline.is_none() {
+                                            self.header_deadline =
+                                                self.config.timeouts.header_read.map(|t| now + t);
+                                        }
+                                        return None;
+                                    }
                                     Err(e) => return Some(self.fail(e)),
                                 };
                             let head = buf.get(..len).unwrap_or_default();
