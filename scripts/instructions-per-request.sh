@@ -10,10 +10,26 @@
 # callgrind_annotate (`--inclusive=yes`, `--tree=caller`, `--auto=yes`). With SLOW_OPS=1 it also
 # prints the instructions that cost far more cycles than their count says, executed per request
 # and where: locked (atomic) ones, fences and integer divisions (needs objdump).
+# With CODEC=1 it counts the HTTP/1.1 codec alone instead (`protocols/examples/
+# http1_codec_loop.rs`: parse 16 pipelined requests, answer, drain, no actors or sockets); the
+# first argument is then the number of 16-request rounds (default 20000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
 TARGET="${CARGO_TARGET_DIR:-target}"
+if [ -n "${CODEC:-}" ]; then
+  ROUNDS="${1:-20000}"
+  cargo build --release -p sinew-protocols --example http1_codec_loop >/dev/null
+  OUT=$(mktemp -d)
+  trap 'rm -rf "$OUT"' EXIT
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" \
+    "$TARGET/release/examples/http1_codec_loop" "$ROUNDS" 2>"$OUT/valgrind.log"
+  if [ -n "${CALLGRIND_KEEP:-}" ]; then mkdir -p "$CALLGRIND_KEEP"; cp "$OUT"/cg.out* "$CALLGRIND_KEEP"/; fi
+  TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out | head -1 | awk '{print $2}')
+  REQS=$((ROUNDS * 16))
+  echo "codec alone: requests $REQS, instructions in the process $TOTAL, per request $((TOTAL / REQS))"
+  exit 0
+fi
+BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
 cargo build --release --example http_hello >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 OUT=$(mktemp -d)

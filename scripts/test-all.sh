@@ -77,6 +77,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "examples run to completion"
 cargo run --release --example quickstart -- 20000
 cargo run --release --example supervision_tree
+cargo run --release -p sinew-protocols --example http1_codec_loop -- 2000
 cargo build --release --example http_hello
 "$TARGET"/release/examples/http_hello --addr 127.0.0.1:18080 --io-workers 2 --run-for-secs 20 &
 hello=$!
