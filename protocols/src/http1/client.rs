@@ -195,8 +195,11 @@ impl ClientConnection {
         }
     }
 
+    /// Re-arms the response timer from `now` while anything is outstanding: requests waiting
+    /// for their head, or the body being read (the last request's body counts too: without it
+    /// a body that stopped coming was never timed out).
     fn progress(&mut self, now: Instant) {
-        self.response_deadline = if self.pending.is_empty() {
+        self.response_deadline = if self.in_flight() == 0 {
             None
         } else {
             self.config.timeouts.response.map(|t| now + t)
@@ -359,6 +362,8 @@ impl ClientConnection {
                             });
                         }
                         Ok(Decoded::End(trailers)) => {
+                            // Done with this body before the timer is looked at again.
+                            self.read = Read::Head;
                             self.read = self.after_response(keep_alive, now);
                             return Some(ClientEvent::BodyEnd {
                                 id: RequestId(id),
@@ -370,6 +375,7 @@ impl ClientConnection {
                                 self.read = Read::Closed {
                                     reason: Http1Error::ConnectionClosed,
                                 };
+                                self.response_deadline = None;
                                 return Some(ClientEvent::BodyEnd {
                                     id: RequestId(id),
                                     trailers: None,
@@ -407,6 +413,13 @@ impl ClientConnection {
     pub fn on_timeout(&mut self, now: Instant) -> Option<TimeoutKind> {
         if self.response_deadline.is_some_and(|d| now >= d) {
             self.response_deadline = None;
+            // The request whose body was being read fails first, like the ones waiting.
+            if let Read::Whole { id, .. } | Read::Stream { id, .. } = self.read {
+                self.pending.push_front(Pending {
+                    id,
+                    head_request: false,
+                });
+            }
             self.read = Read::Closed {
                 reason: Http1Error::ResponseTimeout,
             };

@@ -1061,6 +1061,67 @@ fn client_errors_answer_every_request() {
     assert_eq!(Http1Error::ConnectionClosed.status(), 502);
 }
 
+/// A response whose body stops coming still times out: the response timer stays armed while
+/// the last request's body is being read (whole or streamed), and the request being read gets
+/// its error like the ones still waiting.
+#[test]
+fn client_times_out_a_body_that_stops_coming() {
+    let cases: [&[u8]; 2] = [
+        // Streamed (chunked): the head and one chunk, then nothing.
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        // Whole (a small Content-Length): part of the body, then nothing.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+    ];
+    for input in cases {
+        let (mut c, now) = client();
+        let a = c.send_request(get("/a")).unwrap();
+        while c.poll_transmit(now).is_some() {}
+        let t = now + Duration::from_millis(5);
+        let evs = cevents(&mut c, input, t);
+        assert!(evs.len() <= 2, "{evs:?}");
+        let d = c
+            .next_timeout()
+            .expect("the response timer is armed while the body is read");
+        assert!(d > t, "armed from the last progress");
+        assert_eq!(c.on_timeout(d), Some(TimeoutKind::Response));
+        let evs = cevents(&mut c, b"", d);
+        assert_eq!(
+            evs,
+            vec![ClientEvent::Error {
+                id: Some(a),
+                error: Http1Error::ResponseTimeout
+            }],
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+        assert_eq!(c.in_flight(), 0);
+        assert!(c.should_close());
+    }
+}
+
+/// A finished response does not leave the response timer armed on an idle connection.
+#[test]
+fn client_response_timer_stops_with_the_last_body() {
+    let (mut c, now) = client();
+    c.send_request(get("/a")).unwrap();
+    while c.poll_transmit(now).is_some() {}
+    let evs = cevents(
+        &mut c,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        now,
+    );
+    assert!(
+        matches!(evs.last(), Some(ClientEvent::BodyEnd { .. })),
+        "{evs:?}"
+    );
+    assert_eq!(c.in_flight(), 0);
+    assert_eq!(
+        c.next_timeout(),
+        Some(now + Timeouts::default().idle.unwrap()),
+        "only the idle timer is left"
+    );
+}
+
 #[test]
 fn client_streams_request_bodies() {
     let (mut c, now) = client();
