@@ -307,6 +307,8 @@ impl ClientConnection {
                                     len,
                                     keep_alive,
                                 };
+                                // The head is progress, as for a streamed body.
+                                self.progress(now);
                                 continue;
                             }
                             BodyDecoder::length(n)
