@@ -9,29 +9,16 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use sinew_protocols::http1::{
-    Body, LineEndingPolicy, Limits, Response, ServerConfig, ServerConnection,
-};
+use sinew_protocols::http1::{Body, Response, ServerConfig, ServerConnection};
 use sinew_protocols::protocol::ServerEvent;
+
+#[path = "shared/http1_limits.rs"]
+mod http1_limits;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, input)) = data.split_first() else { return };
     let step = usize::from(ctl & 0x3f) + 1;
-    let limits = Limits {
-        max_request_line: 256,
-        max_head_size: 1024,
-        max_headers: 16,
-        max_body_size: 4096,
-        body_stream_threshold: if ctl & 0x40 != 0 { 8 } else { 512 },
-        max_chunk_line: 64,
-        max_pipelined: 8,
-        max_buffered_output: 16 * 1024,
-        line_endings: if ctl & 0x80 != 0 {
-            LineEndingPolicy::AllowBareLf
-        } else {
-            LineEndingPolicy::RequireCrlf
-        },
-    };
+    let limits = http1_limits::for_control(ctl);
     let now = Instant::now();
     let mut conn = ServerConnection::new(ServerConfig { limits, ..ServerConfig::default() }, now);
     let mut buf = BytesMut::new();

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use sinew_protocols::http1::{
-    Body, ClientConfig, ClientConnection, ClientEventOf, Limits, LineEndingPolicy, Method, Request,
-    Timeouts,
+    Body, ClientConfig, ClientConnection, ClientEventOf, Method, Request, Timeouts,
 };
 use sinew_protocols::protocol::{ClientEvent, RequestId};
 
@@ -87,6 +86,9 @@ impl Tracker {
     }
 }
 
+#[path = "shared/http1_limits.rs"]
+mod http1_limits;
+
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
         return;
@@ -95,21 +97,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let step = usize::from(ctl & 0x3f) + 1;
-    let limits = Limits {
-        max_request_line: 256,
-        max_head_size: 1024,
-        max_headers: 16,
-        max_body_size: 4096,
-        body_stream_threshold: if ctl & 0x40 != 0 { 8 } else { 512 },
-        max_chunk_line: 64,
-        max_pipelined: 8,
-        max_buffered_output: 16 * 1024,
-        line_endings: if ctl & 0x80 != 0 {
-            LineEndingPolicy::AllowBareLf
-        } else {
-            LineEndingPolicy::RequireCrlf
-        },
-    };
+    let limits = http1_limits::for_control(ctl);
     let timeouts = Timeouts {
         response: Some(Duration::from_secs(30)),
         ..Timeouts::default()
