@@ -16,15 +16,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
+OUT=$(mktemp -d)
+SERVER=
+trap '[ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+keep() { if [ -n "${CALLGRIND_KEEP:-}" ]; then mkdir -p "$CALLGRIND_KEEP"; cp "$OUT"/cg.out* "$CALLGRIND_KEEP"/; fi; }
+total() { grep -E '^(summary|totals):' "$OUT"/cg.out* | head -1 | awk '{print $2}'; }
 if [ -n "${CODEC:-}" ]; then
   ROUNDS="${1:-20000}"
   cargo build --release -p sinew-protocols --example http1_codec_loop >/dev/null
-  OUT=$(mktemp -d)
-  trap 'rm -rf "$OUT"' EXIT
   valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" \
     "$TARGET/release/examples/http1_codec_loop" "$ROUNDS" 2>"$OUT/valgrind.log"
-  if [ -n "${CALLGRIND_KEEP:-}" ]; then mkdir -p "$CALLGRIND_KEEP"; cp "$OUT"/cg.out* "$CALLGRIND_KEEP"/; fi
-  TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out | head -1 | awk '{print $2}')
+  keep
+  TOTAL=$(total)
   REQS=$((ROUNDS * 16))
   echo "codec alone: requests $REQS, instructions in the process $TOTAL, per request $((TOTAL / REQS))"
   exit 0
@@ -32,9 +35,6 @@ fi
 BATCHES="${1:-300}"; DEPTH="${2:-16}"; CONNS=4
 cargo build --release --example http_hello >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-OUT=$(mktemp -d)
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$OUT"' EXIT
-keep() { if [ -n "${CALLGRIND_KEEP:-}" ]; then mkdir -p "$CALLGRIND_KEEP"; cp "$OUT"/cg.out* "$CALLGRIND_KEEP"/; fi; }
 DUMP_INSTR=no; [ -n "${SLOW_OPS:-}" ] && DUMP_INSTR=yes
 SINEW_SPIN_US=0 valgrind --tool=callgrind --instr-atstart=no --separate-threads=no \
   --dump-instr="$DUMP_INSTR" \
@@ -65,7 +65,7 @@ callgrind_control -d "$SERVER" >/dev/null
 kill -KILL "$SERVER" 2>/dev/null || true
 wait "$SERVER" 2>/dev/null || true
 keep
-TOTAL=$(grep -E '^(summary|totals):' "$OUT"/cg.out* | head -1 | awk '{print $2}')
+TOTAL=$(total)
 REQS=$((BATCHES * CONNS * DEPTH))
 echo "requests $REQS, instructions in the server process $TOTAL, per request $((TOTAL / REQS))"
 [ -n "${SLOW_OPS:-}" ] || exit 0
