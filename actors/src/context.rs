@@ -314,6 +314,39 @@ impl<A: Actor> Context<A> {
         self.make_reply_channel(map, Some(extension))
     }
 
+    /// A reusable source of reply addresses whose answers collect on a board
+    /// ([`crate::ReplyBoard`]) instead of arriving as a message each: the first answer after
+    /// the board was last taken sends this actor `wake()`, on which it takes every answer
+    /// posted since ([`crate::ReplyBoard::take`]). For actors with many requests in flight
+    /// (a connection's pipelined requests): no allocation and no mailbox pass per answer.
+    /// The wake is built while the board is locked: it must not own one of the board's own
+    /// reply addresses (dropping it, if this actor has stopped, would answer into the board).
+    pub fn reply_board<T: Send + 'static>(
+        &self,
+        wake: impl Fn() -> A::Msg + Send + Sync + 'static,
+    ) -> crate::ReplyBoard<T> {
+        self.make_reply_board(wake, None)
+    }
+
+    /// Like [`Context::reply_board`], with `extension` attached for whoever holds one of its
+    /// addresses ([`ReplyTo::channel_extension`]).
+    pub fn reply_board_with<T: Send + 'static, E: Send + Sync + 'static>(
+        &self,
+        wake: impl Fn() -> A::Msg + Send + Sync + 'static,
+        extension: E,
+    ) -> crate::ReplyBoard<T> {
+        self.make_reply_board(wake, Some(Box::new(extension)))
+    }
+
+    fn make_reply_board<T: Send + 'static>(
+        &self,
+        wake: impl Fn() -> A::Msg + Send + Sync + 'static,
+        extension: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> crate::ReplyBoard<T> {
+        let cell = self.cell.clone();
+        crate::ReplyBoard::new(Box::new(move || cell.deliver_forced(wake())), extension)
+    }
+
     fn make_reply_channel<T: Send + 'static, F, E>(
         &self,
         map: F,

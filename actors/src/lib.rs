@@ -61,6 +61,7 @@ mod metrics;
 mod park;
 mod registry;
 mod reply;
+mod reply_board;
 mod rng;
 mod spin;
 mod sync;
@@ -83,6 +84,7 @@ pub use group::{Group, Router, Strategy};
 pub use mailbox::{MailboxConfig, Overflow};
 pub use metrics::{ActorMetrics, SystemMetrics, WorkerMetrics};
 pub use reply::{ReplyChannel, ReplyFuture, ReplyTo};
+pub use reply_board::{Posted, ReplyBoard};
 pub use rng::SplitMix64;
 pub use system::{
     Placement, ShutdownReport, SpawnOptions, System, SystemBuilder, SystemHandle, BATCH_ENV,

@@ -169,3 +169,58 @@ fn inbound_queue_hands_out_every_job_once_in_order() {
         }
     });
 }
+
+/// Two responders answer on a reply board while its owner handles its mailbox: every answer
+/// is followed by a wake that takes it, so an answer is never stranded on the board, and a
+/// message a responder sends after answering finds its answer already taken.
+#[test]
+fn reply_board_wake_never_strands_an_answer() {
+    use crate::reply_board::{Posted, ReplyBoard};
+
+    enum Msg {
+        Wake,
+        After(u64),
+    }
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let mailbox = Arc::new(Mutex::new(VecDeque::new()));
+        let m = mailbox.clone();
+        let wake = Box::new(move || m.lock().unwrap().push_back(Msg::Wake));
+        let board = ReplyBoard::<u64>::new(wake, None);
+        let responders: Vec<_> = (0..2u64)
+            .map(|tag| {
+                let (reply, mailbox) = (board.reply_to(tag), mailbox.clone());
+                thread::spawn(move || {
+                    assert!(reply.send(tag * 10));
+                    mailbox.lock().unwrap().push_back(Msg::After(tag));
+                })
+            })
+            .collect();
+        let mut taken: Vec<Posted<u64>> = Vec::new();
+        let mut batch = Vec::new();
+        let mut afters = 0;
+        while afters < 2 {
+            let msg = mailbox.lock().unwrap().pop_front();
+            match msg {
+                Some(Msg::Wake) => {
+                    board.take(&mut batch);
+                    taken.append(&mut batch);
+                }
+                Some(Msg::After(tag)) => {
+                    assert!(
+                        taken.iter().any(|(t, _)| *t == tag),
+                        "a message overtook its sender's answer"
+                    );
+                    afters += 1;
+                }
+                None => thread::yield_now(),
+            }
+        }
+        for r in responders {
+            r.join().unwrap();
+        }
+        taken.sort_by_key(|(t, _)| *t);
+        assert_eq!(taken, vec![(0, Ok(0)), (1, Ok(10))]);
+    });
+}

@@ -31,10 +31,13 @@ pub(crate) trait TaggedSink<T>: Send + Sync {
     fn extension(&self) -> Option<&(dyn std::any::Any + Send + Sync)>;
 }
 
-enum Sink<T> {
+pub(crate) enum Sink<T> {
     Future(oneshot::Sender<Result<T, ReplyError>>),
     /// A shared sink plus the tag naming this request: no allocation per address.
     Tagged(Arc<dyn TaggedSink<T>>, u64),
+    /// A board shared with the requester plus the tag naming this request: the answer is
+    /// appended where the requester takes it, no allocation, no message of its own.
+    Board(Arc<crate::reply_board::Shared<T>>, u64),
     /// Maps the reply into the requester's message type and enqueues it. The optional flag is
     /// shared with a deadline timer: whichever of reply and timer flips it first delivers.
     Actor(Deliver<T>, Option<Arc<AtomicBool>>),
@@ -122,6 +125,14 @@ impl<T: Send + 'static> ReplyTo<T> {
         }
     }
 
+    pub(crate) fn from_sink(sink: Sink<T>, tracked: bool) -> Self {
+        ReplyTo {
+            sink: Some(sink),
+            deadline: None,
+            tracked,
+        }
+    }
+
     pub(crate) fn guarded(deliver: Deliver<T>, flag: Arc<AtomicBool>, deadline: Instant) -> Self {
         ReplyTo {
             sink: Some(Sink::Actor(deliver, Some(flag))),
@@ -156,6 +167,10 @@ impl<T: Send + 'static> ReplyTo<T> {
                 to.deliver(tag, Box::new(Ok(value)));
                 true
             }
+            Some(Sink::Board(board, tag)) => {
+                board.post(tag, Ok(value));
+                true
+            }
             Some(sink) => complete(sink, Ok(value)),
             None => false,
         }
@@ -176,22 +191,25 @@ impl<T: Send + 'static> ReplyTo<T> {
         }
     }
 
-    /// For an address of a [`ReplyChannel`]: its tag, the requester's name for the request.
+    /// For an address of a [`ReplyChannel`] or a [`crate::ReplyBoard`]: its tag, the
+    /// requester's name for the request.
     pub fn channel_tag(&self) -> Option<u64> {
         match &self.sink {
-            Some(Sink::Tagged(_, tag)) => Some(*tag),
+            Some(Sink::Tagged(_, tag)) | Some(Sink::Board(_, tag)) => Some(*tag),
             _ => None,
         }
     }
 
     /// For an address of a [`ReplyChannel`] made with
-    /// [`Context::reply_channel_with`](crate::Context::reply_channel_with): the value its owner
-    /// attached, if it is an `E`. It lets the requester offer more than the one answer (a
+    /// [`Context::reply_channel_with`](crate::Context::reply_channel_with) (or of a board made
+    /// with [`Context::reply_board_with`](crate::Context::reply_board_with)): the value its
+    /// owner attached, if it is an `E`. It lets the requester offer more than the one answer (a
     /// connection's address for the parts of a streamed response) without making it for every
     /// request: only holders that ask pay for it.
     pub fn channel_extension<E: std::any::Any>(&self) -> Option<&E> {
         match &self.sink {
             Some(Sink::Tagged(sink, _)) => sink.extension()?.downcast_ref::<E>(),
+            Some(Sink::Board(board, _)) => board.extension()?.downcast_ref::<E>(),
             _ => None,
         }
     }
@@ -201,7 +219,7 @@ impl<T: Send + 'static> ReplyTo<T> {
         match &self.sink {
             Some(Sink::Future(tx)) => !tx.is_canceled(),
             Some(Sink::Actor(_, Some(flag))) => !flag.load(Ordering::Acquire),
-            Some(Sink::Actor(_, None)) | Some(Sink::Tagged(..)) => true,
+            Some(Sink::Actor(_, None)) | Some(Sink::Tagged(..)) | Some(Sink::Board(..)) => true,
             None => false,
         }
     }
@@ -212,6 +230,10 @@ fn complete<T>(sink: Sink<T>, value: Result<T, ReplyError>) -> bool {
         Sink::Future(tx) => tx.send(value).is_ok(),
         Sink::Tagged(to, tag) => {
             to.deliver(tag, Box::new(value));
+            true
+        }
+        Sink::Board(board, tag) => {
+            board.post(tag, value);
             true
         }
         Sink::Actor(deliver, None) => {

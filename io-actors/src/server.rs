@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use sinew_actors::{
-    Actor, Context, Placement, Recipient, ReplyChannel, ReplyError, ReplyTo, SendError, SpawnError,
-    SpawnOptions, SystemHandle,
+    Actor, Context, Placement, Posted, Recipient, ReplyBoard, ReplyChannel, ReplyError, ReplyTo,
+    SendError, SpawnError, SpawnOptions, SystemHandle,
 };
 use sinew_protocols::protocol::{Protocol, RequestId, ServerCodec, ServerEvent, ServerProtocol};
 use sinew_transports::{Completion, Event, SockOpt, SocketId, Token};
@@ -348,8 +348,10 @@ where
 pub enum ConnMsg<P: ServerProtocol> {
     /// A completion from the worker's reactor.
     Io(Box<Completion>),
-    /// The application's answer to a request.
+    /// The application's answer to a request (through the mailbox).
     Reply(RequestId, Box<Result<P::Response, ReplyError>>),
+    /// Answers are waiting on the connection's reply board.
+    Replies,
     /// A codec deadline may have passed.
     Timer,
     /// The application has room again.
@@ -401,8 +403,20 @@ where
     peer_eof: bool,
     /// Something changed this turn: decode, write and read once the turn's messages are in.
     dirty: bool,
-    /// Reply addresses for requests, made without an allocation each (set when started).
+    /// Reply addresses for requests, made without an allocation each (both set when started).
+    /// A lone request's answer comes through the mailbox, a message of its own; answers to
+    /// pipelined requests collect on the board and are taken a run at a time, on its wake
+    /// (a board costs its wake message plus two locks: cheaper only for more than one answer).
     replies: Option<ReplyChannel<P::Response>>,
+    board: Option<ReplyBoard<P::Response>>,
+    /// Answers taken from the board and not yet handled (kept for its allocation).
+    answers: Vec<Posted<P::Response>>,
+    /// Requests given a reply address and not answered yet.
+    unanswered: usize,
+    /// A request has been given a [`Pusher`]: from then on every answer comes through the
+    /// mailbox, because a board may hand an answer over ahead of a push its responder sent
+    /// before it, and a subscriber must see them in the order they were sent.
+    pushes: bool,
     /// The server's admission limits, if any, and the peer they apply to.
     gate: Option<Arc<Gate>>,
     peer: Option<std::net::IpAddr>,
@@ -444,12 +458,40 @@ where
             peer_eof: false,
             dirty: false,
             replies: None,
+            board: None,
+            answers: Vec::new(),
+            unanswered: 0,
+            pushes: false,
             gate,
             peer: None,
             admitted: 0,
             stream_in: None,
             body_blocked: false,
             timer: Deadline::default(),
+        }
+    }
+
+    /// Hands an answer to the codec. The common answer is copied to the wire from where it
+    /// lies (on the board, or in its box), not moved out first.
+    #[inline]
+    fn answered(&mut self, id: RequestId, result: &mut Result<P::Response, ReplyError>) {
+        self.unanswered = self.unanswered.saturating_sub(1);
+        if let Some(gate) = &self.gate {
+            if self.admitted > 0 {
+                self.admitted -= 1;
+                gate.done(1);
+            }
+        }
+        self.dirty = true;
+        if let Ok(response) = &*result {
+            if self.codec.try_send_borrowed(id, response) {
+                return;
+            }
+        }
+        let result = std::mem::replace(result, Err(ReplyError::Dropped));
+        let response = result.unwrap_or_else(|_| self.protocol.unavailable_response());
+        if self.codec.send_response(id, response).is_err() {
+            tracing::debug!(?id, "response not accepted by the codec");
         }
     }
 
@@ -532,13 +574,16 @@ where
         }
         // Before anything borrows the request: see `boxed_incoming`.
         let slot = Box::new_uninit();
-        let reply = match &self.replies {
-            Some(channel) => channel.reply_to(id.0),
-            None => ctx.reply_to(move |r| ConnMsg::Reply(id, Box::new(r))),
-        };
         let push = self.protocol.needs_push(&request).then(|| Pusher {
             target: ctx.addr().recipient_map(|m| ConnMsg::Push(Box::new(m))),
         });
+        self.pushes |= push.is_some();
+        let reply = match (&self.board, &self.replies) {
+            (Some(board), _) if self.unanswered > 0 && !self.pushes => board.reply_to(id.0),
+            (_, Some(channel)) => channel.reply_to(id.0),
+            (_, None) => ctx.reply_to(move |r| ConnMsg::Reply(id, Box::new(r))),
+        };
+        self.unanswered += 1;
         let body = self.protocol.streams_body(&request).then(|| {
             self.stream_in = Some(StreamIn::new(id));
             BodyStream::new(ctx.addr().recipient_map(ConnMsg::Body), id)
@@ -711,14 +756,19 @@ where
         if self.config.multishot && io.reactor().capabilities().multishot_recv {
             self.multishot = Multishot::Idle;
         }
-        let map = |id, r| ConnMsg::Reply(RequestId(id), r);
         // Streaming protocols' answers may come in parts: the reply addresses carry the
         // connection's address for them, for the handlers that ask (`Incoming::body_sender`).
-        self.replies = Some(if self.protocol.info().streaming {
-            ctx.reply_channel_with(map, ctx.addr().recipient_map(ConnMsg::BodyOut))
+        // The parts come through the mailbox, after the answer's wake: never ahead of it.
+        let wake = || ConnMsg::Replies;
+        let map = |id, r| ConnMsg::Reply(RequestId(id), r);
+        if self.protocol.info().streaming {
+            let parts = ctx.addr().recipient_map(ConnMsg::BodyOut);
+            self.board = Some(ctx.reply_board_with(wake, parts.clone()));
+            self.replies = Some(ctx.reply_channel_with(map, parts));
         } else {
-            ctx.reply_channel(map)
-        });
+            self.board = Some(ctx.reply_board(wake));
+            self.replies = Some(ctx.reply_channel(map));
+        }
         if self.gate.is_some() {
             self.peer = io.reactor().peer_addr(self.socket).ok().map(|a| a.ip());
         }
@@ -786,27 +836,18 @@ where
                 }
             },
             ConnMsg::LingerDone => self.close(ctx),
-            ConnMsg::Reply(id, result) => {
-                if let Some(gate) = &self.gate {
-                    if self.admitted > 0 {
-                        self.admitted -= 1;
-                        gate.done(1);
-                    }
+            ConnMsg::Replies => {
+                let mut answers = std::mem::take(&mut self.answers);
+                if let Some(board) = &self.board {
+                    board.take(&mut answers);
                 }
-                // The common answer is copied to the wire from where it lies (its box), not
-                // moved out first.
-                if let Ok(response) = &*result {
-                    if self.codec.try_send_borrowed(id, response) {
-                        self.dirty = true;
-                        return;
-                    }
+                for (id, result) in &mut answers {
+                    self.answered(RequestId(*id), result);
                 }
-                let response = (*result).unwrap_or_else(|_| self.protocol.unavailable_response());
-                if self.codec.send_response(id, response).is_err() {
-                    tracing::debug!(?id, "response not accepted by the codec");
-                }
-                self.dirty = true;
+                answers.clear();
+                self.answers = answers;
             }
+            ConnMsg::Reply(id, mut result) => self.answered(id, &mut result),
             ConnMsg::Push(message) => {
                 if !self.codec.send_push(*message) {
                     tracing::debug!("push not accepted by the codec");

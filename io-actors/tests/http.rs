@@ -758,3 +758,97 @@ fn streamed_responses_are_sent_chunked_and_a_cut_one_closes_the_connection() {
     assert!(!cut.status.success(), "a cut body must fail: {cut:?}");
     sys.shutdown(Duration::from_secs(5));
 }
+
+/// Holds each batch of requests and answers it backwards from another worker; every third
+/// request (`/drop/N`) is dropped unanswered.
+struct Backwards {
+    held: Vec<IncomingFor<Http1>>,
+    batch: usize,
+}
+
+impl Actor for Backwards {
+    type Msg = IncomingFor<Http1>;
+    fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
+        self.held.push(inc);
+        if self.held.len() < self.batch {
+            return;
+        }
+        while let Some(inc) = self.held.pop() {
+            let target = inc.request.target_bytes();
+            if target.starts_with(b"/drop/") {
+                continue;
+            }
+            inc.reply
+                .send(Response::new(200).with_body(Body::Full(target)));
+        }
+    }
+}
+
+/// Pipelined requests whose answers come from another worker, out of order and some dropped,
+/// leave in request order, a dropped one as 503 (answers after the first of a run collect on
+/// the connection's reply board, posted from the application's thread).
+#[test]
+fn pipelined_answers_from_another_worker_out_of_order_leave_in_order() {
+    const N: usize = 12;
+    let sys = System::builder()
+        .workers(2)
+        .try_driver(io_driver(Backend::Auto))
+        .build()
+        .expect("system");
+    let app = sys
+        .spawn_with(
+            Backwards {
+                held: Vec::new(),
+                batch: N,
+            },
+            sinew_actors::SpawnOptions::default().placement(sinew_actors::Placement::Worker(0)),
+        )
+        .expect("app");
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        1..2,
+        app.recipient(),
+        ServerConfig::default(),
+    )
+    .expect("serve");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let paths: Vec<String> = (0..N)
+        .map(|i| {
+            let kind = if i % 3 == 2 { "drop" } else { "keep" };
+            format!("/{kind}/{i}")
+        })
+        .collect();
+    let reqs: String = paths
+        .iter()
+        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .collect();
+    s.write_all(reqs.as_bytes()).expect("requests");
+    // A dropped request's 503 carries the server's own body: only its status is compared.
+    let got: Vec<(String, String)> = read_responses(&mut s, N)
+        .into_iter()
+        .map(|(head, body)| {
+            let status = head.lines().next().unwrap_or("").to_string();
+            let body = if status.contains(" 200 ") {
+                body
+            } else {
+                String::new()
+            };
+            (status, body)
+        })
+        .collect();
+    let want: Vec<(String, String)> = paths
+        .iter()
+        .map(|p| match p.starts_with("/drop/") {
+            true => (
+                "HTTP/1.1 503 Service Unavailable".to_string(),
+                String::new(),
+            ),
+            false => ("HTTP/1.1 200 OK".to_string(), p.clone()),
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}
