@@ -191,7 +191,9 @@ mod tests {
                 assert!(a.send(round * 100 + t as u32));
             }
             board.take(&mut got);
-            let want: Vec<_> = (0..10u64).map(|t| (t, Ok(round * 100 + t as u32))).collect();
+            let want: Vec<_> = (0..10u64)
+                .map(|t| (t, Ok(round * 100 + t as u32)))
+                .collect();
             assert_eq!(got, want);
             got.clear();
         }

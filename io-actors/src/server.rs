@@ -404,8 +404,8 @@ where
     /// Something changed this turn: decode, write and read once the turn's messages are in.
     dirty: bool,
     /// Reply addresses for requests, made without an allocation each (both set when started).
-    /// A lone request's answer comes through the mailbox, a message of its own; answers to
-    /// pipelined requests collect on the board and are taken a run at a time, on its wake
+    /// A lone request's answer (none unanswered, no more input buffered) comes through the
+    /// mailbox, a message of its own; answers to pipelined requests collect on the board and are taken a run at a time, on its wake
     /// (a board costs its wake message plus two locks: cheaper only for more than one answer).
     replies: Option<ReplyChannel<P::Response>>,
     board: Option<ReplyBoard<P::Response>>,
@@ -512,7 +512,11 @@ where
             // (a request is a few hundred bytes) into a local before it moves on again.
             match self.codec.poll_event(buf, now) {
                 None => break,
-                Some(ServerEvent::Request { id, request }) => self.dispatch(id, request, ctx),
+                Some(ServerEvent::Request { id, request }) => {
+                    // More input behind it: likely more requests, whose answers come together.
+                    let more = !buf.is_empty();
+                    self.dispatch(id, request, more, ctx)
+                }
                 Some(ServerEvent::Error { error, .. }) => {
                     // The codec has queued the protocol's error response and will close.
                     tracing::debug!(error = ?std::mem::discriminant(&error), "bad request");
@@ -555,7 +559,13 @@ where
     // Inlined into `step`: the request then moves from the codec's event into its message
     // without a stop in an argument slot.
     #[inline(always)]
-    fn dispatch(&mut self, id: RequestId, request: P::Request, ctx: &mut Context<Self>) {
+    fn dispatch(
+        &mut self,
+        id: RequestId,
+        request: P::Request,
+        more: bool,
+        ctx: &mut Context<Self>,
+    ) {
         if let Some(gate) = &self.gate {
             let answer = match gate.admit(self.peer, ctx.now()) {
                 Verdict::Admit => {
@@ -579,7 +589,9 @@ where
         });
         self.pushes |= push.is_some();
         let reply = match (&self.board, &self.replies) {
-            (Some(board), _) if self.unanswered > 0 && !self.pushes => board.reply_to(id.0),
+            (Some(board), _) if (more || self.unanswered > 0) && !self.pushes => {
+                board.reply_to(id.0)
+            }
             (_, Some(channel)) => channel.reply_to(id.0),
             (_, None) => ctx.reply_to(move |r| ConnMsg::Reply(id, Box::new(r))),
         };
