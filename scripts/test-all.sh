@@ -52,7 +52,7 @@ if cargo +nightly miri --version >/dev/null 2>&1 \
   CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p sinew-actors --lib reply_board
   CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p sinew-actors \
     --test backpressure --test replies --test lifecycle -- \
-    overflow actor_side_deadline ask_gets_the_answer panic_stops_only
+    overflow actor_side_deadline ask_gets_the_answer panic_stops_only try_send_many
   CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p sinew-io-actors --lib boxed_incoming
 else
   echo "skipped: no nightly toolchain with miri on this machine (install: rustup component add --toolchain nightly miri)"

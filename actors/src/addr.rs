@@ -1,6 +1,7 @@
 //! Addresses: `Addr<A>` (typed by actor), `Recipient<M>` (typed by message only) and
 //! `ActorRef` (untyped, for supervision and watching).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -47,6 +48,23 @@ pub(crate) trait Target<M>: Send + Sync {
     fn admission(&self) -> &Admission;
     /// Claims a place and enqueues (see `ActorCell::try_send`).
     fn try_send(&self, msg: M) -> Result<(), SendError<M>>;
+    /// Sends from the front of `msgs` while there is room (see `ActorCell::try_send_many`).
+    fn try_send_many(&self, msgs: &mut VecDeque<M>) -> Result<(), SendError<()>> {
+        while let Some(msg) = msgs.pop_front() {
+            match self.try_send(msg) {
+                Ok(()) => {}
+                Err(SendError::Full(msg)) => {
+                    msgs.push_front(msg);
+                    return Err(SendError::Full(()));
+                }
+                Err(SendError::Closed(msg)) => {
+                    msgs.push_front(msg);
+                    return Err(SendError::Closed(()));
+                }
+            }
+        }
+        Ok(())
+    }
     /// Enqueues ignoring capacity (a reply); Err when the actor stopped.
     fn send_forced(&self, msg: M) -> Result<(), M>;
     /// A reply handled on the spot when possible (see `ActorCell::deliver_now`); Err when
@@ -68,6 +86,9 @@ impl<A: Actor> Target<A::Msg> for Addr<A> {
     #[inline]
     fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         self.cell.try_send(msg)
+    }
+    fn try_send_many(&self, msgs: &mut VecDeque<A::Msg>) -> Result<(), SendError<()>> {
+        self.cell.try_send_many(msgs)
     }
 
     #[inline]
@@ -125,6 +146,10 @@ impl<A: Actor> Target<A::Msg> for Direct<A> {
 
     fn try_send(&self, msg: A::Msg) -> Result<(), SendError<A::Msg>> {
         self.0.try_send(msg)
+    }
+
+    fn try_send_many(&self, msgs: &mut VecDeque<A::Msg>) -> Result<(), SendError<()>> {
+        self.0.try_send_many(msgs)
     }
 
     fn send_forced(&self, msg: A::Msg) -> Result<(), A::Msg> {
@@ -348,6 +373,16 @@ impl<M: Send + 'static> Recipient<M> {
     /// Enqueues without waiting (see [`Addr::try_send`]).
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
         self.inner.try_send(msg)
+    }
+
+    /// Enqueues the messages at the front of `msgs`, in order and without waiting, while
+    /// there is room. Sent ones leave `msgs`; the rest stay, in order, and the error says why
+    /// the first of them was refused ([`SendError::Full`] or [`SendError::Closed`]). A run
+    /// sent from the actor's own worker with room for all of it is admitted and scheduled
+    /// once, not once per message: the shape for a connection handing on a burst of
+    /// pipelined requests. `msgs` keeps its allocation.
+    pub fn try_send_many(&self, msgs: &mut VecDeque<M>) -> Result<(), SendError<()>> {
+        self.inner.try_send_many(msgs)
     }
 
     /// Enqueues, waiting for room while the mailbox is full.

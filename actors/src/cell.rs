@@ -192,6 +192,46 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
+    /// Sends the messages at the front of `msgs`, in order, while there is room; the ones
+    /// sent leave `msgs`, the rest stay (in order) and the error says why the first of them
+    /// was refused. On the home worker, with room for all of them, the run costs one
+    /// admission and one scheduling instead of one of each per message; anything else takes
+    /// them one at a time, exactly as [`ActorCell::try_send`].
+    pub(crate) fn try_send_many(
+        self: &Arc<Self>,
+        msgs: &mut VecDeque<A::Msg>,
+    ) -> Result<(), SendError<()>> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        if let Some(w) = self.home_worker() {
+            if !w.has_faults() && self.mb.try_admit_home_many(msgs.len()) {
+                let dead = self.with_local(w, |l| l.dead);
+                if dead {
+                    self.mb.release(msgs.len());
+                    msgs.clear();
+                    return Ok(());
+                }
+                self.push_back_many(w, msgs);
+                return Ok(());
+            }
+        }
+        while let Some(msg) = msgs.pop_front() {
+            match self.try_send(msg) {
+                Ok(()) => {}
+                Err(SendError::Full(msg)) => {
+                    msgs.push_front(msg);
+                    return Err(SendError::Full(()));
+                }
+                Err(SendError::Closed(msg)) => {
+                    msgs.push_front(msg);
+                    return Err(SendError::Closed(()));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Enqueues an admitted message: directly on the home worker `w` (the caller's
     /// [`ActorCell::home_worker`]), else through its inbound.
     ///
@@ -384,6 +424,35 @@ impl<A: Actor> ActorCell<A> {
         let schedule = unsafe {
             let l = &mut *local;
             l.queue.push_back(msg);
+            if l.scheduled {
+                None
+            } else {
+                l.scheduled = true;
+                if timing {
+                    l.scheduled_at = w.mono_ns();
+                }
+                Some(l.slot)
+            }
+        };
+        if let Some(key) = schedule {
+            w.schedule(key);
+        }
+    }
+
+    /// [`ActorCell::push_back`] for a run of admitted messages, moved out of `msgs`.
+    fn push_back_many(&self, w: &WorkerLocal, msgs: &mut VecDeque<A::Msg>) {
+        let timing = w.system.timing;
+        let local = self.local.get();
+        debug_assert_eq!(
+            w.shared.uid, self.home.uid,
+            "actor state touched off its home worker"
+        );
+        // SAFETY: as in `push_back`: `w` is this cell's home worker, so we are on its thread;
+        // moving messages between two queues calls no user code and does not re-enter, so
+        // this is the only live reference to `local`.
+        let schedule = unsafe {
+            let l = &mut *local;
+            l.queue.append(msgs);
             if l.scheduled {
                 None
             } else {

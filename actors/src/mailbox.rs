@@ -161,6 +161,23 @@ impl Admission {
         self.try_admit_shared()
     }
 
+    /// Claims `n` places at once for a sender on the actor's home worker, with the home
+    /// counter alone (no atomic read-modify-write); false, claiming nothing, when that cannot
+    /// be done (closed, not a backpressure mailbox, or not room for all `n`). The caller then
+    /// claims one place at a time with [`Admission::try_admit`], as for any send.
+    #[inline]
+    pub(crate) fn try_admit_home_many(&self, n: usize) -> bool {
+        if self.closed.load(Acquire) || self.overflow != Overflow::Backpressure {
+            return false;
+        }
+        let home = self.home.load(Relaxed);
+        if home + self.len.load(Relaxed) + n <= self.capacity {
+            self.home.store(home + n, Relaxed);
+            return true;
+        }
+        false
+    }
+
     fn try_admit_shared(&self) -> Admit {
         if self.overflow == Overflow::DropOldest {
             // Always accepted; the home worker trims the oldest to stay within capacity.

@@ -177,3 +177,84 @@ fn replies_bypass_capacity_but_not_a_stopped_actor() {
     sim.run_until_idle();
     assert!(matches!(a.send_reply(5), Err(SendError::Closed(5))));
 }
+
+/// Records what it receives.
+struct Sink(mpsc::Sender<u32>);
+
+impl Actor for Sink {
+    type Msg = u32;
+    fn handle(&mut self, m: u32, _ctx: &mut Context<Self>) {
+        self.0.send(m).unwrap();
+    }
+}
+
+/// Sends each batch it is given with `try_send_many`, within one turn (so the sink, on the
+/// same worker, drains nothing in between), and reports each outcome and what was left.
+struct Burst {
+    to: sinew_actors::Recipient<u32>,
+    report: mpsc::Sender<(&'static str, Vec<u32>)>,
+}
+
+impl Actor for Burst {
+    type Msg = Vec<Vec<u32>>;
+    fn handle(&mut self, batches: Vec<Vec<u32>>, _ctx: &mut Context<Self>) {
+        for batch in batches {
+            let mut q: std::collections::VecDeque<u32> = batch.into();
+            let outcome = match self.to.try_send_many(&mut q) {
+                Ok(()) => "ok",
+                Err(SendError::Full(())) => "full",
+                Err(SendError::Closed(())) => "closed",
+            };
+            self.report.send((outcome, q.into())).unwrap();
+        }
+    }
+}
+
+/// `try_send_many` from the receiver's own worker (a run admitted at once while it fits,
+/// then one at a time) and from another thread: messages leave in order, the ones refused
+/// stay in order, and the error says why.
+#[test]
+fn try_send_many_sends_what_fits_in_order_and_keeps_the_rest() {
+    let sys = common::system(1);
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let sink = sys
+        .spawn_with(
+            Sink(seen_tx),
+            SpawnOptions::default().mailbox(MailboxConfig::bounded(4)),
+        )
+        .unwrap();
+    let (report_tx, report_rx) = mpsc::channel();
+    let burst = sys
+        .spawn(Burst {
+            to: sink.recipient(),
+            report: report_tx,
+        })
+        .unwrap();
+    burst
+        .try_send(vec![vec![1, 2, 3], vec![4, 5, 6], vec![]])
+        .unwrap();
+    let recv = || report_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(recv(), ("ok", vec![]));
+    assert_eq!(recv(), ("full", vec![5, 6]));
+    assert_eq!(recv(), ("ok", vec![]));
+    let seen: Vec<u32> = (0..4)
+        .map(|_| seen_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(seen, [1, 2, 3, 4]);
+    // From a thread outside the system, one at a time.
+    let mut q: std::collections::VecDeque<u32> = vec![5, 6].into();
+    sink.recipient().try_send_many(&mut q).unwrap();
+    assert!(q.is_empty());
+    let seen: Vec<u32> = (0..2)
+        .map(|_| seen_rx.recv_timeout(Duration::from_secs(10)).unwrap())
+        .collect();
+    assert_eq!(seen, [5, 6]);
+    // A stopped receiver refuses the whole run.
+    sink.stop();
+    while sink.is_alive() {
+        std::thread::yield_now();
+    }
+    burst.try_send(vec![vec![7, 8]]).unwrap();
+    assert_eq!(recv(), ("closed", vec![7, 8]));
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}

@@ -8,6 +8,7 @@
 //! protocol's "unavailable" response, by configuration. A request whose handler drops its
 //! `ReplyTo` (it stopped or panicked) is answered with that same response, never left hanging.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -389,8 +390,17 @@ where
     /// The multishot receive, when the reactor has a native one (one submission for the
     /// connection's life instead of one per read).
     multishot: Multishot,
-    /// A request its target had no room for, with the target's index.
-    paused: Option<(usize, IncomingFor<P>)>,
+    /// Requests decoded in this step and not yet sent, all for the target `outbox_target`:
+    /// a pipelined burst goes to the application as one run (one admission, one scheduling).
+    /// When the target is full (and the overload policy pauses), the ones it refused wait
+    /// here, in order, and reading stops until it has room.
+    outbox: VecDeque<IncomingFor<P>>,
+    outbox_target: usize,
+    /// The target refused the outbox's first request: waiting for room.
+    paused: bool,
+    /// A request for another target, decoded when the outbox's target refused: it waits for
+    /// the outbox to go first.
+    held: Option<(usize, IncomingFor<P>)>,
     /// The write side's shutdown (queued behind every send) has completed: everything
     /// written before it went out. Sends are quiet (no completion unless they fail), so this
     /// is what a closing connection waits for before it closes.
@@ -451,7 +461,10 @@ where
             rbuf: Some(BytesMut::with_capacity(config.read_buffer)),
             reading: false,
             multishot: Multishot::Unused,
-            paused: None,
+            outbox: VecDeque::new(),
+            outbox_target: 0,
+            paused: false,
+            held: None,
             shut_down: false,
             closing: false,
             linger: None,
@@ -506,7 +519,7 @@ where
         // Looked up once per step (a scan of the worker's extensions and a reference count),
         // not once per use.
         let io = Self::io(ctx);
-        while self.paused.is_none() && !self.body_blocked {
+        while !self.paused && !self.body_blocked {
             let Some(buf) = self.rbuf.as_mut() else { break };
             // Matched where it is returned, not bound first: binding moves the whole event
             // (a request is a few hundred bytes) into a local before it moves on again.
@@ -527,9 +540,32 @@ where
                 Some(ServerEvent::BodyEnd { id, .. }) => self.body_part(id, BodyPart::End, ctx),
             }
         }
+        if !self.paused {
+            self.send_outbox(ctx);
+        }
         self.flush(now, io.as_deref());
         self.read(io.as_deref());
         self.arm_timer(ctx, now);
+    }
+
+    /// Sends the requests in the outbox to their target as one run; see `outbox`.
+    fn send_outbox(&mut self, ctx: &mut Context<Self>) {
+        let target = self.outbox_target;
+        loop {
+            match self.routes.targets[target].try_send_many(&mut self.outbox) {
+                Ok(()) => return,
+                Err(SendError::Full(())) => match self.config.overload {
+                    Overload::Pause => {
+                        self.paused = true;
+                        return self.wait_for_room(target, ctx);
+                    }
+                    // Dropping the request drops its ReplyTo: the answer is "unavailable".
+                    // The next may find room freed meanwhile.
+                    Overload::Shed => drop(self.outbox.pop_front()),
+                },
+                Err(SendError::Closed(())) => return self.outbox.clear(),
+            }
+        }
     }
 
     /// Forwards a part of the streamed body (parts of bodies nobody reads are dropped).
@@ -601,18 +637,22 @@ where
             BodyStream::new(ctx.addr().recipient_map(ConnMsg::Body), id)
         });
         let target = self.routes.index(&request, ctx.worker_index());
+        // A request that streams its body or takes pushes leaves at once: its body's reader
+        // and its subscription are set up by its handler, which must have it first.
+        let alone = body.is_some() || push.is_some();
         let incoming = boxed_incoming(slot, request, reply, push, body);
-        match self.routes.targets[target].try_send(incoming) {
-            Ok(()) => {}
-            Err(SendError::Full(incoming)) => match self.config.overload {
-                Overload::Pause => {
-                    self.paused = Some((target, incoming));
-                    self.wait_for_room(target, ctx);
-                }
-                // Dropping the request drops its ReplyTo: the answer is "unavailable".
-                Overload::Shed => drop(incoming),
-            },
-            Err(SendError::Closed(incoming)) => drop(incoming),
+        if target != self.outbox_target && !self.outbox.is_empty() {
+            self.send_outbox(ctx);
+            if self.paused {
+                // Decoding stops here; this one goes after the refused ones.
+                self.held = Some((target, incoming));
+                return;
+            }
+        }
+        self.outbox_target = target;
+        self.outbox.push_back(incoming);
+        if alone {
+            self.send_outbox(ctx);
         }
     }
 
@@ -673,8 +713,7 @@ where
         let lingering = self.linger.is_some();
         let want = !self.closing
             && !self.peer_eof
-            && (lingering
-                || (self.paused.is_none() && !self.body_blocked && self.codec.wants_read()));
+            && (lingering || (!self.paused && !self.body_blocked && self.codec.wants_read()));
         let (Some(io), Some(token)) = (io, self.token) else {
             return;
         };
@@ -913,15 +952,18 @@ where
                         return;
                     }
                 }
-                if let Some((target, incoming)) = self.paused.take() {
-                    match self.routes.targets[target].try_send(incoming) {
-                        Ok(()) => {}
-                        Err(SendError::Full(incoming)) => {
-                            self.paused = Some((target, incoming));
-                            self.wait_for_room(target, ctx);
+                if std::mem::take(&mut self.paused) {
+                    self.send_outbox(ctx);
+                    if self.paused {
+                        return;
+                    }
+                    if let Some((target, incoming)) = self.held.take() {
+                        self.outbox_target = target;
+                        self.outbox.push_back(incoming);
+                        self.send_outbox(ctx);
+                        if self.paused {
                             return;
                         }
-                        Err(SendError::Closed(incoming)) => drop(incoming),
                     }
                 }
                 self.dirty = true;
