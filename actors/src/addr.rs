@@ -115,6 +115,9 @@ impl<A: Actor, M, F: Fn(M) -> A::Msg + Send + Sync> Target<M> for Mapped<A, F> {
     fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
         self.cell.try_send_mapped(msg, &self.map)
     }
+    fn try_send_many(&self, msgs: &mut VecDeque<M>) -> Result<(), SendError<()>> {
+        self.cell.try_send_many_mapped(msgs, &self.map)
+    }
 
     fn send_forced(&self, msg: M) -> Result<(), M> {
         self.cell.try_deliver_forced_mapped(msg, &self.map)

@@ -195,8 +195,31 @@ impl<A: Actor> ActorCell<A> {
     /// Sends the messages at the front of `msgs`, in order, while there is room; the ones
     /// sent leave `msgs`, the rest stay (in order) and the error says why the first of them
     /// was refused. On the home worker, with room for all of them, the run costs one
-    /// admission and one scheduling instead of one of each per message; anything else takes
-    /// them one at a time, exactly as [`ActorCell::try_send`].
+    /// admission and one scheduling instead of one of each per message; from another thread
+    /// each message claims its place as a single send does and the admitted run crosses in
+    /// one inbound job; anything else takes them one at a time, exactly as
+    /// [`ActorCell::try_send_mapped`]. `map` turns each into the actor's message once
+    /// admitted, as there.
+    pub(crate) fn try_send_many_mapped<M>(
+        self: &Arc<Self>,
+        msgs: &mut VecDeque<M>,
+        map: impl Fn(M) -> A::Msg,
+    ) -> Result<(), SendError<()>> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        match self.home_worker() {
+            Some(w) if self.admit_home_run(w, msgs.len()) => {
+                let n = msgs.len();
+                self.push_back_many(w, n, msgs.drain(..).map(map));
+                Ok(())
+            }
+            _ => self.try_send_many_slow(msgs, map),
+        }
+    }
+
+    /// [`ActorCell::try_send_many_mapped`] for the actor's own messages: an admitted run
+    /// moves into the queue in one block.
     pub(crate) fn try_send_many(
         self: &Arc<Self>,
         msgs: &mut VecDeque<A::Msg>,
@@ -204,20 +227,34 @@ impl<A: Actor> ActorCell<A> {
         if msgs.is_empty() {
             return Ok(());
         }
-        if let Some(w) = self.home_worker() {
-            if !w.has_faults() && self.mb.try_admit_home_many(msgs.len()) {
-                let dead = self.with_local(w, |l| l.dead);
-                if dead {
-                    self.mb.release(msgs.len());
-                    msgs.clear();
-                    return Ok(());
-                }
-                self.push_back_many(w, msgs);
-                return Ok(());
+        match self.home_worker() {
+            Some(w) if self.admit_home_run(w, msgs.len()) => {
+                self.append(w, msgs);
+                Ok(())
             }
+            _ => self.try_send_many_slow(msgs, |m| m),
+        }
+    }
+
+    /// Claims `n` places for a run sent on the home worker `w` in one go; false (nothing
+    /// claimed) when the run must go one message at a time. A run for an actor that has
+    /// stopped is claimed and dropped, as its single messages would be.
+    #[inline]
+    fn admit_home_run(&self, w: &WorkerLocal, n: usize) -> bool {
+        !w.has_faults() && self.mb.try_admit_home_many(n)
+    }
+
+    /// The run's other ways: from another thread, or one message at a time.
+    fn try_send_many_slow<M>(
+        self: &Arc<Self>,
+        msgs: &mut VecDeque<M>,
+        map: impl Fn(M) -> A::Msg,
+    ) -> Result<(), SendError<()>> {
+        if self.home_worker().is_none() && self.mb.overflow() == Overflow::Backpressure {
+            return self.try_send_many_remote(msgs, map);
         }
         while let Some(msg) = msgs.pop_front() {
-            match self.try_send(msg) {
+            match self.try_send_mapped(msg, &map) {
                 Ok(()) => {}
                 Err(SendError::Full(msg)) => {
                     msgs.push_front(msg);
@@ -230,6 +267,41 @@ impl<A: Actor> ActorCell<A> {
             }
         }
         Ok(())
+    }
+
+    /// [`ActorCell::try_send_many_mapped`] from another thread.
+    fn try_send_many_remote<M>(
+        self: &Arc<Self>,
+        msgs: &mut VecDeque<M>,
+        map: impl Fn(M) -> A::Msg,
+    ) -> Result<(), SendError<()>> {
+        let mut admitted = 0;
+        let mut refused = Ok(());
+        while admitted < msgs.len() {
+            match self.mb.try_admit(false) {
+                // A backpressure mailbox never discards.
+                Admit::Ok | Admit::Discard => admitted += 1,
+                Admit::Full => {
+                    refused = Err(SendError::Full(()));
+                    break;
+                }
+                Admit::Closed => {
+                    refused = Err(SendError::Closed(()));
+                    break;
+                }
+            }
+        }
+        if admitted > 0 {
+            let run: Vec<A::Msg> = msgs.drain(..admitted).map(map).collect();
+            let cell = self.clone();
+            // Enqueued one by one on the home worker, as that many single sends would be.
+            self.home.push(move |w: &WorkerLocal| {
+                for msg in run {
+                    cell.push_local(w, msg);
+                }
+            });
+        }
+        refused
     }
 
     /// Enqueues an admitted message: directly on the home worker `w` (the caller's
@@ -439,20 +511,52 @@ impl<A: Actor> ActorCell<A> {
         }
     }
 
-    /// [`ActorCell::push_back`] for a run of admitted messages, moved out of `msgs`.
-    fn push_back_many(&self, w: &WorkerLocal, msgs: &mut VecDeque<A::Msg>) {
-        let timing = w.system.timing;
+    /// Enqueues an admitted run of `n` messages, scheduling once (a run for an actor that
+    /// has stopped gives its places back and is dropped, as its messages would be one by one).
+    fn push_back_many(&self, w: &WorkerLocal, n: usize, msgs: impl Iterator<Item = A::Msg>) {
+        if self.with_local(w, |l| l.dead) {
+            self.mb.release(n);
+            drop(msgs.collect::<Vec<_>>());
+            return;
+        }
         let local = self.local.get();
+        // The iterator may run a mapping given by the sender (user code): no reference to
+        // `local` is held while it runs, only during each push.
+        for msg in msgs {
+            // SAFETY: as in `push_back`: `w` is this cell's home worker, so we are on its
+            // thread; the push calls no user code and does not re-enter, so this is the only
+            // live reference to `local` while it lasts.
+            unsafe { (*local).queue.push_back(msg) };
+        }
+        self.schedule_if_idle(w);
+    }
+
+    /// [`ActorCell::push_back_many`] for the actor's own messages: one move of the block.
+    fn append(&self, w: &WorkerLocal, msgs: &mut VecDeque<A::Msg>) {
+        if self.with_local(w, |l| l.dead) {
+            self.mb.release(msgs.len());
+            // Dropped after the borrow: dropping may answer a ReplyTo that enqueues here.
+            drop(std::mem::take(msgs));
+            return;
+        }
+        // SAFETY: as in `push_back`: on the home worker's thread, and moving messages from
+        // one queue to another calls no user code, so this is the only live reference.
+        unsafe { (*self.local.get()).queue.append(msgs) };
+        self.schedule_if_idle(w);
+    }
+
+    /// Puts the actor on its worker's run queue unless it is there already.
+    #[inline]
+    fn schedule_if_idle(&self, w: &WorkerLocal) {
+        let timing = w.system.timing;
         debug_assert_eq!(
             w.shared.uid, self.home.uid,
             "actor state touched off its home worker"
         );
-        // SAFETY: as in `push_back`: `w` is this cell's home worker, so we are on its thread;
-        // moving messages between two queues calls no user code and does not re-enter, so
-        // this is the only live reference to `local`.
+        // SAFETY: as in `push_back`: on the home worker's thread; reading and setting the
+        // scheduling flag calls nothing, so this is the only live reference to `local`.
         let schedule = unsafe {
-            let l = &mut *local;
-            l.queue.append(msgs);
+            let l = &mut *self.local.get();
             if l.scheduled {
                 None
             } else {

@@ -215,6 +215,17 @@ impl Actor for Burst {
 /// stay in order, and the error says why.
 #[test]
 fn try_send_many_sends_what_fits_in_order_and_keeps_the_rest() {
+    try_send_many_case(false);
+}
+
+/// The same through a recipient that maps its messages into the actor's (applied once each
+/// is admitted, as for `try_send`).
+#[test]
+fn try_send_many_through_a_mapped_recipient() {
+    try_send_many_case(true);
+}
+
+fn try_send_many_case(mapped: bool) {
     let sys = common::system(1);
     let (seen_tx, seen_rx) = mpsc::channel();
     let sink = sys
@@ -223,10 +234,14 @@ fn try_send_many_sends_what_fits_in_order_and_keeps_the_rest() {
             SpawnOptions::default().mailbox(MailboxConfig::bounded(4)),
         )
         .unwrap();
+    let recipient = |mapped: bool| match mapped {
+        true => sink.recipient_map(|m: u32| m),
+        false => sink.recipient(),
+    };
     let (report_tx, report_rx) = mpsc::channel();
     let burst = sys
         .spawn(Burst {
-            to: sink.recipient(),
+            to: recipient(mapped),
             report: report_tx,
         })
         .unwrap();
@@ -243,7 +258,7 @@ fn try_send_many_sends_what_fits_in_order_and_keeps_the_rest() {
     assert_eq!(seen, [1, 2, 3, 4]);
     // From a thread outside the system, one at a time.
     let mut q: std::collections::VecDeque<u32> = vec![5, 6].into();
-    sink.recipient().try_send_many(&mut q).unwrap();
+    recipient(mapped).try_send_many(&mut q).unwrap();
     assert!(q.is_empty());
     let seen: Vec<u32> = (0..2)
         .map(|_| seen_rx.recv_timeout(Duration::from_secs(10)).unwrap())
