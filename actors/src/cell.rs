@@ -205,8 +205,9 @@ impl<A: Actor> ActorCell<A> {
         msgs: &mut VecDeque<M>,
         map: impl Fn(M) -> A::Msg,
     ) -> Result<(), SendError<()>> {
-        if msgs.is_empty() {
-            return Ok(());
+        // A run of one is a single send: no run to admit or to move as one.
+        if msgs.len() <= 1 {
+            return self.try_send_each(msgs, map);
         }
         match self.home_worker() {
             Some(w) if self.admit_home_run(w, msgs.len()) => {
@@ -224,8 +225,8 @@ impl<A: Actor> ActorCell<A> {
         self: &Arc<Self>,
         msgs: &mut VecDeque<A::Msg>,
     ) -> Result<(), SendError<()>> {
-        if msgs.is_empty() {
-            return Ok(());
+        if msgs.len() <= 1 {
+            return self.try_send_each(msgs, |m| m);
         }
         match self.home_worker() {
             Some(w) if self.admit_home_run(w, msgs.len()) => {
@@ -253,6 +254,16 @@ impl<A: Actor> ActorCell<A> {
         if self.home_worker().is_none() && self.mb.overflow() == Overflow::Backpressure {
             return self.try_send_many_remote(msgs, map);
         }
+        self.try_send_each(msgs, map)
+    }
+
+    /// Sends from the front of `msgs` one message at a time, as [`ActorCell::try_send_mapped`].
+    #[inline]
+    fn try_send_each<M>(
+        self: &Arc<Self>,
+        msgs: &mut VecDeque<M>,
+        map: impl Fn(M) -> A::Msg,
+    ) -> Result<(), SendError<()>> {
         while let Some(msg) = msgs.pop_front() {
             match self.try_send_mapped(msg, &map) {
                 Ok(()) => {}

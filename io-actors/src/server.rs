@@ -540,7 +540,7 @@ where
                 Some(ServerEvent::BodyEnd { id, .. }) => self.body_part(id, BodyPart::End, ctx),
             }
         }
-        if !self.paused {
+        if !self.paused && !self.outbox.is_empty() {
             self.send_outbox(ctx);
         }
         self.flush(now, io.as_deref());
@@ -641,6 +641,19 @@ where
         // and its subscription are set up by its handler, which must have it first.
         let alone = body.is_some() || push.is_some();
         let incoming = boxed_incoming(slot, request, reply, push, body);
+        if !more && self.outbox.is_empty() {
+            // A lone request goes straight on: a run of one costs more than a send.
+            return match self.routes.targets[target].try_send(incoming) {
+                Ok(()) => {}
+                // Refused: it waits in the outbox, as a refused run does.
+                Err(SendError::Full(incoming)) => {
+                    self.outbox_target = target;
+                    self.outbox.push_back(incoming);
+                    self.send_outbox(ctx);
+                }
+                Err(SendError::Closed(incoming)) => drop(incoming),
+            };
+        }
         if target != self.outbox_target && !self.outbox.is_empty() {
             self.send_outbox(ctx);
             if self.paused {
