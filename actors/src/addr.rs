@@ -49,22 +49,7 @@ pub(crate) trait Target<M>: Send + Sync {
     /// Claims a place and enqueues (see `ActorCell::try_send`).
     fn try_send(&self, msg: M) -> Result<(), SendError<M>>;
     /// Sends from the front of `msgs` while there is room (see `ActorCell::try_send_many`).
-    fn try_send_many(&self, msgs: &mut VecDeque<M>) -> Result<(), SendError<()>> {
-        while let Some(msg) = msgs.pop_front() {
-            match self.try_send(msg) {
-                Ok(()) => {}
-                Err(SendError::Full(msg)) => {
-                    msgs.push_front(msg);
-                    return Err(SendError::Full(()));
-                }
-                Err(SendError::Closed(msg)) => {
-                    msgs.push_front(msg);
-                    return Err(SendError::Closed(()));
-                }
-            }
-        }
-        Ok(())
-    }
+    fn try_send_many(&self, msgs: &mut VecDeque<M>) -> Result<(), SendError<()>>;
     /// Enqueues ignoring capacity (a reply); Err when the actor stopped.
     fn send_forced(&self, msg: M) -> Result<(), M>;
     /// A reply handled on the spot when possible (see `ActorCell::deliver_now`); Err when

@@ -238,8 +238,8 @@ impl<A: Actor> ActorCell<A> {
     }
 
     /// Claims `n` places for a run sent on the home worker `w` in one go; false (nothing
-    /// claimed) when the run must go one message at a time. A run for an actor that has
-    /// stopped is claimed and dropped, as its single messages would be.
+    /// claimed) when the run must go one message at a time (a fault plan decides per message,
+    /// or there is not room for all).
     #[inline]
     fn admit_home_run(&self, w: &WorkerLocal, n: usize) -> bool {
         !w.has_faults() && self.mb.try_admit_home_many(n)
@@ -495,31 +495,15 @@ impl<A: Actor> ActorCell<A> {
     /// Appends to the queue and schedules the actor if it was idle.
     #[inline]
     fn push_back(&self, w: &WorkerLocal, msg: A::Msg) {
-        let timing = w.system.timing;
-        let local = self.local.get();
         debug_assert_eq!(
             w.shared.uid, self.home.uid,
             "actor state touched off its home worker"
         );
         // SAFETY: as in `with_local`: `w` is this cell's home worker, so we are on its thread;
-        // nothing in this block calls user code or re-enters, so this is the only live
-        // reference to `local`.
-        let schedule = unsafe {
-            let l = &mut *local;
-            l.queue.push_back(msg);
-            if l.scheduled {
-                None
-            } else {
-                l.scheduled = true;
-                if timing {
-                    l.scheduled_at = w.mono_ns();
-                }
-                Some(l.slot)
-            }
-        };
-        if let Some(key) = schedule {
-            w.schedule(key);
-        }
+        // the push calls no user code and does not re-enter, so this is the only live
+        // reference to `local` while it lasts.
+        unsafe { (*self.local.get()).queue.push_back(msg) };
+        self.schedule_if_idle(w);
     }
 
     /// Enqueues an admitted run of `n` messages, scheduling once (a run for an actor that
@@ -527,7 +511,7 @@ impl<A: Actor> ActorCell<A> {
     fn push_back_many(&self, w: &WorkerLocal, n: usize, msgs: impl Iterator<Item = A::Msg>) {
         if self.with_local(w, |l| l.dead) {
             self.mb.release(n);
-            drop(msgs.collect::<Vec<_>>());
+            msgs.for_each(drop);
             return;
         }
         let local = self.local.get();
