@@ -415,8 +415,9 @@ where
     dirty: bool,
     /// Reply addresses for requests, made without an allocation each (both set when started).
     /// A lone request's answer (none unanswered, no more input buffered) comes through the
-    /// mailbox, a message of its own; answers to pipelined requests collect on the board and are taken a run at a time, on its wake
-    /// (a board costs its wake message plus two locks: cheaper only for more than one answer).
+    /// mailbox, a message of its own; answers to pipelined requests collect on the board and
+    /// are taken a run at a time, on its wake (a board costs its wake message plus two locks:
+    /// cheaper only for more than one answer).
     replies: Option<ReplyChannel<P::Response>>,
     board: Option<ReplyBoard<P::Response>>,
     /// Answers taken from the board and not yet handled (kept for its allocation).
