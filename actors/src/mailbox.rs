@@ -150,14 +150,11 @@ impl Admission {
         if self.closed.load(Acquire) {
             return Admit::Closed;
         }
-        if on_home && self.overflow == Overflow::Backpressure {
-            let home = self.home.load(Relaxed);
-            if home + self.len.load(Relaxed) < self.capacity {
-                self.home.store(home + 1, Relaxed);
-                return Admit::Ok;
-            }
-            // Full, or as good as: the shared counter decides, exactly as for any sender.
+        if on_home && self.overflow == Overflow::Backpressure && self.claim_home(1) {
+            return Admit::Ok;
         }
+        // Full, or as good as (or not on the home worker): the shared counter decides,
+        // exactly as for any sender.
         self.try_admit_shared()
     }
 
@@ -167,9 +164,13 @@ impl Admission {
     /// claims one place at a time with [`Admission::try_admit`], as for any send.
     #[inline]
     pub(crate) fn try_admit_home_many(&self, n: usize) -> bool {
-        if self.closed.load(Acquire) || self.overflow != Overflow::Backpressure {
-            return false;
-        }
+        !self.closed.load(Acquire) && self.overflow == Overflow::Backpressure && self.claim_home(n)
+    }
+
+    /// The home worker's claim of `n` places, if all fit: only that worker writes the home
+    /// counter, so a plain load and store suffice (senders on other threads read it).
+    #[inline(always)]
+    fn claim_home(&self, n: usize) -> bool {
         let home = self.home.load(Relaxed);
         if home + self.len.load(Relaxed) + n <= self.capacity {
             self.home.store(home + n, Relaxed);

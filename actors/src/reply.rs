@@ -106,11 +106,7 @@ impl<T: Send + 'static> ReplyTo<T> {
     pub fn channel() -> (ReplyTo<T>, ReplyFuture<T>) {
         let (tx, rx) = oneshot::channel();
         (
-            ReplyTo {
-                sink: Some(Sink::Future(tx)),
-                deadline: None,
-                tracked: tracking::created(),
-            },
+            ReplyTo::from_sink(Sink::Future(tx)),
             ReplyFuture { rx, sleep: None },
         )
     }
@@ -118,18 +114,15 @@ impl<T: Send + 'static> ReplyTo<T> {
     /// A reply address that calls `deliver` exactly once, with the reply or the error.
     /// Actor contexts build on this ([`crate::Context::reply_to`]).
     pub fn from_fn(deliver: impl FnOnce(Result<T, ReplyError>) + Send + 'static) -> Self {
-        ReplyTo {
-            sink: Some(Sink::Actor(Box::new(deliver), None)),
-            deadline: None,
-            tracked: tracking::created(),
-        }
+        ReplyTo::from_sink(Sink::Actor(Box::new(deliver), None))
     }
 
-    pub(crate) fn from_sink(sink: Sink<T>, tracked: bool) -> Self {
+    /// An address delivering to `sink`, counted by the deterministic system's no-hang check.
+    pub(crate) fn from_sink(sink: Sink<T>) -> Self {
         ReplyTo {
             sink: Some(sink),
             deadline: None,
-            tracked,
+            tracked: tracking::created(),
         }
     }
 
@@ -288,11 +281,7 @@ impl<T: Send + 'static> ReplyChannel<T> {
 
     /// A reply address for the request tagged `tag`.
     pub fn reply_to(&self, tag: u64) -> ReplyTo<T> {
-        ReplyTo {
-            sink: Some(Sink::Tagged(self.sink.clone(), tag)),
-            deadline: None,
-            tracked: tracking::created(),
-        }
+        ReplyTo::from_sink(Sink::Tagged(self.sink.clone(), tag))
     }
 }
 

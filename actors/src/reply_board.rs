@@ -22,7 +22,7 @@ use std::any::Any;
 use std::fmt;
 
 use crate::error::ReplyError;
-use crate::reply::{tracking, ReplyTo, Sink};
+use crate::reply::{ReplyTo, Sink};
 use crate::sync::{lock, Mutex};
 use std::sync::Arc;
 
@@ -118,7 +118,7 @@ impl<T: Send + 'static> ReplyBoard<T> {
 
     /// A reply address for the request tagged `tag`. Costs a reference count, no allocation.
     pub fn reply_to(&self, tag: u64) -> ReplyTo<T> {
-        ReplyTo::from_sink(Sink::Board(self.shared.clone(), tag), tracking::created())
+        ReplyTo::from_sink(Sink::Board(self.shared.clone(), tag))
     }
 
     /// Moves every answer posted so far into `into`, in the order they were posted, and
