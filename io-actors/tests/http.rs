@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sinew_actors::{Actor, Context, System};
+use sinew_actors::{Actor, Context, SpawnOptions, System};
 use sinew_io_actors::{io_driver, serve, IncomingFor, ServerConfig};
 use sinew_protocols::http1::{Body, Http1, Response};
 use sinew_transports::Backend;
@@ -57,19 +57,39 @@ fn big_body() -> Vec<u8> {
 }
 
 fn start(backend: Backend) -> (System, SocketAddr) {
+    serve_app(
+        2,
+        backend,
+        App,
+        SpawnOptions::default(),
+        0..2,
+        ServerConfig::default(),
+    )
+}
+
+/// A system of `workers` workers parked in `backend`, with `app` spawned with `options` and
+/// served on 127.0.0.1 by the listeners of the workers in `listen`.
+fn serve_app<A: Actor<Msg = IncomingFor<Http1>>>(
+    workers: usize,
+    backend: Backend,
+    app: A,
+    options: SpawnOptions,
+    listen: std::ops::Range<usize>,
+    config: ServerConfig,
+) -> (System, SocketAddr) {
     let sys = System::builder()
-        .workers(2)
+        .workers(workers)
         .try_driver(io_driver(backend))
         .build()
         .expect("system");
-    let app = sys.spawn(App).expect("app");
+    let app = sys.spawn_with(app, options).expect("app");
     let addr = serve(
         &sys.handle(),
         Http1::default(),
         "127.0.0.1:0".parse().unwrap(),
-        0..2,
+        listen,
         app.recipient(),
-        ServerConfig::default(),
+        config,
     )
     .expect("serve");
     (sys, addr)
@@ -391,22 +411,7 @@ fn per_worker_routes_keep_requests_on_the_connections_worker() {
 }
 
 fn limited_server(config: ServerConfig) -> (System, SocketAddr) {
-    let sys = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .expect("system");
-    let app = sys.spawn(App).expect("app");
-    let addr = serve(
-        &sys.handle(),
-        Http1::default(),
-        "127.0.0.1:0".parse().unwrap(),
-        0..1,
-        app.recipient(),
-        config,
-    )
-    .expect("serve");
-    (sys, addr)
+    serve_app(1, Backend::Auto, App, SpawnOptions::default(), 0..1, config)
 }
 
 /// Sends `n` pipelined GETs on one connection and returns the status codes in order.
@@ -482,28 +487,16 @@ impl Actor for Slow {
 #[test]
 fn a_full_application_pauses_reading_and_loses_nothing() {
     for (backend, app_worker) in [(Backend::Auto, 1), (Backend::Mio, 1), (Backend::Auto, 0)] {
-        let sys = System::builder()
-            .workers(2)
-            .try_driver(io_driver(backend))
-            .build()
-            .expect("system");
-        let app = sys
-            .spawn_with(
-                Slow,
-                sinew_actors::SpawnOptions::default()
-                    .placement(sinew_actors::Placement::Worker(app_worker))
-                    .mailbox(sinew_actors::MailboxConfig::bounded(2)),
-            )
-            .expect("app");
-        let addr = serve(
-            &sys.handle(),
-            Http1::default(),
-            "127.0.0.1:0".parse().unwrap(),
+        let (sys, addr) = serve_app(
+            2,
+            backend,
+            Slow,
+            SpawnOptions::default()
+                .placement(sinew_actors::Placement::Worker(app_worker))
+                .mailbox(sinew_actors::MailboxConfig::bounded(2)),
             0..1,
-            app.recipient(),
             ServerConfig::default(),
-        )
-        .expect("serve");
+        );
         const N: usize = 300;
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -792,29 +785,18 @@ impl Actor for Backwards {
 #[test]
 fn pipelined_answers_from_another_worker_out_of_order_leave_in_order() {
     const N: usize = 12;
-    let sys = System::builder()
-        .workers(2)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .expect("system");
-    let app = sys
-        .spawn_with(
-            Backwards {
-                held: Vec::new(),
-                batch: N,
-            },
-            sinew_actors::SpawnOptions::default().placement(sinew_actors::Placement::Worker(0)),
-        )
-        .expect("app");
-    let addr = serve(
-        &sys.handle(),
-        Http1::default(),
-        "127.0.0.1:0".parse().unwrap(),
+    let backwards = Backwards {
+        held: Vec::new(),
+        batch: N,
+    };
+    let (sys, addr) = serve_app(
+        2,
+        Backend::Auto,
+        backwards,
+        SpawnOptions::default().placement(sinew_actors::Placement::Worker(0)),
         1..2,
-        app.recipient(),
         ServerConfig::default(),
-    )
-    .expect("serve");
+    );
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let paths: Vec<String> = (0..N)
@@ -861,30 +843,18 @@ fn pipelined_answers_from_another_worker_out_of_order_leave_in_order() {
 #[test]
 fn a_full_application_sheds_the_rest_of_a_burst_with_503() {
     const N: usize = 16;
-    let sys = System::builder()
-        .workers(1)
-        .try_driver(io_driver(Backend::Auto))
-        .build()
-        .expect("system");
-    let app = sys
-        .spawn_with(
-            Slow,
-            sinew_actors::SpawnOptions::default().mailbox(sinew_actors::MailboxConfig::bounded(2)),
-        )
-        .expect("app");
     let config = ServerConfig {
         overload: sinew_io_actors::Overload::Shed,
         ..ServerConfig::default()
     };
-    let addr = serve(
-        &sys.handle(),
-        Http1::default(),
-        "127.0.0.1:0".parse().unwrap(),
+    let (sys, addr) = serve_app(
+        1,
+        Backend::Auto,
+        Slow,
+        SpawnOptions::default().mailbox(sinew_actors::MailboxConfig::bounded(2)),
         0..1,
-        app.recipient(),
         config,
-    )
-    .expect("serve");
+    );
     // One write of 16 short requests arrives in one read: the first two fit, the rest are
     // shed. (Were it split, later reads would find room again: only the shape is asserted.)
     let statuses = pipelined_statuses(addr, "/r", N);
