@@ -44,7 +44,7 @@ step "loom models of the lock-free protocols"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p sinew-actors --lib --release loom
 
-step "miri on the unsafe code (inbound queue, cell access, workers, reply board, in-place request box)"
+step "miri on the unsafe code (inbound queue, cell access, workers, reply board, in-place request message)"
 if cargo +nightly miri --version >/dev/null 2>&1 \
    || rustup component add --toolchain nightly miri rust-src >/dev/null 2>&1; then
   export MIRIFLAGS="-Zmiri-disable-isolation"
@@ -53,7 +53,7 @@ if cargo +nightly miri --version >/dev/null 2>&1 \
   CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p sinew-actors \
     --test backpressure --test replies --test lifecycle -- \
     overflow actor_side_deadline ask_gets_the_answer panic_stops_only try_send_many
-  CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p sinew-io-actors --lib boxed_incoming
+  CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p sinew-io-actors --lib in_place
 else
   echo "skipped: no nightly toolchain with miri on this machine (install: rustup component add --toolchain nightly miri)"
 fi

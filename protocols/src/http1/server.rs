@@ -23,7 +23,7 @@ use super::error::Http1Error;
 use super::limits::{Limits, Timeouts};
 use super::message::{Body, Headers, Request, Response, Version};
 use super::parse::{self, Framing, HeadKind, HeadScanner};
-use crate::protocol::{RequestId, ServerCodec, ServerEvent, TimeoutKind};
+use crate::protocol::{RequestId, RequestPlace, ServerCodec, ServerEvent, TimeoutKind};
 
 /// Server configuration: limits and timeouts as data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +240,20 @@ impl ServerConnection {
 
     /// Decodes the next event from `buf`.
     pub fn poll_event(&mut self, buf: &mut BytesMut, now: Instant) -> Option<Event> {
+        self.poll_event_with(buf, now, &mut |request| request)
+    }
+
+    /// [`poll_event`](Self::poll_event), with a decoded request handed to `emit`, whose
+    /// result the event carries: the request itself, or `()` once it is written in place
+    /// ([`ServerCodec::poll_event_into`]). Always inlined, so the request is built where
+    /// `emit` puts it.
+    #[inline(always)]
+    fn poll_event_with<R>(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+        emit: &mut impl FnMut(Request) -> R,
+    ) -> Option<ServerEvent<R, Headers, Http1Error>> {
         loop {
             match &mut self.read {
                 Read::Closed | Read::AwaitContinue { .. } => return None,
@@ -305,7 +319,7 @@ impl ServerConnection {
                     let head = buf.split_to(len).freeze();
                     match parsed {
                         Ok(p) => {
-                            if let Some(ev) = self.start_request(p, head) {
+                            if let Some(ev) = self.start_request(p, head, emit) {
                                 return Some(ev);
                             }
                         }
@@ -332,7 +346,7 @@ impl ServerConnection {
                     self.read = self.after_request(keep_alive);
                     return Some(ServerEvent::Request {
                         id: RequestId(id),
-                        request: *request,
+                        request: emit(*request),
                     });
                 }
                 Read::Stream {
@@ -381,7 +395,13 @@ impl ServerConnection {
     /// Takes a parsed head: assigns its id and slot, and decides how its body is read. The
     /// request is built where it goes (the event, or the state waiting for its body), so the
     /// common bodiless request is never copied on its way out.
-    fn start_request(&mut self, p: parse::ParsedRequest, head: Bytes) -> Option<Event> {
+    #[inline(always)]
+    fn start_request<R>(
+        &mut self,
+        p: parse::ParsedRequest,
+        head: Bytes,
+        emit: &mut impl FnMut(Request) -> R,
+    ) -> Option<ServerEvent<R, Headers, Http1Error>> {
         let id = self.next_id;
         self.next_id += 1;
         self.out.slots.push_back(Slot {
@@ -399,7 +419,7 @@ impl ServerConnection {
                 self.read = self.after_request(keep_alive);
                 return Some(ServerEvent::Request {
                     id: RequestId(id),
-                    request: p.into_request(head, Body::empty()),
+                    request: emit(p.into_request(head, Body::empty())),
                 });
             }
             Framing::Length(n) => {
@@ -436,7 +456,7 @@ impl ServerConnection {
         };
         Some(ServerEvent::Request {
             id: RequestId(id),
-            request: p.into_request(head, Body::Stream),
+            request: emit(p.into_request(head, Body::Stream)),
         })
     }
 
@@ -449,7 +469,7 @@ impl ServerConnection {
     }
 
     /// A decode error: queue the error response in order, stop reading, close after flush.
-    fn fail(&mut self, error: Http1Error) -> Event {
+    fn fail<R>(&mut self, error: Http1Error) -> ServerEvent<R, Headers, Http1Error> {
         let current = match &self.read {
             Read::Whole { id, .. } => Some((*id, false)),
             Read::Stream { id, .. } | Read::AwaitContinue { id, .. } => Some((*id, true)),
@@ -799,7 +819,7 @@ impl ServerConnection {
         if self.header_deadline.is_some_and(|d| now >= d) && matches!(self.read, Read::Head) {
             self.header_deadline = None;
             if self.head_started {
-                let _ = self.fail(Http1Error::HeaderReadTimeout);
+                let _ = self.fail::<()>(Http1Error::HeaderReadTimeout);
             } else {
                 self.read = Read::Closed;
             }
@@ -809,7 +829,7 @@ impl ServerConnection {
             && matches!(self.read, Read::Whole { .. } | Read::Stream { .. })
         {
             self.body_deadline = None;
-            let _ = self.fail(Http1Error::BodyReadTimeout);
+            let _ = self.fail::<()>(Http1Error::BodyReadTimeout);
             return Some(TimeoutKind::RequestRead);
         }
         if self.idle_deadline.is_some_and(|d| now >= d) {
@@ -877,6 +897,15 @@ impl ServerCodec for ServerConnection {
 
     fn poll_event(&mut self, buf: &mut BytesMut, now: Instant) -> Option<Event> {
         ServerConnection::poll_event(self, buf, now)
+    }
+    #[inline(always)]
+    fn poll_event_into(
+        &mut self,
+        buf: &mut BytesMut,
+        now: Instant,
+        place: &mut RequestPlace<'_, Request>,
+    ) -> Option<ServerEvent<(), Headers, Http1Error>> {
+        self.poll_event_with(buf, now, &mut |request| place.put(request))
     }
     fn send_response(&mut self, id: RequestId, response: Response) -> Result<(), Http1Error> {
         ServerConnection::send_response(self, id, response)
