@@ -43,6 +43,8 @@ fi
 step "loom models of the lock-free protocols"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
   cargo test -p sinew-actors --lib --release loom
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+  cargo test -p sinew-transports --lib --release loom
 
 step "miri on the unsafe code (inbound queue, cell access, workers, reply board, in-place request message)"
 if cargo +nightly miri --version >/dev/null 2>&1 \

@@ -4,19 +4,20 @@
 //! A slot is in exactly one state: free (the pool holds it), held (one [`Held`] handle, owned
 //! by the backend code working on it), in the kernel (on io_uring's provided buffer ring), or
 //! lent (a `Bytes` handed to the user refers to it). Lending wraps the slot in a `Bytes` whose
-//! owner pushes the slot's id onto a shared return list when the last clone drops, from
-//! whichever thread that happens on; the reactor collects the list on its own thread
-//! ([`BufPool::reclaim`]) and re-provides the slots. The memory itself is reference counted,
-//! so a `Bytes` may outlive the reactor.
+//! owner raises the slot's return flag when the last clone drops, from whichever thread that
+//! happens on ([`crate::returns`]); the reactor collects returned slots on its own thread
+//! ([`BufPool::reclaim`]) and re-provides them. The memory and the flags are reference
+//! counted together (one count per lent `Bytes`), so a `Bytes` may outlive the reactor.
 
 use std::alloc::{self, Layout};
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::returns::Returns;
 
 /// Slot states.
 const FREE: u8 = 0;
@@ -70,13 +71,16 @@ impl Drop for Region {
     }
 }
 
-/// Slot ids whose `Bytes` were dropped, waiting for the reactor to collect them.
-type Returns = Mutex<Vec<u16>>;
+/// What the pool shares with the `Bytes` it lends: the memory and the return flags, behind
+/// one reference count (a lend and a return each cost one atomic update of it).
+struct Shared {
+    region: Region,
+    returns: Returns,
+}
 
 /// The owner behind a lent `Bytes`: slot `bid`'s first `len` bytes.
 struct Lent {
-    region: Arc<Region>,
-    returns: Arc<Returns>,
+    shared: Arc<Shared>,
     bid: u16,
     len: usize,
 }
@@ -88,16 +92,14 @@ impl AsRef<[u8]> for Lent {
         // (zeroed at allocation) and alive (we hold an `Arc`); and nobody writes the slot
         // while it is lent: the pool only writes or provides slots that are free or held,
         // and this slot leaves the lent state only after this owner drops.
-        unsafe { std::slice::from_raw_parts(self.region.slot_ptr(self.bid), self.len) }
+        unsafe { std::slice::from_raw_parts(self.shared.region.slot_ptr(self.bid), self.len) }
     }
 }
 
 impl Drop for Lent {
     fn drop(&mut self) {
-        self.returns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(self.bid);
+        // The last use of the slot's memory through this owner: it is read no more.
+        self.shared.returns.give_back(self.bid);
     }
 }
 
@@ -109,13 +111,11 @@ pub(crate) struct Held {
 
 /// A pool of fixed-size receive buffers (see the module docs).
 pub(crate) struct BufPool {
-    region: Arc<Region>,
-    returns: Arc<Returns>,
+    shared: Arc<Shared>,
     state: Vec<u8>,
     free: Vec<u16>,
-    lent: usize,
-    /// Scratch for `reclaim`.
-    scratch: Vec<u16>,
+    /// The ids of the lent slots, the only ones a return can concern.
+    lent: Vec<u16>,
 }
 
 impl BufPool {
@@ -131,18 +131,19 @@ impl BufPool {
             .filter_map(|i| u16::try_from(i).ok())
             .collect();
         Ok(BufPool {
-            region: Arc::new(region),
-            returns: Arc::new(Mutex::new(Vec::new())),
+            shared: Arc::new(Shared {
+                region,
+                returns: Returns::new(count),
+            }),
             state: vec![FREE; count],
             free,
-            lent: 0,
-            scratch: Vec::new(),
+            lent: Vec::new(),
         })
     }
 
     /// Bytes per buffer.
     pub(crate) fn buf_size(&self) -> usize {
-        self.region.size
+        self.shared.region.size
     }
 
     /// Buffers in the pool.
@@ -152,7 +153,7 @@ impl BufPool {
 
     /// Buffers lent out and not returned (or returned but not yet reclaimed).
     pub(crate) fn lent(&self) -> usize {
-        self.lent
+        self.lent.len()
     }
 
     fn set(&mut self, bid: u16, from: u8, to: u8) -> bool {
@@ -185,39 +186,41 @@ impl BufPool {
     /// The buffer to read into: the whole slot. Only initialised bytes may be stored (a
     /// read does), so the region stays initialised.
     pub(crate) fn read_buf(&mut self, held: &Held) -> &mut [MaybeUninit<u8>] {
-        let size = self.region.size;
+        let size = self.shared.region.size;
         // SAFETY: the slot is inside the region. It is held, and `held` is its only handle,
         // borrowed here for the slice's lifetime through `&mut self`: no `Bytes` refers to
         // it (not lent), the kernel does not have it (not provided), and no other slice of it
         // exists. Slots are disjoint, so other slots' readers are unaffected.
-        unsafe { std::slice::from_raw_parts_mut(self.region.slot_ptr(held.bid).cast(), size) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.shared.region.slot_ptr(held.bid).cast(), size)
+        }
     }
 
     /// [`BufPool::read_buf`] as initialised bytes, for code that fills buffers itself.
     pub(crate) fn buf_mut(&mut self, held: &Held) -> &mut [u8] {
-        let size = self.region.size;
+        let size = self.shared.region.size;
         // SAFETY: as in `read_buf`; the region is initialised (zeroed at allocation, and only
         // initialised bytes are ever stored).
-        unsafe { std::slice::from_raw_parts_mut(self.region.slot_ptr(held.bid), size) }
+        unsafe { std::slice::from_raw_parts_mut(self.shared.region.slot_ptr(held.bid), size) }
     }
 
     /// The first `len` bytes of a held buffer (clamped to the buffer size).
     pub(crate) fn filled(&self, held: &Held, len: usize) -> &[u8] {
-        let len = len.min(self.region.size);
+        let len = len.min(self.shared.region.size);
         // SAFETY: as in `buf_mut`, the slot is held through `held` (borrowed here), in bounds
         // and initialised; nothing writes it while this shared slice lives.
-        unsafe { std::slice::from_raw_parts(self.region.slot_ptr(held.bid), len) }
+        unsafe { std::slice::from_raw_parts(self.shared.region.slot_ptr(held.bid), len) }
     }
 
     /// Lends the first `len` bytes of a held buffer (clamped to the buffer size) as `Bytes`;
     /// the buffer comes back when the last clone of it drops.
     pub(crate) fn lend(&mut self, held: Held, len: usize) -> Bytes {
-        let len = len.min(self.region.size);
-        self.set(held.bid, HELD, LENT);
-        self.lent += 1;
+        let len = len.min(self.shared.region.size);
+        if self.set(held.bid, HELD, LENT) {
+            self.lent.push(held.bid);
+        }
         Bytes::from_owner(Lent {
-            region: self.region.clone(),
-            returns: self.returns.clone(),
+            shared: self.shared.clone(),
             bid: held.bid,
             len,
         })
@@ -231,13 +234,20 @@ impl BufPool {
 
     /// The whole region: its first byte and length.
     pub(crate) fn region(&self) -> (*const u8, usize) {
-        (self.region.ptr.as_ptr(), self.region.layout.size())
+        (
+            self.shared.region.ptr.as_ptr(),
+            self.shared.region.layout.size(),
+        )
     }
 
     /// Hands a held buffer to the kernel: its address, length and id.
     pub(crate) fn provide(&mut self, held: Held) -> (*mut u8, usize, u16) {
         self.set(held.bid, HELD, KERNEL);
-        (self.region.slot_ptr(held.bid), self.region.size, held.bid)
+        (
+            self.shared.region.slot_ptr(held.bid),
+            self.shared.region.size,
+            held.bid,
+        )
     }
 
     /// Takes back a buffer the kernel handed over (a completion's buffer id); `None` if the
@@ -248,26 +258,23 @@ impl BufPool {
 
     /// Collects the buffers whose `Bytes` were dropped since the last call, as held buffers.
     pub(crate) fn reclaim(&mut self, out: &mut Vec<Held>) {
-        if self.lent == 0 {
+        if self.lent.is_empty() {
             return;
         }
-        let mut got = std::mem::take(&mut self.scratch);
-        {
-            let mut returned = self.returns.lock().unwrap_or_else(PoisonError::into_inner);
-            std::mem::swap(&mut got, &mut *returned);
-        }
-        for bid in got.drain(..) {
-            if self.set(bid, LENT, HELD) {
-                self.lent -= 1;
-                out.push(Held { bid });
+        let state = &mut self.state;
+        self.shared.returns.collect(&mut self.lent, |bid| {
+            if let Some(s) = state.get_mut(usize::from(bid)) {
+                if *s == LENT {
+                    *s = HELD;
+                    out.push(Held { bid });
+                }
             }
-        }
-        self.scratch = got;
+        });
     }
 
     /// Collects returned buffers straight into the free list.
     pub(crate) fn reclaim_into_free(&mut self) {
-        if self.lent == 0 {
+        if self.lent.is_empty() {
             return;
         }
         let mut held = Vec::new();

@@ -1,0 +1,9 @@
+//! Atomics behind one name so the lock-free return of lent receive buffers can be
+//! model-checked with loom (`RUSTFLAGS="--cfg loom"`).
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8};
+
+pub(crate) use std::sync::atomic::Ordering;
