@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::returns::Returns;
+use crate::returns::{Returns, SCAN};
 
 /// Slot states.
 const FREE: u8 = 0;
@@ -116,6 +116,8 @@ pub(crate) struct BufPool {
     free: Vec<u16>,
     /// The ids of the lent slots, the only ones a return can concern.
     lent: Vec<u16>,
+    /// Where the next look at `lent`'s return flags resumes.
+    cursor: usize,
 }
 
 impl BufPool {
@@ -138,6 +140,7 @@ impl BufPool {
             state: vec![FREE; count],
             free,
             lent: Vec::new(),
+            cursor: 0,
         })
     }
 
@@ -169,7 +172,8 @@ impl BufPool {
     /// Takes a free buffer, collecting returned ones first if none is free.
     pub(crate) fn take(&mut self) -> Option<Held> {
         if self.free.is_empty() {
-            self.reclaim_into_free();
+            // Every lent buffer looked at: none is free.
+            self.collect_into_free(usize::MAX);
         }
         let bid = self.free.pop()?;
         self.set(bid, FREE, HELD);
@@ -256,29 +260,42 @@ impl BufPool {
         self.set(bid, KERNEL, HELD).then_some(Held { bid })
     }
 
-    /// Collects the buffers whose `Bytes` were dropped since the last call, as held buffers.
+    /// Collects buffers whose `Bytes` were dropped, as held buffers: those among the next
+    /// [`SCAN`] lent ones (all of them, for a pool with no more lent).
     pub(crate) fn reclaim(&mut self, out: &mut Vec<Held>) {
+        self.collect(out, SCAN);
+    }
+
+    fn collect(&mut self, out: &mut Vec<Held>, limit: usize) {
         if self.lent.is_empty() {
             return;
         }
         let state = &mut self.state;
-        self.shared.returns.collect(&mut self.lent, |bid| {
-            if let Some(s) = state.get_mut(usize::from(bid)) {
-                if *s == LENT {
-                    *s = HELD;
-                    out.push(Held { bid });
+        let lent = &mut self.lent;
+        self.shared
+            .returns
+            .collect(lent, &mut self.cursor, limit, |bid| {
+                if let Some(s) = state.get_mut(usize::from(bid)) {
+                    if *s == LENT {
+                        *s = HELD;
+                        out.push(Held { bid });
+                    }
                 }
-            }
-        });
+            });
     }
 
-    /// Collects returned buffers straight into the free list.
+    /// Collects returned buffers straight into the free list: those among the next [`SCAN`]
+    /// lent ones, as [`BufPool::reclaim`].
     pub(crate) fn reclaim_into_free(&mut self) {
+        self.collect_into_free(SCAN);
+    }
+
+    fn collect_into_free(&mut self, limit: usize) {
         if self.lent.is_empty() {
             return;
         }
         let mut held = Vec::new();
-        self.reclaim(&mut held);
+        self.collect(&mut held, limit);
         for h in held {
             self.put(h);
         }

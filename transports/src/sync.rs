@@ -2,8 +2,8 @@
 //! model-checked with loom (`RUSTFLAGS="--cfg loom"`).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8};
+pub(crate) use loom::sync::atomic::AtomicU8;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8};
+pub(crate) use std::sync::atomic::AtomicU8;
 
 pub(crate) use std::sync::atomic::Ordering;
