@@ -178,16 +178,6 @@ fn replies_bypass_capacity_but_not_a_stopped_actor() {
     assert!(matches!(a.send_reply(5), Err(SendError::Closed(5))));
 }
 
-/// Records what it receives.
-struct Sink(mpsc::Sender<u32>);
-
-impl Actor for Sink {
-    type Msg = u32;
-    fn handle(&mut self, m: u32, _ctx: &mut Context<Self>) {
-        self.0.send(m).unwrap();
-    }
-}
-
 /// Sends each batch it is given with `try_send_many`, within one turn (so the sink, on the
 /// same worker, drains nothing in between), and reports each outcome and what was left.
 struct Burst {
@@ -230,7 +220,7 @@ fn try_send_many_case(mapped: bool) {
     let (seen_tx, seen_rx) = mpsc::channel();
     let sink = sys
         .spawn_with(
-            Sink(seen_tx),
+            Rec(seen_tx),
             SpawnOptions::default().mailbox(MailboxConfig::bounded(4)),
         )
         .unwrap();

@@ -655,11 +655,13 @@ where
         }
     }
 
-    // Inlined into `step`: the request then moves from the codec's event into its message
-    // without a stop in an argument slot.
+    /// Hands a decoded request, already in its message's slot, to its target: admission,
+    /// reply address, body stream and pushes, then a send or the outbox.
     ///
     /// # Safety
     /// `slot` holds the request (its `request` field is written).
+    // Always inlined into `step`, with the slot kept in registers rather than stored in an
+    // argument.
     #[inline(always)]
     unsafe fn dispatch(
         &mut self,
