@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release --example http_hello -- --addr 127.0.0.1:8080 --io-workers 2 --transport auto
 //! cargo run --release --example http_hello -- --io-workers 1 --app-workers 1   # app on its own core
+//! cargo run --release --example http_hello -- --inline   # answers on the connections' turns
 //! curl http://127.0.0.1:8080/plaintext
 //! ```
 //!
@@ -17,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sinew::io_actors::{io_driver, serve, IncomingFor, Routes, ServerConfig};
 use sinew::prelude::*;
-use sinew::protocols::http1::{Body, FieldBlock, Http1, Http1Error, Response};
+use sinew::protocols::http1::{Body, FieldBlock, Http1, Http1Error, Request, Response};
 use sinew::transports::Backend;
 
 /// Request paths allocate a little; mimalloc makes each of those a few dozen instructions.
@@ -49,7 +50,17 @@ impl Actor for Hello {
     type Msg = IncomingFor<Http1>;
 
     fn handle(&mut self, inc: IncomingFor<Http1>, _ctx: &mut Context<Self>) {
-        let resp = match inc.request.target() {
+        let resp = self.answer(&inc.request);
+        inc.reply.send(resp);
+    }
+}
+
+impl Hello {
+    /// The answer to `request`: what the actor sends, or what `--inline` gives on the
+    /// connection's own turn.
+    #[inline]
+    fn answer(&self, request: &Request) -> Response {
+        match request.target() {
             b"/plaintext" => Response::new(200)
                 .with_fields(&self.plaintext)
                 .with_body(Body::Full(Bytes::from_static(b"Hello, World!"))),
@@ -59,8 +70,7 @@ impl Actor for Hello {
                     br#"{"message":"Hello, World!"}"#,
                 ))),
             _ => Response::new(404),
-        };
-        inc.reply.send(resp);
+        }
     }
 }
 
@@ -70,6 +80,8 @@ struct Args {
     /// Workers for application actors alone; 0 runs the application on the I/O workers.
     app_workers: usize,
     transport: Backend,
+    /// Answer on the connections' own turns (`Routes::answer_inline`), not in the actors.
+    inline: bool,
     run_for: Option<Duration>,
 }
 
@@ -81,6 +93,7 @@ fn parse_args() -> Result<Args, String> {
             .unwrap_or(1),
         app_workers: 0,
         transport: Backend::Auto,
+        inline: false,
         run_for: None,
     };
     let mut it = std::env::args().skip(1);
@@ -108,6 +121,7 @@ fn parse_args() -> Result<Args, String> {
                     Ok(b) => b,
                 }
             }
+            "--inline" => args.inline = true,
             "--run-for-secs" => {
                 args.run_for = Some(Duration::from_secs(
                     value()?
@@ -155,7 +169,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Application actors on the I/O workers: each connection talks to its own worker's actor,
     // so no request crosses a core. On separate application workers: round-robin, counted per
     // I/O thread (a shared counter would be an atomic write per request on every core).
-    let routes = if args.app_workers == 0 {
+    let mut routes = if args.app_workers == 0 {
         Routes::per_worker(apps)
     } else {
         Routes::by(apps, |_| {
@@ -167,6 +181,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })
     };
+    if args.inline {
+        routes = routes.answer_inline(move |request| Some(hello.answer(request)));
+    }
     let bound = serve(
         &system.handle(),
         Http1::default(),

@@ -10,6 +10,8 @@
 # callgrind_annotate (`--inclusive=yes`, `--tree=caller`, `--auto=yes`). With SLOW_OPS=1 it also
 # prints the instructions that cost far more cycles than their count says, executed per request
 # and where: locked (atomic) ones, fences and integer divisions (needs objdump).
+# HELLO_ARGS adds flags to the server's command line (`--inline`: answers on the
+# connections' turns).
 # With CODEC=1 it counts the HTTP/1.1 codec alone instead (`protocols/examples/
 # http1_codec_loop.rs`: parse 16 pipelined requests, answer, drain, no actors or sockets); the
 # first argument is then the number of 16-request rounds (default 20000).
@@ -39,7 +41,7 @@ DUMP_INSTR=no; [ -n "${SLOW_OPS:-}" ] && DUMP_INSTR=yes
 SINEW_SPIN_US=0 valgrind --tool=callgrind --instr-atstart=no --separate-threads=no \
   --dump-instr="$DUMP_INSTR" \
   --callgrind-out-file="$OUT/cg.out" "$TARGET/release/examples/http_hello" \
-  --addr "127.0.0.1:$PORT" --io-workers 1 --transport mio --run-for-secs 600 \
+  --addr "127.0.0.1:$PORT" --io-workers 1 --transport mio --run-for-secs 600 ${HELLO_ARGS:-} \
   >/dev/null 2>"$OUT/valgrind.log" &
 SERVER=$!
 for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/plaintext" >/dev/null && break; sleep 0.2; done

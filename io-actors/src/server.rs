@@ -292,9 +292,14 @@ where
 {
     targets: Vec<Recipient<IncomingFor<P>>>,
     pick: Pick<P>,
+    inline: Option<InlineAnswer<P>>,
 }
 
 type Picker<P> = Box<dyn Fn(&<P as Protocol>::Request) -> usize + Send + Sync>;
+
+/// See [`Routes::answer_inline`].
+type InlineAnswer<P> =
+    Box<dyn Fn(&<P as Protocol>::Request) -> Option<<P as Protocol>::Response> + Send + Sync>;
 
 enum Pick<P: Protocol> {
     First,
@@ -312,6 +317,7 @@ where
         Routes {
             targets: vec![handler],
             pick: Pick::First,
+            inline: None,
         }
     }
 
@@ -327,6 +333,7 @@ where
         Routes {
             targets,
             pick: Pick::By(Box::new(pick)),
+            inline: None,
         }
     }
 
@@ -344,7 +351,57 @@ where
         Routes {
             targets,
             pick: Pick::Local,
+            inline: None,
         }
+    }
+
+    /// Lets `answer` answer requests on the connection's own turn, before they are sent to a
+    /// handler actor: what it answers (`Some`) goes straight to the codec, what it declines
+    /// (`None`) goes on to the targets as usual. Answers still leave in request order.
+    ///
+    /// For answers that need no actor's state and never wait: health checks, static pages,
+    /// values from a shared read-mostly cache. It skips the message, the handler's turn and
+    /// the reply address (about half of the server's own work per pipelined HTTP request; see
+    /// docs/BENCHMARKS.md), and it runs on the I/O worker, so anything slow here stalls every
+    /// connection of that worker. Requests that stream their body or take pushes always go
+    /// to the targets. A panic in `answer` is caught: that request gets the protocol's
+    /// "unavailable" answer (HTTP 503) and the connection carries on.
+    ///
+    /// ```
+    /// # use sinew_actors::Recipient;
+    /// # use sinew_io_actors::{IncomingFor, Routes};
+    /// use sinew_protocols::http1::{Http1, Response};
+    /// # fn routes(app: Recipient<IncomingFor<Http1>>) -> Routes<Http1> {
+    /// // `Http1` named: a handler's address alone does not say which protocol it serves.
+    /// Routes::<Http1>::single(app).answer_inline(|request| {
+    ///     (request.target() == b"/health").then(|| Response::new(204))
+    /// })
+    /// # }
+    /// ```
+    pub fn answer_inline(
+        mut self,
+        answer: impl Fn(&P::Request) -> Option<P::Response> + Send + Sync + 'static,
+    ) -> Self {
+        self.inline = Some(Box::new(answer));
+        self
+    }
+
+    /// The inline answer to `request`, if [`Routes::answer_inline`] gives one; a panic there
+    /// is answered with `protocol`'s "unavailable" response.
+    #[inline]
+    fn inline_answer(&self, protocol: &P, request: &P::Request) -> Option<P::Response> {
+        let answer = self.inline.as_ref()?;
+        if protocol.needs_push(request) || protocol.streams_body(request) {
+            return None;
+        }
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(request))).unwrap_or_else(
+            |_| {
+                tracing::error!(
+                    "an inline answer panicked; the request is answered as unavailable"
+                );
+                Some(protocol.unavailable_response())
+            },
+        )
     }
 
     fn index(&self, request: &P::Request, worker: usize) -> usize {
@@ -693,6 +750,21 @@ where
         // SAFETY: the request is in the slot (the caller's contract). A copy of the reference
         // is used below until `finish_incoming` takes the slot.
         let request: &P::Request = unsafe { request_field(&mut slot).assume_init_ref() };
+        if let Some(answer) = self.routes.inline_answer(&self.protocol, request) {
+            // Answered here: it was never in flight with a handler.
+            if let Some(gate) = self.gate.as_ref().filter(|_| self.admitted > 0) {
+                self.admitted -= 1;
+                gate.done(1);
+            }
+            self.dirty = true;
+            if self.codec.send_response(id, answer).is_err() {
+                tracing::debug!(?id, "inline answer not accepted by the codec");
+            }
+            // SAFETY: as for a refused request above: dropped once, the slot kept.
+            unsafe { request_field(&mut slot).assume_init_drop() };
+            self.spare = Some(slot);
+            return;
+        }
         let push = self.protocol.needs_push(request).then(|| Pusher {
             target: ctx.addr().recipient_map(|m| ConnMsg::Push(Box::new(m))),
         });

@@ -867,3 +867,140 @@ fn a_full_application_sheds_the_rest_of_a_burst_with_503() {
     assert!(statuses.contains(&503), "{statuses:?}");
     sys.shutdown(Duration::from_secs(5));
 }
+
+/// The inline answers of the tests below: `/inline/..` is answered with its path on the
+/// connection's turn, `/boom/..` panics there, and everything else is declined (it goes on
+/// to the application actor).
+fn inline_routes(
+    app: sinew_actors::Recipient<IncomingFor<Http1>>,
+) -> sinew_io_actors::Routes<Http1> {
+    sinew_io_actors::Routes::<Http1>::single(app).answer_inline(|request| {
+        let target = request.target_bytes();
+        if target.starts_with(b"/boom/") {
+            panic!("inline answer bug (injected)");
+        }
+        target
+            .starts_with(b"/inline/")
+            .then(|| Response::new(200).with_body(Body::Full(target)))
+    })
+}
+
+/// Serves `app` (spawned on worker 0) with [`inline_routes`] from worker 1's listener.
+fn serve_inline<A: Actor<Msg = IncomingFor<Http1>>>(
+    backend: Backend,
+    app: A,
+    config: ServerConfig,
+) -> (System, SocketAddr) {
+    let sys = System::builder()
+        .workers(2)
+        .try_driver(io_driver(backend))
+        .build()
+        .expect("system");
+    let app = sys
+        .spawn_with(
+            app,
+            SpawnOptions::default().placement(sinew_actors::Placement::Worker(0)),
+        )
+        .expect("app");
+    let addr = serve(
+        &sys.handle(),
+        Http1::default(),
+        "127.0.0.1:0".parse().unwrap(),
+        1..2,
+        inline_routes(app.recipient()),
+        config,
+    )
+    .expect("serve");
+    (sys, addr)
+}
+
+/// Pipelined requests answered partly on the connection's turn, partly by an actor on
+/// another worker (which answers its batch backwards), and partly by an inline answer that
+/// panics: they leave in request order, the panicked ones as 503, and the connection serves
+/// on afterwards.
+#[test]
+fn inline_answers_interleave_with_the_actors_in_request_order() {
+    const N: usize = 12;
+    for backend in [Backend::Auto, Backend::Mio] {
+        let paths: Vec<String> = (0..N)
+            .map(|i| match i % 4 {
+                0 => format!("/inline/{i}"),
+                2 => format!("/boom/{i}"),
+                _ => format!("/keep/{i}"),
+            })
+            .collect();
+        let kept = paths.iter().filter(|p| p.starts_with("/keep/")).count();
+        let backwards = Backwards {
+            held: Vec::new(),
+            batch: kept,
+        };
+        let (sys, addr) = serve_inline(backend, backwards, ServerConfig::default());
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let reqs: String = paths
+            .iter()
+            .map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .collect();
+        s.write_all(reqs.as_bytes()).expect("requests");
+        let got: Vec<(String, String)> = read_responses(&mut s, N)
+            .into_iter()
+            .map(|(head, body)| {
+                let status = head.lines().next().unwrap_or("").to_string();
+                let body = if status.contains(" 200 ") {
+                    body
+                } else {
+                    String::new()
+                };
+                (status, body)
+            })
+            .collect();
+        let want: Vec<(String, String)> = paths
+            .iter()
+            .map(|p| match p.starts_with("/boom/") {
+                true => (
+                    "HTTP/1.1 503 Service Unavailable".to_string(),
+                    String::new(),
+                ),
+                false => ("HTTP/1.1 200 OK".to_string(), p.clone()),
+            })
+            .collect();
+        assert_eq!(got, want, "{backend}");
+        // The same connection still answers, inline and through the actor.
+        s.write_all(b"GET /inline/again HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("request");
+        assert_eq!(read_bodies(&mut s, 1), vec!["/inline/again".to_string()]);
+        assert!(sys.shutdown(Duration::from_secs(5)).clean, "{backend}");
+    }
+}
+
+/// An inline answer gives its in-flight place back at once: with a cap of one request in
+/// flight, a pipelined run of inline requests is answered whole, and the actor's request
+/// behind it still finds the place free.
+#[test]
+fn inline_answers_do_not_hold_in_flight_places() {
+    let config = ServerConfig {
+        max_in_flight: Some(1),
+        ..ServerConfig::default()
+    };
+    let (sys, addr) = serve_inline(Backend::Auto, App, config);
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let reqs: String = (0..4)
+        .map(|i| format!("GET /inline/{i} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .chain(std::iter::once(
+            "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        ))
+        .collect();
+    s.write_all(reqs.as_bytes()).expect("requests");
+    assert_eq!(
+        read_bodies(&mut s, 5),
+        vec![
+            "/inline/0",
+            "/inline/1",
+            "/inline/2",
+            "/inline/3",
+            "Hello, World!"
+        ]
+    );
+    assert!(sys.shutdown(Duration::from_secs(5)).clean);
+}

@@ -6,6 +6,9 @@
 //! - `sinew-uring`, `sinew-mio`: the `examples/http_hello.rs` application (an actor answering
 //!   `GET /plaintext` and `GET /json`) behind `sinew_io_actors::serve` with `Http1`, one
 //!   pinned worker parked in an io_uring / epoll reactor;
+//! - `sinew-uring-inline`, `sinew-mio-inline`: the same answers given on the connection's own
+//!   turn (`Routes::answer_inline`), with no actor message, handler turn or reply address:
+//!   what the per-request actor hop of the reference path costs;
 //! - `hyper`: hyper 1 `http1` connections on a current-thread tokio runtime;
 //! - `actix-web`: actix-web 4 with 1 worker;
 //! - `may-minihttp`: may_minihttp on 1 may worker;
@@ -78,6 +81,10 @@ pub enum System {
     SinewUring,
     /// Sinew's HTTP/1.1 server on the mio (epoll) backend.
     SinewMio,
+    /// Sinew on io_uring, answering on the connection's turn (`Routes::answer_inline`).
+    SinewUringInline,
+    /// Sinew on mio, answering on the connection's turn (`Routes::answer_inline`).
+    SinewMioInline,
     /// hyper 1 on a current-thread tokio runtime.
     Hyper,
     /// actix-web 4 with one worker.
@@ -92,9 +99,11 @@ pub enum System {
 
 impl System {
     /// Every system, in run order.
-    pub const ALL: [System; 7] = [
+    pub const ALL: [System; 9] = [
         System::SinewUring,
         System::SinewMio,
+        System::SinewUringInline,
+        System::SinewMioInline,
         System::Hyper,
         System::ActixWeb,
         System::MayMinihttp,
@@ -107,6 +116,8 @@ impl System {
         match self {
             System::SinewUring => "sinew-uring",
             System::SinewMio => "sinew-mio",
+            System::SinewUringInline => "sinew-uring-inline",
+            System::SinewMioInline => "sinew-mio-inline",
             System::Hyper => "hyper",
             System::ActixWeb => "actix-web",
             System::MayMinihttp => "may-minihttp",
@@ -233,8 +244,10 @@ impl Sample {
 /// process until killed.
 pub fn serve_main(system: System, addr: SocketAddr) -> Result<(), String> {
     match system {
-        System::SinewUring => sinew::serve(sinew_transports::Backend::Uring, addr),
-        System::SinewMio => sinew::serve(sinew_transports::Backend::Mio, addr),
+        System::SinewUring => sinew::serve(sinew_transports::Backend::Uring, addr, false),
+        System::SinewMio => sinew::serve(sinew_transports::Backend::Mio, addr, false),
+        System::SinewUringInline => sinew::serve(sinew_transports::Backend::Uring, addr, true),
+        System::SinewMioInline => sinew::serve(sinew_transports::Backend::Mio, addr, true),
         System::Hyper => hyper::serve(addr),
         System::ActixWeb => actix::serve(addr),
         System::MayMinihttp => may::serve(addr),
@@ -465,6 +478,15 @@ pub const TABLE: TableSpec<'static> = TableSpec {
     subject: "sinew-uring",
 };
 
+/// Sinew's rows: the reference path (each request an actor message) on each backend, then
+/// the inline answers.
+const SINEW: [&str; 4] = [
+    "sinew-uring",
+    "sinew-mio",
+    "sinew-uring-inline",
+    "sinew-mio-inline",
+];
+
 /// The goals on requests per server CPU-second, one line per (goal, case, Sinew
 /// backend) present: >= may-minihttp in every case, >= 1.5x hyper pipelined, within 10% of
 /// the canned server.
@@ -484,11 +506,11 @@ pub fn goal_lines(rows: &[Row]) -> Vec<String> {
             if only.is_some_and(|c| c != case) {
                 continue;
             }
-            for ours in ["sinew-uring", "sinew-mio"] {
+            for ours in SINEW {
                 if let (Some(a), Some(b)) = (find(case.name(), ours), find(case.name(), theirs)) {
                     let ratio = goodness_ratio(a.value, b.value, true);
                     out.push(format!(
-                        "  {ours:<11} vs {theirs:<12} {:<19} {ratio:>5.2}x (goal >= {target:.2}x)  {}",
+                        "  {ours:<18} vs {theirs:<12} {:<19} {ratio:>5.2}x (goal >= {target:.2}x)  {}",
                         case.name(),
                         if ratio >= target { "met" } else { "MISSED" }
                     ));
