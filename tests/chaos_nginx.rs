@@ -199,9 +199,11 @@ fn pool_breaker_opens_under_resets_and_closes_after() {
             minimum_calls: 4,
             failure_rate: 0.5,
             half_open_calls: 1,
+            // Long enough that the checks made while it is open (a few round trips
+            // between threads) cannot outlast it on a loaded machine.
             open: Backoff {
-                min: Duration::from_millis(100),
-                max: Duration::from_millis(100),
+                min: Duration::from_millis(1000),
+                max: Duration::from_millis(1000),
                 factor: 1.0,
                 jitter: 0.0,
                 reset_after: Duration::ZERO,

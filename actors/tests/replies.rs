@@ -55,16 +55,16 @@ fn dropped_reply_to_is_an_error_not_a_hang() {
 fn panicking_holder_fails_pending_asks_fast() {
     let sys = common::system(1);
     let s = sys.spawn(Server::default()).unwrap();
-    let held = std::thread::spawn({
-        let s = s.clone();
-        move || futures::executor::block_on(s.ask(Req::Hold))
-    });
+    // The held request is queued before the panicking one (sent from this thread, in order),
+    // so the actor holds it when it crashes.
+    let (hold, held) = ReplyTo::channel();
+    s.try_send(Req::Hold(hold)).unwrap();
     assert_eq!(
         futures::executor::block_on(s.ask(Req::Panic)),
         Err(ReplyError::Dropped)
     );
     // The held request was in the crashed actor's state: it is answered with an error too.
-    assert_eq!(held.join().unwrap(), Err(ReplyError::Dropped));
+    assert_eq!(futures::executor::block_on(held), Err(ReplyError::Dropped));
     assert!(!s.is_alive());
     // Asking a stopped actor fails at once.
     assert_eq!(

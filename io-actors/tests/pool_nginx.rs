@@ -76,9 +76,11 @@ fn circuit_opens_when_nginx_stops_and_closes_when_it_returns() {
             minimum_calls: 4,
             failure_rate: 0.5,
             half_open_calls: 2,
+            // Long enough that the checks made while it is open (a few round trips
+            // between threads) cannot outlast it on a loaded machine.
             open: Backoff {
-                min: Duration::from_millis(200),
-                max: Duration::from_millis(200),
+                min: Duration::from_millis(2000),
+                max: Duration::from_millis(2000),
                 factor: 1.0,
                 jitter: 0.0,
                 reset_after: Duration::ZERO,

@@ -1378,9 +1378,12 @@ fn note_capabilities(h: &Harness, case: &str) {
     );
 }
 
-/// Polls without blocking a few times, so buffers whose `Bytes` were dropped are collected.
+/// Polls without blocking a few times, so buffers whose `Bytes` were dropped are collected:
+/// enough times for the reactor to look at every lent buffer (it looks at a bounded number
+/// per poll) and then some.
 pub fn settle(h: &mut Harness) {
-    for _ in 0..3 {
+    let lent = h.reactor.stats().recv_buffers_lent;
+    for _ in 0..3 + lent.div_ceil(16) {
         let mut out = Vec::new();
         h.reactor
             .poll(&mut out, Some(Duration::ZERO))
