@@ -131,6 +131,13 @@ pub fn write_table(out: &mut impl Write, rows: &[Row], spec: &TableSpec<'_>) -> 
         } else {
             "lower is better"
         };
+        // The longest name sets the column, so every row lines up.
+        let name_width = group
+            .iter()
+            .map(|r| r.system.len())
+            .max()
+            .unwrap_or(0)
+            .max(12);
         writeln!(out)?;
         writeln!(out, "{} / {}  ({}, {})", key.0, key.1, key.2, dir)?;
         let base_label = baseline
@@ -138,8 +145,13 @@ pub fn write_table(out: &mut impl Write, rows: &[Row], spec: &TableSpec<'_>) -> 
             .unwrap_or_default();
         writeln!(
             out,
-            "  {:<12} {:>12} {:<6} {:>12} {:>14}",
-            "system", "median", "unit", "x best peer", base_label
+            "  {:<w$} {:>12} {:<6} {:>12} {:>14}",
+            "system",
+            "median",
+            "unit",
+            "x best peer",
+            base_label,
+            w = name_width
         )?;
         for r in group {
             let vs_peer = best_peer
@@ -164,13 +176,14 @@ pub fn write_table(out: &mut impl Write, rows: &[Row], spec: &TableSpec<'_>) -> 
             };
             writeln!(
                 out,
-                "  {:<12} {:>12} {:<6} {:>12} {:>14}{}",
+                "  {:<w$} {:>12} {:<6} {:>12} {:>14}{}",
                 r.system,
                 fmt_value(r.value),
                 r.unit,
                 vs_peer,
                 vs_base,
-                mark
+                mark,
+                w = name_width
             )?;
         }
     }
