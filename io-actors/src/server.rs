@@ -361,9 +361,9 @@ where
     ///
     /// For answers that need no actor's state and never wait: health checks, static pages,
     /// values from a shared read-mostly cache. It skips the message, the handler's turn and
-    /// the reply address (about half of the server's own work per pipelined HTTP request; see
-    /// docs/BENCHMARKS.md), and it runs on the I/O worker, so anything slow here stalls every
-    /// connection of that worker. Requests that stream their body or take pushes always go
+    /// the reply address (a fifth of the server's own instructions per pipelined HTTP
+    /// request, a quarter unpipelined; see docs/BENCHMARKS.md), and it runs on the I/O
+    /// worker, so anything slow here stalls every connection of that worker. Requests that stream their body or take pushes always go
     /// to the targets. A panic in `answer` is caught: that request gets the protocol's
     /// "unavailable" answer (HTTP 503) and the connection carries on.
     ///
