@@ -779,6 +779,43 @@ impl Actor for Backwards {
     }
 }
 
+/// Sends a GET for each of `paths` in one write and returns each answer's status line and,
+/// for a 200, its body (a 503 carries the server's own body: only its status is compared).
+fn pipeline_paths(s: &mut TcpStream, paths: &[String]) -> Vec<(String, String)> {
+    let reqs: String = paths
+        .iter()
+        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"))
+        .collect();
+    s.write_all(reqs.as_bytes()).expect("requests");
+    read_responses(s, paths.len())
+        .into_iter()
+        .map(|(head, body)| {
+            let status = head.lines().next().unwrap_or("").to_string();
+            let body = if status.contains(" 200 ") {
+                body
+            } else {
+                String::new()
+            };
+            (status, body)
+        })
+        .collect()
+}
+
+/// What [`pipeline_paths`] should read when every path is echoed with a 200, except those
+/// starting with `failing`, which are answered 503.
+fn echoed_or_503(paths: &[String], failing: &str) -> Vec<(String, String)> {
+    paths
+        .iter()
+        .map(|p| match p.starts_with(failing) {
+            true => (
+                "HTTP/1.1 503 Service Unavailable".to_string(),
+                String::new(),
+            ),
+            false => ("HTTP/1.1 200 OK".to_string(), p.clone()),
+        })
+        .collect()
+}
+
 /// Pipelined requests whose answers come from another worker, out of order and some dropped,
 /// leave in request order, a dropped one as 503 (answers after the first of a run collect on
 /// the connection's reply board, posted from the application's thread).
@@ -805,35 +842,8 @@ fn pipelined_answers_from_another_worker_out_of_order_leave_in_order() {
             format!("/{kind}/{i}")
         })
         .collect();
-    let reqs: String = paths
-        .iter()
-        .map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"))
-        .collect();
-    s.write_all(reqs.as_bytes()).expect("requests");
-    // A dropped request's 503 carries the server's own body: only its status is compared.
-    let got: Vec<(String, String)> = read_responses(&mut s, N)
-        .into_iter()
-        .map(|(head, body)| {
-            let status = head.lines().next().unwrap_or("").to_string();
-            let body = if status.contains(" 200 ") {
-                body
-            } else {
-                String::new()
-            };
-            (status, body)
-        })
-        .collect();
-    let want: Vec<(String, String)> = paths
-        .iter()
-        .map(|p| match p.starts_with("/drop/") {
-            true => (
-                "HTTP/1.1 503 Service Unavailable".to_string(),
-                String::new(),
-            ),
-            false => ("HTTP/1.1 200 OK".to_string(), p.clone()),
-        })
-        .collect();
-    assert_eq!(got, want);
+    let got = pipeline_paths(&mut s, &paths);
+    assert_eq!(got, echoed_or_503(&paths, "/drop/"));
     assert!(sys.shutdown(Duration::from_secs(5)).clean);
 }
 
@@ -937,34 +947,8 @@ fn inline_answers_interleave_with_the_actors_in_request_order() {
         let (sys, addr) = serve_inline(backend, backwards, ServerConfig::default());
         let mut s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let reqs: String = paths
-            .iter()
-            .map(|p| format!("GET {p} HTTP/1.1\r\nHost: x\r\n\r\n"))
-            .collect();
-        s.write_all(reqs.as_bytes()).expect("requests");
-        let got: Vec<(String, String)> = read_responses(&mut s, N)
-            .into_iter()
-            .map(|(head, body)| {
-                let status = head.lines().next().unwrap_or("").to_string();
-                let body = if status.contains(" 200 ") {
-                    body
-                } else {
-                    String::new()
-                };
-                (status, body)
-            })
-            .collect();
-        let want: Vec<(String, String)> = paths
-            .iter()
-            .map(|p| match p.starts_with("/boom/") {
-                true => (
-                    "HTTP/1.1 503 Service Unavailable".to_string(),
-                    String::new(),
-                ),
-                false => ("HTTP/1.1 200 OK".to_string(), p.clone()),
-            })
-            .collect();
-        assert_eq!(got, want, "{backend}");
+        let got = pipeline_paths(&mut s, &paths);
+        assert_eq!(got, echoed_or_503(&paths, "/boom/"), "{backend}");
         // The same connection still answers, inline and through the actor.
         s.write_all(b"GET /inline/again HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("request");
