@@ -737,14 +737,8 @@ where
                 Verdict::Shed => Some(self.protocol.unavailable_response()),
             };
             if let Some(answer) = answer {
-                if self.codec.send_response(id, answer).is_err() {
-                    tracing::debug!(?id, "admission answer not accepted by the codec");
-                }
-                // SAFETY: the request is in the slot (the caller's contract) and is dropped
-                // once, here; the slot is then uninitialised again and kept for the next.
-                unsafe { request_field(&mut slot).assume_init_drop() };
-                self.spare = Some(slot);
-                return;
+                // SAFETY: the request is in the slot (the caller's contract).
+                return unsafe { self.answer_here(id, answer, slot) };
             }
         }
         // SAFETY: the request is in the slot (the caller's contract). A copy of the reference
@@ -757,13 +751,8 @@ where
                 gate.done(1);
             }
             self.dirty = true;
-            if self.codec.send_response(id, answer).is_err() {
-                tracing::debug!(?id, "inline answer not accepted by the codec");
-            }
-            // SAFETY: as for a refused request above: dropped once, the slot kept.
-            unsafe { request_field(&mut slot).assume_init_drop() };
-            self.spare = Some(slot);
-            return;
+            // SAFETY: the request is in the slot (the caller's contract).
+            return unsafe { self.answer_here(id, answer, slot) };
         }
         let push = self.protocol.needs_push(request).then(|| Pusher {
             target: ctx.addr().recipient_map(|m| ConnMsg::Push(Box::new(m))),
@@ -813,6 +802,26 @@ where
         if alone {
             self.send_outbox(ctx);
         }
+    }
+
+    /// Answers a request on the connection's turn (refused by admission, or answered
+    /// inline): the answer goes to the codec, the request is dropped in place, and its slot
+    /// is kept for the next request.
+    ///
+    /// # Safety
+    /// `slot` holds the request (its `request` field is written).
+    #[inline(always)]
+    unsafe fn answer_here(&mut self, id: RequestId, answer: P::Response, mut slot: Slot<P>) {
+        if self.codec.send_response(id, answer).is_err() {
+            tracing::debug!(
+                ?id,
+                "answer given on the connection's turn not accepted by the codec"
+            );
+        }
+        // SAFETY: the request is in the slot (the caller's contract) and is dropped once,
+        // here; the slot is then uninitialised again and kept for the next.
+        unsafe { request_field(&mut slot).assume_init_drop() };
+        self.spare = Some(slot);
     }
 
     fn wait_for_room(&self, target: usize, ctx: &mut Context<Self>) {
